@@ -1,0 +1,273 @@
+// couplevae/backend/cpu/ops.hpp: ops<cpu>, the CPU kernels every module calls.
+//
+// Plain pointer + size signatures (the same ones ops<cuda> implements), row-major data.
+// GEMM goes through Eigen (multi-threaded when built with OpenMP); element-wise kernels
+// are simple loops the compiler vectorises. Kernels that produce gradients follow the
+// accumulate rule where their name says `_acc`; others overwrite their outputs.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include <Eigen/Core>
+
+#include "../../core/rng.hpp"
+#include "../tags.hpp"
+
+namespace couplevae {
+
+namespace detail {
+template <class T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using CMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using MMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+}  // namespace detail
+
+template <>
+struct ops<cpu> {
+  // C (M x N) = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T; leading dimensions
+  // are row strides. beta is 0 (overwrite) or 1 (accumulate) or any other scale.
+  template <class T>
+  static void gemm(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int lda,
+                   const T* Bp, int ldb, T beta, T* C, int ldc) {
+    using namespace detail;
+    if (M == 0 || N == 0) return;
+    MMap<T> Cm(C, M, N, Eigen::OuterStride<>(ldc));
+    if (K == 0) {
+      if (beta == T(0)) Cm.setZero(); else Cm *= beta;
+      return;
+    }
+    CMap<T> Am(A, ta ? K : M, ta ? M : K, Eigen::OuterStride<>(lda));
+    CMap<T> Bm(Bp, tb ? N : K, tb ? K : N, Eigen::OuterStride<>(ldb));
+    auto run = [&](const auto& a, const auto& b) {
+      if (beta == T(0)) {
+        Cm.noalias() = alpha * (a * b);
+      } else {
+        if (beta != T(1)) Cm *= beta;
+        Cm.noalias() += alpha * (a * b);
+      }
+    };
+    if (!ta && !tb) run(Am, Bm);
+    else if (ta && !tb) run(Am.transpose(), Bm);
+    else if (!ta && tb) run(Am, Bm.transpose());
+    else run(Am.transpose(), Bm.transpose());
+  }
+
+  // Packed GEMM shorthand: every matrix contiguous.
+  template <class T>
+  static void gemm(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, const T* Bp,
+                   T beta, T* C) {
+    gemm(ta, tb, M, N, K, alpha, A, ta ? M : K, Bp, tb ? K : N, beta, C, N);
+  }
+
+  template <class T>
+  static void copy(const T* x, size_t n, T* y) {
+    if (n) std::memcpy(y, x, n * sizeof(T));
+  }
+  // 2-D strided copy: dst[r, :cols] = src[r, :cols] (row strides ld_src, ld_dst).
+  template <class T>
+  static void copy2d(const T* src, int rows, int cols, int ld_src, T* dst, int ld_dst) {
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(dst + size_t(r) * ld_dst, src + size_t(r) * ld_src, cols * sizeof(T));
+  }
+  // 2-D strided accumulate: dst[r, :cols] += src[r, :cols].
+  template <class T>
+  static void add2d(const T* src, int rows, int cols, int ld_src, T* dst, int ld_dst) {
+    for (int r = 0; r < rows; ++r) {
+      const T* s = src + size_t(r) * ld_src;
+      T* d = dst + size_t(r) * ld_dst;
+      for (int c = 0; c < cols; ++c) d[c] += s[c];
+    }
+  }
+  template <class T>
+  static void fill(T* y, size_t n, T v) {
+    std::fill(y, y + n, v);
+  }
+  // y += alpha * x
+  template <class T>
+  static void axpy(size_t n, T alpha, const T* x, T* y) {
+    for (size_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+  }
+
+  // Y[r, :] += b for r < rows.
+  template <class T>
+  static void add_row_bias(T* Y, int rows, int cols, const T* b) {
+    for (int r = 0; r < rows; ++r) {
+      T* y = Y + size_t(r) * cols;
+      for (int c = 0; c < cols; ++c) y[c] += b[c];
+    }
+  }
+  // db += sum over rows of dY.
+  template <class T>
+  static void col_sum_acc(const T* dY, int rows, int cols, T* db) {
+    for (int r = 0; r < rows; ++r) {
+      const T* d = dY + size_t(r) * cols;
+      for (int c = 0; c < cols; ++c) db[c] += d[c];
+    }
+  }
+
+  // out[i, :] = table[ids[i], :]
+  template <class T>
+  static void gather_rows(const T* table, int dim, const int32_t* ids, int n, T* out, int ld_out) {
+    for (int i = 0; i < n; ++i) std::memcpy(out + size_t(i) * ld_out, table + size_t(ids[i]) * dim, dim * sizeof(T));
+  }
+  // dtable[ids[i], :] += dout[i, :]
+  template <class T>
+  static void scatter_add_rows(const T* dout, int ld_dout, const int32_t* ids, int n, int dim, T* dtable) {
+    for (int i = 0; i < n; ++i) {
+      T* d = dtable + size_t(ids[i]) * dim;
+      const T* s = dout + size_t(i) * ld_dout;
+      for (int c = 0; c < dim; ++c) d[c] += s[c];
+    }
+  }
+
+  // Inverted dropout: mask[i] = (u_i >= p) / (1 - p) from the generator; y = x * mask.
+  template <class T>
+  static void dropout_mask(Rng& rng, size_t n, T p, T* mask) {
+    rng.uniform(mask, n);
+    const T keep = T(1) / (T(1) - p);
+    for (size_t i = 0; i < n; ++i) mask[i] = mask[i] >= p ? keep : T(0);
+  }
+  template <class T>
+  static void mul(size_t n, const T* a, const T* b, T* y) {
+    for (size_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
+  }
+  // y += a * b
+  template <class T>
+  static void mul_acc(size_t n, const T* a, const T* b, T* y) {
+    for (size_t i = 0; i < n; ++i) y[i] += a[i] * b[i];
+  }
+
+  template <class T>
+  static void tanh_forward(size_t n, const T* x, T* y) {
+    for (size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+  }
+  // dx += dy * (1 - y^2)
+  template <class T>
+  static void tanh_backward_acc(size_t n, const T* y, const T* dy, T* dx) {
+    for (size_t i = 0; i < n; ++i) dx[i] += dy[i] * (T(1) - y[i] * y[i]);
+  }
+  template <class T>
+  static void relu_forward(size_t n, const T* x, T* y) {
+    for (size_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+  }
+  // dx += dy * [y > 0]
+  template <class T>
+  static void relu_backward_acc(size_t n, const T* y, const T* dy, T* dx) {
+    for (size_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+  }
+
+  // GRU gates for `a` rows (PyTorch's gate order r, z, n):
+  //   r = s(gx_r + gh_r), z = s(gx_z + gh_z), n = tanh(gx_n + r * gh_n),
+  //   h' = (1 - z) * n + z * h.
+  // gx, gh: (a, 3H) with biases included; h, h_new: (a, H). Saves r, z, n, gh_n.
+  template <class T>
+  static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* h, T* r, T* z,
+                                T* n, T* ghn, T* h_new) {
+    using detail::sigmoid;
+    for (int i = 0; i < a; ++i) {
+      const T* x = gx + size_t(i) * 3 * H;
+      const T* g = gh + size_t(i) * 3 * H;
+      const size_t o = size_t(i) * H;
+      for (int k = 0; k < H; ++k) {
+        const T rk = sigmoid(x[k] + g[k]);
+        const T zk = sigmoid(x[H + k] + g[H + k]);
+        const T nk = std::tanh(x[2 * H + k] + rk * g[2 * H + k]);
+        r[o + k] = rk;
+        z[o + k] = zk;
+        n[o + k] = nk;
+        ghn[o + k] = g[2 * H + k];
+        h_new[o + k] = (T(1) - zk) * nk + zk * h[o + k];
+      }
+    }
+  }
+  // Backward of gru_gates_forward. dh (a, H): in dL/dh', out dL/dh through the z path only
+  // (the caller adds dgh * W_hh). dgx, dgh (a, 3H) are overwritten.
+  template <class T>
+  static void gru_gates_backward(int a, int H, const T* r, const T* z, const T* n, const T* ghn,
+                                 const T* h, T* dh, T* dgx, T* dgh) {
+    for (int i = 0; i < a; ++i) {
+      const size_t o = size_t(i) * H;
+      T* dx = dgx + size_t(i) * 3 * H;
+      T* dg = dgh + size_t(i) * 3 * H;
+      for (int k = 0; k < H; ++k) {
+        const T d = dh[o + k], rk = r[o + k], zk = z[o + k], nk = n[o + k];
+        const T dan = d * (T(1) - zk) * (T(1) - nk * nk);
+        const T daz = d * (h[o + k] - nk) * zk * (T(1) - zk);
+        const T dar = dan * ghn[o + k] * rk * (T(1) - rk);
+        dx[k] = dar;
+        dx[H + k] = daz;
+        dx[2 * H + k] = dan;
+        dg[k] = dar;
+        dg[H + k] = daz;
+        dg[2 * H + k] = dan * rk;
+        dh[o + k] = d * zk;
+      }
+    }
+  }
+
+  // Softmax cross-entropy over rows of logits (rows, V) against targets; loss[i] =
+  // -log softmax(x_i)[t_i]. When `grad` is true the logits are overwritten by
+  // scale * (softmax - onehot), the gradient of scale * sum_i loss[i].
+  template <class T>
+  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool grad,
+                           T scale) {
+#pragma omp parallel for schedule(static) if (size_t(rows) * V > 200000)
+    for (int i = 0; i < rows; ++i) {
+      T* x = logits + size_t(i) * V;
+      T m = x[0];
+      for (int k = 1; k < V; ++k) m = std::max(m, x[k]);
+      double s = 0;
+      for (int k = 0; k < V; ++k) s += std::exp(double(x[k] - m));
+      const double lse = double(m) + std::log(s);
+      loss[i] = T(lse - double(x[targets[i]]));
+      if (grad) {
+        for (int k = 0; k < V; ++k) x[k] = scale * T(std::exp(double(x[k]) - lse));
+        x[targets[i]] -= scale;
+      }
+    }
+  }
+
+  template <class T>
+  static double sum_squares(const T* x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
+    return s;
+  }
+  template <class T>
+  static void scale(T* x, size_t n, T s) {
+    for (size_t i = 0; i < n; ++i) x[i] *= s;
+  }
+  template <class T>
+  static bool all_finite(const T* x, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+      if (!std::isfinite(x[i])) return false;
+    return true;
+  }
+
+  // One Adam step over a whole arena (values, grads, moments m and v of n elements):
+  //   m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, x -= lr * mhat / (sqrt(vhat) + eps)
+  // with bias corrections c1 = 1 - b1^t, c2 = 1 - b2^t (PyTorch's formulation).
+  template <class T>
+  static void adam(size_t n, T* x, const T* g, T* m, T* v, double lr, double b1, double b2,
+                   double eps, double c1, double c2) {
+    const T tb1 = T(b1), tb2 = T(b2);
+    const T step = T(lr / c1);
+    const T inv_sqrt_c2 = T(1.0 / std::sqrt(c2));
+    const T teps = T(eps);
+    for (size_t i = 0; i < n; ++i) {
+      m[i] = tb1 * m[i] + (T(1) - tb1) * g[i];
+      v[i] = tb2 * v[i] + (T(1) - tb2) * g[i] * g[i];
+      x[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + teps);
+    }
+  }
+};
+
+}  // namespace couplevae

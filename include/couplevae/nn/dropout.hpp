@@ -1,0 +1,41 @@
+// couplevae/nn/dropout.hpp: inverted dropout with a mask drawn from the context's generator.
+//
+// Training: mask_i = [u_i >= p] / (1 - p) (u from the Philox stream), Y = X * mask.
+// Evaluation or p = 0: Y = X. The mask is kept in the cache for backward: dX += dY * mask.
+// Shapes: any (N, D); X and Y may alias.
+#pragma once
+#include "../core/arena.hpp"
+#include "../core/context.hpp"
+
+namespace couplevae {
+
+template <class T, class B = cpu>
+struct Dropout {
+  T p = T(0);
+  struct Cache {
+    Buffer<T, B> mask;
+    bool active = false;
+  };
+
+  Dropout() = default;
+  explicit Dropout(double prob) : p(T(prob)) {}
+
+  void forward(Context<B>& ctx, View<T> X, View<T> Y, Cache& c) const {
+    c.active = ctx.training && p > T(0);
+    if (!c.active) {
+      if (X.data != Y.data) ops<B>::copy(X.data, X.size(), Y.data);
+      return;
+    }
+    View<T> m = c.mask.shape(X.rows, X.cols);
+    ops<B>::dropout_mask(ctx.rng, m.size(), p, m.data);
+    ops<B>::mul(X.size(), X.data, m.data, Y.data);
+  }
+  void backward(View<T> dY, View<T> dX, const Cache& c) const {
+    if (!c.active)
+      ops<B>::axpy(dY.size(), T(1), dY.data, dX.data);
+    else
+      ops<B>::mul_acc(dY.size(), dY.data, c.mask.data(), dX.data);
+  }
+};
+
+}  // namespace couplevae

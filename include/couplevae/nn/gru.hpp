@@ -1,0 +1,148 @@
+// couplevae/nn/gru.hpp: GRU over packed variable-length sequences, one direction or both.
+//
+// PyTorch's cell (gate order r, z, n):
+//   r_t = s(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+//   z_t = s(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+//   n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
+//   h_t = (1 - z_t) * n_t + z_t * h_{t-1},   h_{-1} = 0
+// Shapes: X (rows, I) and states (rows, H) in the Packing's time-major layout
+// (core/batch.hpp); W_ih (3H, I), W_hh (3H, H), b_ih, b_hh (3H); h_final (batch, H) is each
+// sequence's last state. A reverse GRU runs each sequence from its own last token back to
+// the first, so its final state is the one at t = 0.
+// The input projection X W_ih^T for all rows is one GEMM outside the recurrence; each step
+// does one (active, H) x (H, 3H) GEMM over the rows still running.
+// backward accumulates into the four parameters and (when given) dX; dstates (gradient on
+// every step's state) and dh_final are both optional.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "../core/arena.hpp"
+#include "../core/batch.hpp"
+#include "../core/context.hpp"
+
+namespace couplevae {
+
+template <class T, class B = cpu>
+struct GRU {
+  Param W_ih, W_hh, b_ih, b_hh;
+  int in = 0, H = 0;
+  bool reverse = false;
+
+  struct Cache {
+    Buffer<T, B> gx, r, z, n, ghn, states, h_final;  // forward results
+    Buffer<T, B> hprev, gh, dgx, dgh, dh;           // scratch
+    std::vector<int32_t> last_row;                   // row of each sequence's last step
+  };
+
+  GRU() = default;
+  GRU(Arena<T, B>& ar, const std::string& name, int input, int hidden, bool reversed = false)
+      : in(input), H(hidden), reverse(reversed) {
+    const std::string sfx = reversed ? "_l0_reverse" : "_l0";
+    const Init init = Init::fan_in(hidden);
+    W_ih = ar.add(name + ".weight_ih" + sfx, {3 * H, in}, init);
+    W_hh = ar.add(name + ".weight_hh" + sfx, {3 * H, H}, init);
+    b_ih = ar.add(name + ".bias_ih" + sfx, {3 * H}, init);
+    b_hh = ar.add(name + ".bias_hh" + sfx, {3 * H}, init);
+  }
+
+  // Fills c.states (rows, H) and c.h_final (batch, H).
+  void forward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, Cache& c) const {
+    const int G = 3 * H;
+    View<T> gx = c.gx.shape(pk.rows, G);
+    ops<B>::gemm(false, true, pk.rows, G, in, T(1), X.data, X.cols, ar.value(W_ih), in, T(0), gx.data, G);
+    ops<B>::add_row_bias(gx.data, pk.rows, G, ar.value(b_ih));
+    View<T> st = c.states.shape(pk.rows, H);
+    c.r.shape(pk.rows, H);
+    c.z.shape(pk.rows, H);
+    c.n.shape(pk.rows, H);
+    c.ghn.shape(pk.rows, H);
+    View<T> hp = c.hprev.shape(pk.batch, H), gh = c.gh.shape(pk.batch, G);
+    for (int s = 0; s < pk.steps; ++s) {
+      const int t = reverse ? pk.steps - 1 - s : s;
+      const int a = pk.active[t];
+      previous_states(pk, t, st, hp);
+      ops<B>::gemm(false, true, a, G, H, T(1), hp.data, H, ar.value(W_hh), H, T(0), gh.data, G);
+      ops<B>::add_row_bias(gh.data, a, G, ar.value(b_hh));
+      const size_t o = size_t(pk.offset[t]) * H;
+      ops<B>::gru_gates_forward(a, H, gx.row(pk.offset[t]), gh.data, hp.data, c.r.data() + o,
+                                c.z.data() + o, c.n.data() + o, c.ghn.data() + o, st.data + o);
+    }
+    c.last_row.assign(pk.batch, 0);
+    if (!reverse)
+      for (int t = 0; t < pk.steps; ++t)
+        for (int b = 0; b < pk.active[t]; ++b) c.last_row[b] = pk.row(t, b);
+    else
+      for (int b = 0; b < pk.batch; ++b) c.last_row[b] = pk.row(0, b);
+    View<T> hf = c.h_final.shape(pk.batch, H);
+    ops<B>::gather_rows(st.data, H, c.last_row.data(), pk.batch, hf.data, H);
+  }
+
+  void backward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dstates,
+                View<T> dh_final, View<T> dX, Cache& c) const {
+    const int G = 3 * H;
+    View<T> st{c.states.data(), pk.rows, H};
+    View<T> dgx = c.dgx.shape(pk.rows, G);
+    View<T> dh = c.dh.zeros(pk.batch, H);
+    if (dh_final) ops<B>::copy2d(dh_final.data, pk.batch, H, dh_final.cols, dh.data, H);
+    View<T> hp = c.hprev.shape(pk.batch, H), dgh = c.dgh.shape(pk.batch, G);
+    for (int s = pk.steps - 1; s >= 0; --s) {
+      const int t = reverse ? pk.steps - 1 - s : s;
+      const int a = pk.active[t];
+      const size_t o = size_t(pk.offset[t]) * H;
+      if (dstates) ops<B>::add2d(dstates.row(pk.offset[t]), a, H, dstates.cols, dh.data, H);
+      previous_states(pk, t, st, hp);
+      ops<B>::gru_gates_backward(a, H, c.r.data() + o, c.z.data() + o, c.n.data() + o,
+                                 c.ghn.data() + o, hp.data, dh.data, dgx.row(pk.offset[t]), dgh.data);
+      ops<B>::gemm(true, false, G, H, a, T(1), dgh.data, G, hp.data, H, T(1), ar.grad(W_hh), H);
+      ops<B>::col_sum_acc(dgh.data, a, G, ar.grad(b_hh));
+      ops<B>::gemm(false, false, a, H, G, T(1), dgh.data, G, ar.value(W_hh), H, T(1), dh.data, H);
+    }
+    ops<B>::gemm(true, false, G, in, pk.rows, T(1), dgx.data, G, X.data, X.cols, T(1), ar.grad(W_ih), in);
+    ops<B>::col_sum_acc(dgx.data, pk.rows, G, ar.grad(b_ih));
+    if (dX) ops<B>::gemm(false, false, pk.rows, in, G, T(1), dgx.data, G, ar.value(W_ih), in, T(1), dX.data, dX.cols);
+  }
+
+ private:
+  // hp[0:active[t]) = the states each running sequence had before step t (0 at its start).
+  void previous_states(const Packing& pk, int t, View<T> st, View<T> hp) const {
+    const int a = pk.active[t];
+    const int tp = reverse ? t + 1 : t - 1;
+    const int ap = (tp >= 0 && tp < pk.steps) ? std::min(a, pk.active[tp]) : 0;
+    if (ap > 0) ops<B>::copy(st.row(pk.offset[tp]), size_t(ap) * H, hp.data);
+    if (a > ap) ops<B>::fill(hp.data + size_t(ap) * H, size_t(a - ap) * H, T(0));
+  }
+};
+
+// Bidirectional GRU encoder: e = [h_fwd_final ; h_bwd_final], shape (batch, 2H)
+// (reference.md §2).
+template <class T, class B = cpu>
+struct BiGRU {
+  GRU<T, B> fwd, bwd;
+  struct Cache {
+    typename GRU<T, B>::Cache f, b;
+    Buffer<T, B> dfinal;
+  };
+
+  BiGRU() = default;
+  BiGRU(Arena<T, B>& ar, const std::string& name, int input, int hidden)
+      : fwd(ar, name, input, hidden, false), bwd(ar, name, input, hidden, true) {}
+
+  int hidden() const { return fwd.H; }
+
+  void forward(Context<B>& ctx, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> e, Cache& c) const {
+    const int H = fwd.H;
+    fwd.forward(ctx, ar, X, pk, c.f);
+    bwd.forward(ctx, ar, X, pk, c.b);
+    ops<B>::copy2d(c.f.h_final.data(), pk.batch, H, H, e.data, e.cols);
+    ops<B>::copy2d(c.b.h_final.data(), pk.batch, H, H, e.data + H, e.cols);
+  }
+  void backward(Context<B>& ctx, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> de, View<T> dX, Cache& c) const {
+    const int H = fwd.H;
+    View<T> d{de.data, pk.batch, de.cols};
+    fwd.backward(ctx, ar, X, pk, View<T>{}, View<T>{d.data, pk.batch, de.cols}, dX, c.f);
+    bwd.backward(ctx, ar, X, pk, View<T>{}, View<T>{d.data + H, pk.batch, de.cols}, dX, c.b);
+  }
+};
+
+}  // namespace couplevae

@@ -1,0 +1,217 @@
+// Gradient checks for the nn modules: Linear, Embedding, Dropout, MLP, GRU (both
+// directions, variable lengths), BiGRU. Loss = sum of outputs weighted by fixed random
+// coefficients, so every output element carries a distinct gradient.
+#include <doctest/doctest.h>
+
+#include <couplevae/backend/cpu/ops.hpp>
+#include <couplevae/nn/dropout.hpp>
+#include <couplevae/nn/embedding.hpp>
+#include <couplevae/nn/gru.hpp>
+#include <couplevae/nn/linear.hpp>
+#include <couplevae/nn/mlp.hpp>
+
+#include "gradcheck.hpp"
+
+using namespace couplevae;
+using A = Arena<double>;
+
+namespace {
+std::vector<double> randn(size_t n, uint64_t seed) {
+  std::vector<double> v(n);
+  Rng(seed).normal(v.data(), n);
+  return v;
+}
+double dot(const double* a, const std::vector<double>& w) {
+  double s = 0;
+  for (size_t i = 0; i < w.size(); ++i) s += a[i] * w[i];
+  return s;
+}
+}  // namespace
+
+TEST_CASE("linear: forward matches a hand computation and gradients match finite differences") {
+  A ar;
+  Linear<double> lin(ar, "lin", 3, 2);
+  ar.finalize();
+  ar.initialise(1);
+  Context<> ctx(5);
+  auto x = randn(4 * 3, 2), w = randn(4 * 2, 3);
+  std::vector<double> y(8), dx(12, 0.0);
+  lin.forward(ctx, ar, {x.data(), 4, 3}, {y.data(), 4, 2});
+  const double* W = ar.value(lin.W);
+  const double* b = ar.value(lin.b);
+  CHECK(y[1 * 2 + 1] == doctest::Approx(W[3] * x[3] + W[4] * x[4] + W[5] * x[5] + b[1]));
+  auto loss = [&] {
+    lin.forward(ctx, ar, {x.data(), 4, 3}, {y.data(), 4, 2});
+    return dot(y.data(), w);
+  };
+  auto probes = gradcheck::arena_probes(ar, [&] {
+    loss();
+    std::fill(dx.begin(), dx.end(), 0.0);
+    lin.backward(ctx, ar, {x.data(), 4, 3}, {w.data(), 4, 2}, {dx.data(), 4, 3});
+  });
+  probes.push_back({"x", x.data(), dx});
+  CHECK(gradcheck::check(probes, loss) > 10);
+}
+
+TEST_CASE("embedding + dropout: scatter gradients and a fixed mask") {
+  A ar;
+  Embedding<double> emb(ar, "emb", 7, 5);
+  Dropout<double> drop(0.3);
+  ar.finalize();
+  ar.initialise(2);
+  Context<> ctx(11);
+  std::vector<int32_t> ids = {3, 1, 3, 6, 0};
+  auto w = randn(5 * 5, 4);
+  std::vector<double> e(25), y(25);
+  Dropout<double>::Cache dc;
+  auto loss = [&] {
+    ctx.rng.position = 0;  // same mask every call
+    emb.forward(ctx, ar, ids.data(), 5, e.data(), 5);
+    drop.forward(ctx, {e.data(), 5, 5}, {y.data(), 5, 5}, dc);
+    return dot(y.data(), w);
+  };
+  loss();
+  int zeros = 0;
+  for (double v : y) zeros += v == 0.0;
+  CHECK(zeros > 0);
+  auto probes = gradcheck::arena_probes(ar, [&] {
+    loss();
+    std::vector<double> de(25, 0.0);
+    drop.backward({w.data(), 5, 5}, {de.data(), 5, 5}, dc);
+    emb.backward(ctx, ar, ids.data(), 5, de.data(), 5);
+  });
+  CHECK(gradcheck::check(probes, loss, {40}) > 30);
+}
+
+TEST_CASE("dropout: mask statistics and evaluation mode") {
+  Dropout<double> drop(0.2);
+  Context<> ctx(3);
+  const int n = 200000;
+  std::vector<double> x(n, 1.0), y(n);
+  Dropout<double>::Cache c;
+  drop.forward(ctx, {x.data(), n, 1}, {y.data(), n, 1}, c);
+  double kept = 0, mean = 0;
+  for (double v : y) kept += v != 0.0, mean += v;
+  kept /= n;
+  mean /= n;
+  // Binomial(n, 0.8): sd of the fraction is 0.0009; 5 sd bounds.
+  CHECK(kept == doctest::Approx(0.8).epsilon(0.006));
+  CHECK(mean == doctest::Approx(1.0).epsilon(0.006));
+  ctx.training = false;
+  drop.forward(ctx, {x.data(), n, 1}, {y.data(), n, 1}, c);
+  CHECK(std::count(y.begin(), y.end(), 1.0) == n);
+}
+
+TEST_CASE("mlp: gradients") {
+  A ar;
+  MLP<double> mlp(ar, "mlp", 3, 6, 4);
+  ar.finalize();
+  ar.initialise(3);
+  Context<> ctx(1);
+  auto z = randn(5 * 3, 8), w = randn(5 * 4, 9);
+  std::vector<double> h(20), dz(15);
+  MLP<double>::Cache c;
+  auto loss = [&] {
+    mlp.forward(ctx, ar, {z.data(), 5, 3}, {h.data(), 5, 4}, c);
+    return dot(h.data(), w);
+  };
+  auto probes = gradcheck::arena_probes(ar, [&] {
+    loss();
+    std::fill(dz.begin(), dz.end(), 0.0);
+    mlp.backward(ctx, ar, {z.data(), 5, 3}, {w.data(), 5, 4}, {dz.data(), 5, 3}, c);
+  });
+  probes.push_back({"z", z.data(), dz});
+  CHECK(gradcheck::check(probes, loss) > 40);
+}
+
+namespace {
+// A reference GRU on one unpadded sequence, written from the equations independently of
+// the packed implementation.
+std::vector<double> gru_reference(const A& ar, const GRU<double>& g, const std::vector<const double*>& xs) {
+  const int H = g.H, I = g.in;
+  const double *Wi = ar.value(g.W_ih), *Wh = ar.value(g.W_hh), *bi = ar.value(g.b_ih), *bh = ar.value(g.b_hh);
+  std::vector<double> h(H, 0.0);
+  const int T = int(xs.size());
+  for (int s = 0; s < T; ++s) {
+    const double* x = xs[g.reverse ? T - 1 - s : s];
+    std::vector<double> gi(3 * H), gh(3 * H), hn(H);
+    for (int j = 0; j < 3 * H; ++j) {
+      gi[j] = bi[j];
+      gh[j] = bh[j];
+      for (int k = 0; k < I; ++k) gi[j] += Wi[j * I + k] * x[k];
+      for (int k = 0; k < H; ++k) gh[j] += Wh[j * H + k] * h[k];
+    }
+    for (int k = 0; k < H; ++k) {
+      const double r = 1 / (1 + std::exp(-(gi[k] + gh[k])));
+      const double z = 1 / (1 + std::exp(-(gi[H + k] + gh[H + k])));
+      const double n = std::tanh(gi[2 * H + k] + r * gh[2 * H + k]);
+      hn[k] = (1 - z) * n + z * h[k];
+    }
+    h = hn;
+  }
+  return h;
+}
+}  // namespace
+
+TEST_CASE("gru: packed variable-length forward equals a per-sequence reference; gradients") {
+  for (bool rev : {false, true}) {
+    CAPTURE(rev);
+    A ar;
+    GRU<double> g(ar, "gru", 3, 4, rev);
+    ar.finalize();
+    ar.initialise(7);
+    Context<> ctx(1);
+    const Packing pk = Packing::from_steps({4, 3, 3, 1});
+    REQUIRE(pk.rows == 11);
+    auto x = randn(size_t(pk.rows) * 3, 21);
+    GRU<double>::Cache c;
+    g.forward(ctx, ar, {x.data(), pk.rows, 3}, pk, c);
+    const int lens[] = {4, 3, 3, 1};
+    for (int b = 0; b < 4; ++b) {
+      std::vector<const double*> xs;
+      for (int t = 0; t < lens[b]; ++t) xs.push_back(x.data() + size_t(pk.row(t, b)) * 3);
+      auto ref = gru_reference(ar, g, xs);
+      for (int k = 0; k < 4; ++k) CHECK(c.h_final.data()[b * 4 + k] == doctest::Approx(ref[k]).epsilon(1e-12));
+    }
+    auto ws = randn(size_t(pk.rows) * 4, 31), wf = randn(16, 32);
+    std::vector<double> dx(x.size());
+    auto loss = [&] {
+      g.forward(ctx, ar, {x.data(), pk.rows, 3}, pk, c);
+      return dot(c.states.data(), ws) + dot(c.h_final.data(), wf);
+    };
+    auto probes = gradcheck::arena_probes(ar, [&] {
+      loss();
+      std::fill(dx.begin(), dx.end(), 0.0);
+      g.backward(ctx, ar, {x.data(), pk.rows, 3}, pk, {ws.data(), pk.rows, 4}, {wf.data(), 4, 4},
+                 {dx.data(), pk.rows, 3}, c);
+    });
+    probes.push_back({"x", x.data(), dx});
+    CHECK(gradcheck::check(probes, loss) > 50);
+  }
+}
+
+TEST_CASE("bigru: e = [forward final; backward final] and gradients") {
+  A ar;
+  BiGRU<double> enc(ar, "enc", 3, 2);
+  ar.finalize();
+  ar.initialise(8);
+  Context<> ctx(1);
+  const Packing pk = Packing::from_steps({3, 2, 1});
+  auto x = randn(size_t(pk.rows) * 3, 5), w = randn(3 * 4, 6);
+  std::vector<double> e(12), dx(x.size());
+  BiGRU<double>::Cache c;
+  auto loss = [&] {
+    enc.forward(ctx, ar, {x.data(), pk.rows, 3}, pk, {e.data(), 3, 4}, c);
+    return dot(e.data(), w);
+  };
+  loss();
+  CHECK(e[2 * 4 + 0] == c.f.h_final.data()[2 * 2]);
+  CHECK(e[2 * 4 + 3] == c.b.h_final.data()[2 * 2 + 1]);
+  auto probes = gradcheck::arena_probes(ar, [&] {
+    loss();
+    std::fill(dx.begin(), dx.end(), 0.0);
+    enc.backward(ctx, ar, {x.data(), pk.rows, 3}, pk, {w.data(), 3, 4}, {dx.data(), pk.rows, 3}, c);
+  });
+  probes.push_back({"x", x.data(), dx});
+  CHECK(gradcheck::check(probes, loss) > 50);
+}
