@@ -13,6 +13,7 @@
 #include "gradcheck.hpp"
 
 using namespace couplevae;
+using namespace couplevae::nn;
 using A = Arena<double>;
 
 namespace {

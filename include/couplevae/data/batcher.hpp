@@ -35,7 +35,7 @@ inline constexpr uint64_t batcher_stream = 0x0062617463686572ull;
 inline void check_sentences(const std::vector<std::vector<int32_t>>& sentences, int vocab_size,
                             const char* who) {
   require(!sentences.empty(), std::string(who) + ": no sentences");
-  require(vocab_size > 4, std::string(who) + ": vocab_size must exceed the 4 reserved ids (got " +
+  require(vocab_size >= 4, std::string(who) + ": vocab_size must cover the 4 reserved ids (got " +
                               std::to_string(vocab_size) + ")");
   for (size_t i = 0; i < sentences.size(); ++i) {
     require(!sentences[i].empty(), std::string(who) + ": sentence " + std::to_string(i) + " is empty");

@@ -7,7 +7,7 @@
 #include "../core/arena.hpp"
 #include "../core/context.hpp"
 
-namespace couplevae {
+namespace couplevae::nn {
 
 template <class T, class B = cpu>
 struct Dropout {
@@ -30,6 +30,10 @@ struct Dropout {
     ops<B>::dropout_mask(ctx.rng, m.size(), p, m.data);
     ops<B>::mul(X.size(), X.data, m.data, Y.data);
   }
+  // In place: d *= mask (d is dY on entry, dX on exit).
+  void backward_inplace(View<T> d, const Cache& c) const {
+    if (c.active) ops<B>::mul(d.size(), d.data, c.mask.data(), d.data);
+  }
   void backward(View<T> dY, View<T> dX, const Cache& c) const {
     if (!c.active)
       ops<B>::axpy(dY.size(), T(1), dY.data, dX.data);
@@ -38,4 +42,4 @@ struct Dropout {
   }
 };
 
-}  // namespace couplevae
+}  // namespace couplevae::nn

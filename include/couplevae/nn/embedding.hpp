@@ -10,7 +10,7 @@
 #include "../core/arena.hpp"
 #include "../core/context.hpp"
 
-namespace couplevae {
+namespace couplevae::nn {
 
 template <class T, class B = cpu>
 struct Embedding {
@@ -31,4 +31,4 @@ struct Embedding {
   }
 };
 
-}  // namespace couplevae
+}  // namespace couplevae::nn

@@ -21,7 +21,7 @@
 #include "../core/batch.hpp"
 #include "../core/context.hpp"
 
-namespace couplevae {
+namespace couplevae::nn {
 
 template <class T, class B = cpu>
 struct GRU {
@@ -145,4 +145,4 @@ struct BiGRU {
   }
 };
 
-}  // namespace couplevae
+}  // namespace couplevae::nn

@@ -10,7 +10,7 @@
 #include "../core/arena.hpp"
 #include "../core/context.hpp"
 
-namespace couplevae {
+namespace couplevae::nn {
 
 template <class T, class B = cpu>
 struct Linear {
@@ -37,4 +37,4 @@ struct Linear {
   }
 };
 
-}  // namespace couplevae
+}  // namespace couplevae::nn

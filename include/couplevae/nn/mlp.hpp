@@ -7,7 +7,7 @@
 
 #include "linear.hpp"
 
-namespace couplevae {
+namespace couplevae::nn {
 
 template <class T, class B = cpu>
 struct MLP {
@@ -36,4 +36,4 @@ struct MLP {
   }
 };
 
-}  // namespace couplevae
+}  // namespace couplevae::nn

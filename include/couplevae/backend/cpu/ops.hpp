@@ -213,28 +213,133 @@ struct ops<cpu> {
     }
   }
 
-  // Softmax cross-entropy over rows of logits (rows, V) against targets; loss[i] =
-  // -log softmax(x_i)[t_i]. When `grad` is true the logits are overwritten by
-  // scale * (softmax - onehot), the gradient of scale * sum_i loss[i].
+  // Softmax cross-entropy over rows of logits (rows, V): loss[i] = -log softmax(x_i)[t_i].
+  // The logits are overwritten by the probabilities softmax(x_i) for the backward pass.
   template <class T>
-  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool grad,
-                           T scale) {
+  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss) {
 #pragma omp parallel for schedule(static) if (size_t(rows) * V > 200000)
     for (int i = 0; i < rows; ++i) {
       T* x = logits + size_t(i) * V;
       T m = x[0];
       for (int k = 1; k < V; ++k) m = std::max(m, x[k]);
-      double s = 0;
-      for (int k = 0; k < V; ++k) s += std::exp(double(x[k] - m));
-      const double lse = double(m) + std::log(s);
-      loss[i] = T(lse - double(x[targets[i]]));
-      if (grad) {
-        for (int k = 0; k < V; ++k) x[k] = scale * T(std::exp(double(x[k]) - lse));
-        x[targets[i]] -= scale;
+      const T xt = x[targets[i]];
+      T s = 0;
+      for (int k = 0; k < V; ++k) {
+        x[k] = std::exp(x[k] - m);
+        s += x[k];
       }
+      const T inv = T(1) / s;
+      loss[i] = std::log(s) + m - xt;
+      for (int k = 0; k < V; ++k) x[k] *= inv;
+    }
+  }
+  // Backward of softmax_xent: probs (rows, V) become d logits = dloss[i] * (p_i - onehot(t_i)).
+  template <class T>
+  static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss) {
+#pragma omp parallel for schedule(static) if (size_t(rows) * V > 200000)
+    for (int i = 0; i < rows; ++i) {
+      T* x = probs + size_t(i) * V;
+      const T d = dloss[i];
+      for (int k = 0; k < V; ++k) x[k] *= d;
+      x[targets[i]] -= d;
+    }
+  }
+  // out[seg[i]] += x[i] for i < n (out is not cleared).
+  template <class T, class U>
+  static void segment_sum(const T* x, const int32_t* seg, int n, U* out) {
+    for (int i = 0; i < n; ++i) out[seg[i]] += U(x[i]);
+  }
+  // y[i] = x[seg[i]]
+  template <class T>
+  static void segment_broadcast(const T* x, const int32_t* seg, int n, T* y) {
+    for (int i = 0; i < n; ++i) y[i] = x[seg[i]];
+  }
+
+  // Gaussian posterior N(mu, exp(ls)^2) on (rows, Z):
+  //   z = mu + exp(ls) * eps, kl[i] = 0.5 sum_k (mu^2 + exp(2 ls) - 1 - 2 ls),
+  //   logq[i] = sum_k (-eps^2/2 - ls - log(2 pi)/2), logp[i] = sum_k (-z^2/2 - log(2 pi)/2).
+  template <class T>
+  static void gaussian_sample(int rows, int Z, const T* mu, const T* ls, const T* eps, T* z, T* kl,
+                              T* logq, T* logp) {
+    const T half_log_2pi = T(0.91893853320467274178);
+    for (int i = 0; i < rows; ++i) {
+      T k = 0, q = 0, p = 0;
+      for (int j = 0; j < Z; ++j) {
+        const size_t o = size_t(i) * Z + j;
+        const T s = std::exp(ls[o]);
+        z[o] = mu[o] + s * eps[o];
+        k += T(0.5) * (mu[o] * mu[o] + s * s - T(1) - T(2) * ls[o]);
+        q += -T(0.5) * eps[o] * eps[o] - ls[o] - half_log_2pi;
+        p += -T(0.5) * z[o] * z[o] - half_log_2pi;
+      }
+      kl[i] = k;
+      logq[i] = q;
+      logp[i] = p;
+    }
+  }
+  // dmu += dz + dkl_i * mu; dls += dz * exp(ls) * eps + dkl_i * (exp(2 ls) - 1).
+  template <class T>
+  static void gaussian_sample_backward(int rows, int Z, const T* mu, const T* ls, const T* eps,
+                                       const T* dz, const T* dkl, T* dmu, T* dls) {
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < Z; ++j) {
+        const size_t o = size_t(i) * Z + j;
+        const T s = std::exp(ls[o]);
+        const T g = dz ? dz[o] : T(0);
+        dmu[o] += g + dkl[i] * mu[o];
+        dls[o] += g * s * eps[o] + dkl[i] * (s * s - T(1));
+      }
+  }
+
+  // Coupling loss per row between decoding signals h and (detached) hc, both (rows, D):
+  //   d_i = ||h_i - hc_i||^2; rq: loss_i = -sum_s C_s / (C_s + d_i); euclidean: loss_i = d_i.
+  template <class T>
+  static void coupling_forward(int rows, int D, const T* h, const T* hc, const double* scales,
+                               int n_scales, bool rq, T* loss) {
+    for (int i = 0; i < rows; ++i) {
+      double d = 0;
+      for (int k = 0; k < D; ++k) {
+        const double e = double(h[size_t(i) * D + k]) - double(hc[size_t(i) * D + k]);
+        d += e * e;
+      }
+      double l = 0;
+      if (rq)
+        for (int s = 0; s < n_scales; ++s) l -= scales[s] / (scales[s] + d);
+      else
+        l = d;
+      loss[i] = T(l);
+    }
+  }
+  // dh += dloss_i * dloss_i/dd * 2 (h - hc)
+  template <class T>
+  static void coupling_backward(int rows, int D, const T* h, const T* hc, const double* scales,
+                                int n_scales, bool rq, const T* dloss, T* dh) {
+    for (int i = 0; i < rows; ++i) {
+      double d = 0;
+      for (int k = 0; k < D; ++k) {
+        const double e = double(h[size_t(i) * D + k]) - double(hc[size_t(i) * D + k]);
+        d += e * e;
+      }
+      double dd = 1;
+      if (rq) {
+        dd = 0;
+        for (int s = 0; s < n_scales; ++s) dd += scales[s] / ((scales[s] + d) * (scales[s] + d));
+      }
+      const T g = T(2 * dd * double(dloss[i]));
+      for (int k = 0; k < D; ++k) dh[size_t(i) * D + k] += g * (h[size_t(i) * D + k] - hc[size_t(i) * D + k]);
     }
   }
 
+  template <class T>
+  static double sum(const T* x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s += double(x[i]);
+    return s;
+  }
+  template <class T>
+  static void add_scalar(T* y, size_t n, T v) {
+    for (size_t i = 0; i < n; ++i) y[i] += v;
+  }
   template <class T>
   static double sum_squares(const T* x, size_t n) {
     double s = 0;

@@ -1,0 +1,169 @@
+// couplevae/config.hpp: the runtime sizes and schedule of a model and its training.
+//
+// The structure of a model is compile-time (its policies); everything else lives here and
+// is validated at construction. Presets carry the authors' per-dataset settings
+// (reference.md §2, §6-9): `ptb` (encoder 128 per direction), `yelp` and `yahoo` (256).
+// decoder_hidden = 0 means 2 * hidden, coupling_scale = 0 means 2 * latent (C in Eq. 5).
+// The configuration travels inside every checkpoint as JSON (to_json / from_json).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+
+namespace couplevae {
+
+struct Config {
+  std::string dataset = "ptb";
+  // sizes
+  int vocab_size = 10002;
+  int embed = 200;
+  int hidden = 128;          // encoder GRU size per direction
+  int decoder_hidden = 0;    // 0: 2 * hidden
+  int latent = 32;
+  int mlp_hidden = 0;        // 0: embed
+  double dropout = 0.2;
+  // objective
+  double lambda_c = 0.1;     // weight of the coupling loss (Coupled models)
+  double coupling_scale = 0; // C; 0: 2 * latent
+  std::string coupling = "rq";  // "rq" (Eq. 5) or "euclidean" (plain squared distance)
+  double beta = 1.0;         // cap of the KL weight (Regularizer<Beta>)
+  int kl_start = 2000;       // KL annealing starts after this step
+  int kl_anneal_steps = 40000;
+  // optimisation
+  int batch_size = 32;
+  double lr = 1e-3, adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
+  double clip_norm = 30;
+  int lr_decay_start = 30000, lr_decay_every = 2000;
+  double lr_decay = 0.5;
+  long steps = 60000;
+  int valid_every = 1000, valid_samples = 10, test_samples = 100;
+  // data
+  int max_len = 200;
+  bool drop_label = false;   // Yelp: the first column is a rating
+
+  int dec_hidden() const { return decoder_hidden > 0 ? decoder_hidden : 2 * hidden; }
+  int mlp_size() const { return mlp_hidden > 0 ? mlp_hidden : embed; }
+  double coupling_c() const { return coupling_scale > 0 ? coupling_scale : 2.0 * latent; }
+
+  static Config preset(const std::string& name) {
+    Config c;
+    c.dataset = name;
+    if (name == "ptb") {
+      c.vocab_size = 10002;
+      c.hidden = 128;
+    } else if (name == "yelp") {
+      c.vocab_size = 15002;
+      c.hidden = 256;
+      c.drop_label = true;
+    } else if (name == "yahoo") {
+      c.vocab_size = 20001;
+      c.hidden = 256;
+    } else {
+      throw Error("unknown preset '" + name + "' (expected ptb, yelp or yahoo)");
+    }
+    c.validate();
+    return c;
+  }
+
+  // Throws Error naming the first impossible value.
+  void validate() const {
+    auto positive = [](const char* what, double v) {
+      require(v > 0 && std::isfinite(v), std::string("config: ") + what + " must be positive (got " + fmt(v) + ")");
+    };
+    auto non_negative = [](const char* what, double v) {
+      require(v >= 0 && std::isfinite(v), std::string("config: ") + what + " must be >= 0 (got " + fmt(v) + ")");
+    };
+    require(vocab_size > 4, "config: vocab_size must exceed the 4 reserved tokens (got " + std::to_string(vocab_size) + ")");
+    positive("embed", embed);
+    positive("hidden", hidden);
+    non_negative("decoder_hidden", decoder_hidden);
+    positive("latent", latent);
+    non_negative("mlp_hidden", mlp_hidden);
+    require(dropout >= 0 && dropout < 1, "config: dropout must be in [0, 1) (got " + fmt(dropout) + ")");
+    non_negative("lambda_c", lambda_c);
+    non_negative("coupling_scale", coupling_scale);
+    require(coupling == "rq" || coupling == "euclidean",
+            "config: coupling must be 'rq' or 'euclidean' (got '" + coupling + "')");
+    positive("beta", beta);
+    non_negative("kl_start", kl_start);
+    positive("kl_anneal_steps", kl_anneal_steps);
+    positive("batch_size", batch_size);
+    positive("lr", lr);
+    require(adam_beta1 >= 0 && adam_beta1 < 1 && adam_beta2 >= 0 && adam_beta2 < 1,
+            "config: Adam betas must be in [0, 1)");
+    positive("adam_eps", adam_eps);
+    positive("clip_norm", clip_norm);
+    non_negative("lr_decay_start", lr_decay_start);
+    positive("lr_decay_every", lr_decay_every);
+    positive("lr_decay", lr_decay);
+    non_negative("steps", double(steps));
+    positive("valid_every", valid_every);
+    positive("valid_samples", valid_samples);
+    positive("test_samples", test_samples);
+    positive("max_len", max_len);
+    const double sizes = double(vocab_size) * embed + double(dec_hidden()) * dec_hidden() * 3;
+    require(sizes < 2e9, "config: sizes too large (vocab_size * embed = " + fmt(double(vocab_size) * embed) + ")");
+  }
+
+  nlohmann::json to_json() const {
+    return {{"dataset", dataset}, {"vocab_size", vocab_size}, {"embed", embed}, {"hidden", hidden},
+            {"decoder_hidden", decoder_hidden}, {"latent", latent}, {"mlp_hidden", mlp_hidden},
+            {"dropout", dropout}, {"lambda_c", lambda_c}, {"coupling_scale", coupling_scale},
+            {"coupling", coupling}, {"beta", beta}, {"kl_start", kl_start},
+            {"kl_anneal_steps", kl_anneal_steps}, {"batch_size", batch_size}, {"lr", lr},
+            {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2}, {"adam_eps", adam_eps},
+            {"clip_norm", clip_norm}, {"lr_decay_start", lr_decay_start},
+            {"lr_decay_every", lr_decay_every}, {"lr_decay", lr_decay}, {"steps", steps},
+            {"valid_every", valid_every}, {"valid_samples", valid_samples},
+            {"test_samples", test_samples}, {"max_len", max_len}, {"drop_label", drop_label}};
+  }
+
+  // Reads every key of to_json(); unknown keys and wrong types are errors.
+  static Config from_json(const nlohmann::json& j) {
+    require(j.is_object(), "config: expected a JSON object");
+    Config c;
+    const nlohmann::json ref = c.to_json();
+    for (auto it = j.begin(); it != j.end(); ++it)
+      require(ref.contains(it.key()), "config: unknown key '" + it.key() + "'");
+    try {
+      auto get = [&](const char* k, auto& v) {
+        if (j.contains(k)) v = j.at(k).get<std::decay_t<decltype(v)>>();
+      };
+      get("dataset", c.dataset); get("vocab_size", c.vocab_size); get("embed", c.embed);
+      get("hidden", c.hidden); get("decoder_hidden", c.decoder_hidden); get("latent", c.latent);
+      get("mlp_hidden", c.mlp_hidden); get("dropout", c.dropout); get("lambda_c", c.lambda_c);
+      get("coupling_scale", c.coupling_scale); get("coupling", c.coupling); get("beta", c.beta);
+      get("kl_start", c.kl_start); get("kl_anneal_steps", c.kl_anneal_steps);
+      get("batch_size", c.batch_size); get("lr", c.lr); get("adam_beta1", c.adam_beta1);
+      get("adam_beta2", c.adam_beta2); get("adam_eps", c.adam_eps); get("clip_norm", c.clip_norm);
+      get("lr_decay_start", c.lr_decay_start); get("lr_decay_every", c.lr_decay_every);
+      get("lr_decay", c.lr_decay); get("steps", c.steps); get("valid_every", c.valid_every);
+      get("valid_samples", c.valid_samples); get("test_samples", c.test_samples);
+      get("max_len", c.max_len); get("drop_label", c.drop_label);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string("config: ") + e.what());
+    }
+    c.validate();
+    return c;
+  }
+
+  // The fields that fix the parameter shapes: a checkpoint loads only into a model whose
+  // architecture matches.
+  nlohmann::json architecture() const {
+    return {{"vocab_size", vocab_size}, {"embed", embed}, {"hidden", hidden},
+            {"decoder_hidden", dec_hidden()}, {"latent", latent}, {"mlp_hidden", mlp_size()}};
+  }
+
+ private:
+  static std::string fmt(double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+  }
+};
+
+}  // namespace couplevae

@@ -1,0 +1,21 @@
+// couplevae/couplevae.hpp: the umbrella header.
+//
+//   #include <couplevae/couplevae.hpp>
+//   using VAE = couplevae::Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<GRU>>;
+//   using CoupleVAE = couplevae::Coupled<VAE>;
+#pragma once
+#include "backend/cpu/ops.hpp"
+#include "backend/tags.hpp"
+#include "config.hpp"
+#include "core/arena.hpp"
+#include "core/batch.hpp"
+#include "core/context.hpp"
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "decoder/gru.hpp"
+#include "model/coupled.hpp"
+#include "model/model.hpp"
+#include "policies.hpp"
+#include "posterior/gaussian.hpp"
+#include "regularizer/annealing.hpp"
+#include "regularizer/kl.hpp"

@@ -1,0 +1,111 @@
+// couplevae/decoder/gru.hpp: Decoder<GRU>, the autoregressive GRU decoder p(x|z).
+//
+// Given the decoding signal h (B, E) (reference.md §4-5):
+//   step 0      : input [h; h] from a zero state, no dropout, output discarded
+//   steps 1..L+1: input dropout([emb(w_{t-1}); h]) with w_0 = <go>
+//   o_t -> dropout -> tanh(W_c o_t + b_c) (E) -> W_v . + b_v (V) -> softmax
+//   rec[b] = sum_t -log p(w_t | w_<t, h), targets w_1..w_L, <eos>
+// Shapes: X (dec.rows, 2E) packed (core/batch.hpp), states (dec.rows, Hd), logits
+// (dec.rows - B, V). The GRU hidden size Hd is config.dec_hidden() (2H, reference.md §5).
+// The embedding is the model's shared table, passed in.
+// backward accumulates into the decoder's parameters, the embedding, and dh (B, E), given
+// drec (B), the gradient on each sentence's loss.
+#pragma once
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "../config.hpp"
+#include "../core/batch.hpp"
+#include "../nn/dropout.hpp"
+#include "../nn/embedding.hpp"
+#include "../nn/gru.hpp"
+#include "../nn/linear.hpp"
+#include "../policies.hpp"
+
+namespace couplevae {
+
+template <>
+struct Decoder<GRU> {
+  static constexpr const char* name = "gru";
+
+  template <class T, class B>
+  struct module {
+    nn::GRU<T, B> rnn;
+    nn::Linear<T, B> proj, out;
+    nn::Dropout<T, B> in_drop, out_drop;
+    int E = 0, Hd = 0, V = 0;
+
+    struct Cache {
+      Buffer<T, B> X, O, A, logits, loss, dloss, dA, dP, dO, dstates, dX;
+      typename nn::GRU<T, B>::Cache rnn;
+      typename nn::Dropout<T, B>::Cache in_drop, out_drop;
+      std::vector<int32_t> row_item;  // sentence of each decoder row
+    };
+
+    module() = default;
+    module(Arena<T, B>& ar, const std::string& name, const Config& cfg)
+        : rnn(ar, name + ".rnn", 2 * cfg.embed, cfg.dec_hidden()),
+          proj(ar, name + ".proj", cfg.dec_hidden(), cfg.embed),
+          out(ar, name + ".out", cfg.embed, cfg.vocab_size),
+          in_drop(cfg.dropout),
+          out_drop(cfg.dropout),
+          E(cfg.embed),
+          Hd(cfg.dec_hidden()),
+          V(cfg.vocab_size) {}
+
+    // rec (B, 1): per-sentence summed cross-entropy.
+    void forward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
+                 View<T> h, View<T> rec, Cache& c) const {
+      const Packing& pk = b.dec;
+      const int n = pk.rows, nb = pk.batch, nout = n - nb;
+      c.row_item.resize(n);
+      for (int t = 0; t < pk.steps; ++t)
+        for (int i = 0; i < pk.active[t]; ++i) c.row_item[pk.row(t, i)] = i;
+      View<T> X = c.X.shape(n, 2 * E);
+      emb.forward(ctx, ar, b.dec_inputs.data() + nb, nout, X.row(nb), 2 * E);
+      ops<B>::gather_rows(h.data, E, c.row_item.data(), nb, X.data, 2 * E);       // step 0: [h; .]
+      ops<B>::gather_rows(h.data, E, c.row_item.data(), n, X.data + E, 2 * E);    // every step: [.; h]
+      in_drop.forward(ctx, X.block(nb, nout), X.block(nb, nout), c.in_drop);
+      rnn.forward(ctx, ar, X, pk, c.rnn);
+      View<T> O = c.O.shape(nout, Hd);
+      out_drop.forward(ctx, View<T>{c.rnn.states.data() + size_t(nb) * Hd, nout, Hd}, O, c.out_drop);
+      View<T> A = c.A.shape(nout, E);
+      proj.forward(ctx, ar, O, A);
+      ops<B>::tanh_forward(A.size(), A.data, A.data);
+      View<T> logits = c.logits.shape(nout, V);
+      out.forward(ctx, ar, A, logits);
+      View<T> loss = c.loss.shape(nout, 1);
+      ops<B>::softmax_xent(logits.data, nout, V, b.dec_targets.data() + nb, loss.data);
+      ops<B>::fill(rec.data, size_t(nb), T(0));
+      ops<B>::segment_sum(loss.data, c.row_item.data() + nb, nout, rec.data);
+    }
+
+    void backward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
+                  View<T> h, View<T> drec, View<T> dh, Cache& c) const {
+      const Packing& pk = b.dec;
+      const int n = pk.rows, nb = pk.batch, nout = n - nb;
+      View<T> dloss = c.dloss.shape(nout, 1);
+      ops<B>::segment_broadcast(drec.data, c.row_item.data() + nb, nout, dloss.data);
+      View<T> dlogits{c.logits.data(), nout, V};
+      ops<B>::softmax_xent_backward(dlogits.data, nout, V, b.dec_targets.data() + nb, dloss.data);
+      View<T> A{c.A.data(), nout, E}, O{c.O.data(), nout, Hd};
+      View<T> dA = c.dA.zeros(nout, E), dP = c.dP.zeros(nout, E), dO = c.dO.zeros(nout, Hd);
+      out.backward(ctx, ar, A, dlogits, dA);
+      ops<B>::tanh_backward_acc(A.size(), A.data, dA.data, dP.data);
+      proj.backward(ctx, ar, O, dP, dO);
+      View<T> dst = c.dstates.zeros(n, Hd);
+      out_drop.backward(dO, dst.block(nb, nout), c.out_drop);
+      View<T> X{c.X.data(), n, 2 * E};
+      View<T> dX = c.dX.zeros(n, 2 * E);
+      rnn.backward(ctx, ar, X, pk, dst, View<T>{}, dX, c.rnn);
+      in_drop.backward_inplace(dX.block(nb, nout), c.in_drop);
+      emb.backward(ctx, ar, b.dec_inputs.data() + nb, nout, dX.row(nb), 2 * E);
+      ops<B>::scatter_add_rows(dX.data, 2 * E, c.row_item.data(), nb, E, dh.data);
+      ops<B>::scatter_add_rows(dX.data + E, 2 * E, c.row_item.data(), n, E, dh.data);
+      (void)h;
+    }
+  };
+};
+
+}  // namespace couplevae

@@ -1,0 +1,140 @@
+// couplevae/model/coupled.hpp: Coupled<Model>, the paper's Couple-VAE wrapper (Eq. 4-5).
+//
+// The coupled deterministic network (paper Figure 3, upper path) shares the embedding and
+// the encoder with the wrapped model and owns a posterior head of the same family used in
+// its deterministic mode (z^c = the family's deterministic code: the mean for Gaussian,
+// Appendix B), an MLP^c and a Decoder^c of the same structure (reference.md §8):
+//   z^c = Posterior^c.mean(e),  h^c = MLP^c(z^c),  rec_c = Decoder^c(h^c, x)
+//   d_b = ||h_b - stopgrad(h^c_b)||^2
+//   L_couple = mean_b -sum_s C_s / (C_s + d_b),  C_s = s * C,  s in {0.1,0.2,0.5,1,2,5,10}
+//              (or mean_b d_b with config.coupling = "euclidean")
+//   L = L_rec + L_reg + L_rec^c + lambda_c * L_couple
+// Because h^c is detached, L_couple moves only the stochastic path; L_rec^c reaches the
+// shared encoder and embedding. Coupled<M> is itself a model with M's contract.
+#pragma once
+#include <string>
+
+#include "model.hpp"
+
+namespace couplevae {
+
+template <class M>
+class Coupled;
+
+namespace detail {
+template <class M>
+struct is_coupled : std::false_type {};
+template <class M>
+struct is_coupled<Coupled<M>> : std::true_type {};
+}  // namespace detail
+
+template <class M>
+class Coupled : public M {
+  static_assert(!detail::is_coupled<M>::value,
+                "couplevae: Coupled<Coupled<M>> is not a model; couple the base model once: Coupled<M>");
+  static_assert(M::has_latent,
+                "couplevae: Coupled<M> needs a model with a latent path (a Model<Posterior<...>, ...>); "
+                "the GRU-LM has none to couple");
+
+ public:
+  using T = typename M::scalar;
+  using B = typename M::backend;
+  using base_model = M;
+  static constexpr bool is_coupled = true;
+  static constexpr double scales[7] = {0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0};
+
+  Coupled(const Config& cfg, uint64_t seed) : M(cfg, typename M::deferred{}) {
+    const Config& c = this->cfg_;
+    auto& ar = this->arena_;
+    post_c = typename M::posterior_module(ar, "couple.posterior", 2 * c.hidden, c.latent, /*deterministic=*/true);
+    mlp_c = nn::MLP<T, B>(ar, "couple.mlp", c.latent, c.mlp_size(), c.embed);
+    dec_c = typename M::decoder_module(ar, "couple.decoder", c);
+    this->finish(seed);
+  }
+
+  static std::string structure() { return "coupled-" + M::structure(); }
+
+  Losses forward(Context<B>& ctx, const Batch& batch, long step) {
+    Losses l;
+    this->forward_stochastic(ctx, batch, step, l);
+    deterministic_forward(ctx, batch);
+    const int nb = batch.size();
+    l.rec_c = ops<B>::sum(rec_c_buf.data(), size_t(nb)) / nb;
+    View<T> cl = couple_buf.shape(nb, 1);
+    for (int i = 0; i < 7; ++i) C_[i] = scales[i] * this->cfg_.coupling_c();
+    ops<B>::coupling_forward(nb, this->cfg_.embed, this->h_buf.data(), target(), C_, 7, rq(), cl.data);
+    l.couple = ops<B>::sum(cl.data, size_t(nb)) / nb;
+    l.loss = l.rec + l.reg + l.rec_c + this->cfg_.lambda_c * l.couple;
+    return l;
+  }
+
+  void backward(Context<B>& ctx) {
+    const Batch& batch = *this->batch_;
+    const int nb = batch.size(), E = this->cfg_.embed;
+    // Deterministic path: d rec_c -> h^c -> z^c -> e.
+    View<T> drec = drec_c_buf.shape(nb, 1);
+    ops<B>::fill(drec.data, size_t(nb), T(1.0 / nb));
+    View<T> dhc = dhc_buf.zeros(nb, E);
+    dec_c.backward(ctx, this->arena_, this->emb, batch, hc(), drec, dhc, dec_c_cache);
+    View<T> dzc = dzc_buf.zeros(nb, this->cfg_.latent);
+    mlp_c.backward(ctx, this->arena_, zc(), dhc, dzc, mlp_c_cache);
+    View<T> de = de_c_buf.zeros(nb, 2 * this->cfg_.hidden);
+    post_c.mean_backward(ctx, this->arena_, this->e(), dzc, de, post_c_cache);
+    // Coupling loss: gradient on h only (h^c detached).
+    View<T> dcl = dcouple_buf.shape(nb, 1);
+    ops<B>::fill(dcl.data, size_t(nb), T(this->cfg_.lambda_c / nb));
+    View<T> dh = dh_couple_buf.zeros(nb, E);
+    ops<B>::coupling_backward(nb, E, this->h_buf.data(), target(), C_, 7, rq(), dcl.data, dh.data);
+    this->backward_stochastic(ctx, dh, de);
+  }
+
+  // Per-sentence reconstruction loss of the deterministic path, -log p(x | z^c), in the
+  // batch's sorted order (evaluation reports its mean as rec_c).
+  std::vector<double> deterministic_rec(Context<B>& ctx, const Batch& batch) {
+    this->batch_ = &batch;
+    this->encode(ctx, batch);
+    deterministic_forward(ctx, batch);
+    const auto r = rec_c_buf.to_host();
+    return std::vector<double>(r.begin(), r.begin() + batch.size());
+  }
+
+  // The deterministic path's z^c (B, Z) and h^c (B, E) from the last forward.
+  View<T> coupled_code() { return zc(); }
+  View<T> coupled_signal() { return hc(); }
+
+  // Stop-gradient made explicit for finite-difference checks: while frozen, the coupling
+  // loss measures h against the h^c of the last forward before freezing, as a constant.
+  void freeze_coupling_target(bool on) {
+    frozen_ = on;
+    if (on) frozen_hc_.from_host(hc_buf.data(), size_t(this->batch_->size()) * this->cfg_.embed);
+  }
+
+  typename M::posterior_module post_c;
+  nn::MLP<T, B> mlp_c;
+  typename M::decoder_module dec_c;
+
+ private:
+  bool rq() const { return this->cfg_.coupling == "rq"; }
+  const T* target() const { return frozen_ ? frozen_hc_.data() : hc_buf.data(); }
+  View<T> zc() { return View<T>{post_c_cache.z.data(), this->batch_->size(), this->cfg_.latent}; }
+  View<T> hc() { return View<T>{hc_buf.data(), this->batch_->size(), this->cfg_.embed}; }
+
+  void deterministic_forward(Context<B>& ctx, const Batch& batch) {
+    const int nb = batch.size();
+    post_c.mean(ctx, this->arena_, this->e(), post_c_cache);
+    hc_buf.shape(nb, this->cfg_.embed);
+    mlp_c.forward(ctx, this->arena_, zc(), hc(), mlp_c_cache);
+    View<T> rc = rec_c_buf.shape(nb, 1);
+    dec_c.forward(ctx, this->arena_, this->emb, batch, hc(), rc, dec_c_cache);
+  }
+
+  double C_[7] = {};
+  bool frozen_ = false;
+  Buffer<T, B> frozen_hc_;
+  Buffer<T, B> hc_buf, rec_c_buf, couple_buf, drec_c_buf, dhc_buf, dzc_buf, de_c_buf, dcouple_buf, dh_couple_buf;
+  typename M::posterior_module::Cache post_c_cache;
+  typename nn::MLP<T, B>::Cache mlp_c_cache;
+  typename M::decoder_module::Cache dec_c_cache;
+};
+
+}  // namespace couplevae

@@ -1,0 +1,225 @@
+// couplevae/model/model.hpp: Model<Posterior<F>, Regularizer<R>, Decoder<D>, Backend, Scalar>.
+//
+// The variational text model of the paper's lower path (Figure 3):
+//   e    = BiGRU(dropout(emb(x)))                    (B, 2H)      reference.md §2
+//   z    ~ q(z|x) = Posterior(e); kl[b]              (B, Z)       §3
+//   h    = MLP(z)                                    (B, E)       §4
+//   rec  = Decoder(h, x)                             (B)          §4-5
+//   L    = mean_b rec[b] + L_reg(kl, z, step)                     §7
+// forward(ctx, batch, step) runs the whole model and keeps what backward needs;
+// backward(ctx) accumulates dL/dtheta into arena().grads() (the caller zeroes). Noise comes
+// from ctx.rng, so restoring ctx.rng.position replays a step exactly.
+// importance_weights() gives the per-sample terms of the importance-sampled NLL (§13).
+// Coupled<Model> (model/coupled.hpp) derives from it and adds the deterministic path.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../backend/tags.hpp"
+#include "../config.hpp"
+#include "../core/arena.hpp"
+#include "../core/batch.hpp"
+#include "../core/context.hpp"
+#include "../nn/dropout.hpp"
+#include "../nn/embedding.hpp"
+#include "../nn/gru.hpp"
+#include "../nn/mlp.hpp"
+#include "../policies.hpp"
+
+namespace couplevae {
+
+// The loss parts of one forward pass, each a batch mean (per sentence).
+struct Losses {
+  double loss = 0;       // the objective that backward differentiates
+  double rec = 0;        // L_rec
+  double reg = 0;        // L_reg (weighted)
+  double kl = 0;         // unweighted mean KL
+  double kl_weight = 0;  // lambda_KL(step)
+  double rec_c = 0;      // L_rec^c (Coupled)
+  double couple = 0;     // L_couple (Coupled, unweighted)
+  int sentences = 0;
+  long tokens = 0;       // predicted tokens, sum of (L + 1)
+};
+
+// Per-sentence importance-sampling terms, (B, N) row-major in the batch's sorted order.
+struct ImportanceTerms {
+  int batch = 0, samples = 0;
+  std::vector<double> log_weight;  // log p(x|z) + log p(z) - log q(z|x)
+  std::vector<double> log_ratio;   // log q(z|x) - log p(z)
+  std::vector<double> rec;         // -log p(x|z)
+};
+
+template <class M>
+class Coupled;
+
+template <class P, class R, class D, class B = cpu, class T = float>
+class Model {
+  static_assert(is_backend_v<B>, "couplevae: Model's fourth argument is the backend tag: couplevae::cpu or couplevae::cuda");
+  static_assert(std::is_floating_point_v<T>, "couplevae: Model's scalar must be float or double");
+
+ public:
+  using scalar = T;
+  using backend = B;
+  using posterior_policy = P;
+  using regularizer_policy = R;
+  using decoder_policy = D;
+  using posterior_module = typename P::template module<T, B>;
+  using regularizer_module = typename R::template module<T, B>;
+  using decoder_module = typename D::template module<T, B>;
+  static constexpr bool has_latent = true;
+  static constexpr bool is_coupled = false;
+
+  Model(const Config& cfg, uint64_t seed) : Model(cfg, deferred{}) { finish(seed); }
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const Config& config() const { return cfg_; }
+  Arena<T, B>& arena() { return arena_; }
+  const Arena<T, B>& arena() const { return arena_; }
+  void zero_grad() { arena_.zero_grad(); }
+
+  // "gaussian-kl-gru", the structure a checkpoint must match.
+  static std::string structure() {
+    return std::string(P::name) + "-" + R::name + "-" + D::name;
+  }
+
+  Losses forward(Context<B>& ctx, const Batch& batch, long step) {
+    Losses l;
+    forward_stochastic(ctx, batch, step, l);
+    l.loss = l.rec + l.reg;
+    return l;
+  }
+  void backward(Context<B>& ctx) { backward_stochastic(ctx, View<T>{}, View<T>{}); }
+
+  // Evaluation mode is the caller's choice (ctx.training = false for the paper's numbers).
+  ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples) {
+    ImportanceTerms it;
+    it.batch = batch.size();
+    it.samples = samples;
+    it.log_weight.resize(size_t(it.batch) * samples);
+    it.log_ratio.resize(it.log_weight.size());
+    it.rec.resize(it.log_weight.size());
+    batch_ = &batch;
+    encode(ctx, batch);
+    const int nb = batch.size();
+    for (int s = 0; s < samples; ++s) {
+      post.sample(ctx, arena_, e(), post_cache);
+      mlp.forward(ctx, arena_, z(), h(), mlp_cache);
+      dec.forward(ctx, arena_, emb, batch, h(), rec_view(), dec_cache);
+      const auto rec = rec_buf.to_host(), lq = post_cache.logq.to_host(), lp = post_cache.logp.to_host();
+      for (int i = 0; i < nb; ++i) {
+        const size_t k = size_t(i) * samples + s;
+        it.rec[k] = double(rec[i]);
+        it.log_ratio[k] = double(lq[i]) - double(lp[i]);
+        it.log_weight[k] = -double(rec[i]) - it.log_ratio[k];
+      }
+    }
+    return it;
+  }
+
+  // What the last forward computed (batch's sorted order): e (B, 2H), z (B, Z), h (B, E).
+  View<T> encoded() { return e(); }
+  View<T> code() { return z(); }
+  View<T> signal() { return h(); }
+
+  // Parts, public for users who assemble their own models and for the analysis tools.
+  nn::Embedding<T, B> emb;
+  nn::Dropout<T, B> emb_drop;
+  nn::BiGRU<T, B> encoder;
+  posterior_module post;
+  regularizer_module reg;
+  nn::MLP<T, B> mlp;
+  decoder_module dec;
+
+ protected:
+  template <class M>
+  friend class Coupled;
+  struct deferred {};
+
+  // Registers every parameter; the caller finishes with finish(seed).
+  Model(const Config& cfg, deferred) : cfg_(cfg) {
+    cfg_.validate();
+    const Config& c = cfg_;
+    emb = nn::Embedding<T, B>(arena_, "embedding", c.vocab_size, c.embed);
+    emb_drop = nn::Dropout<T, B>(c.dropout);
+    encoder = nn::BiGRU<T, B>(arena_, "encoder.rnn", c.embed, c.hidden);
+    post = posterior_module(arena_, "posterior", 2 * c.hidden, c.latent);
+    reg = regularizer_module(arena_, "regularizer", cfg_);
+    mlp = nn::MLP<T, B>(arena_, "mlp", c.latent, c.mlp_size(), c.embed);
+    dec = decoder_module(arena_, "decoder", c);
+  }
+  void finish(uint64_t seed) {
+    arena_.finalize();
+    arena_.initialise(seed);
+  }
+
+  View<T> e() { return View<T>{e_buf.data(), batch_->size(), 2 * cfg_.hidden}; }
+  View<T> z() { return View<T>{post_cache.z.data(), batch_->size(), cfg_.latent}; }
+  View<T> h() { return View<T>{h_buf.data(), batch_->size(), cfg_.embed}; }
+  View<T> rec_view() { return View<T>{rec_buf.data(), batch_->size(), 1}; }
+
+  void encode(Context<B>& ctx, const Batch& batch) {
+    const int n = batch.enc.rows;
+    View<T> x = x_buf.shape(n, cfg_.embed);
+    emb.forward(ctx, arena_, batch.enc_tokens.data(), n, x.data, cfg_.embed);
+    emb_drop.forward(ctx, x, x, emb_drop_cache);
+    e_buf.shape(batch.size(), 2 * cfg_.hidden);
+    encoder.forward(ctx, arena_, x, batch.enc, e(), enc_cache);
+  }
+
+  void forward_stochastic(Context<B>& ctx, const Batch& batch, long step, Losses& l) {
+    batch_ = &batch;
+    const int nb = batch.size();
+    encode(ctx, batch);
+    post.sample(ctx, arena_, e(), post_cache);
+    l.reg = reg.forward(ctx, step, View<T>{post_cache.kl.data(), nb, 1}, z(), reg_cache);
+    l.kl_weight = reg_cache.weight;
+    l.kl = ops<B>::sum(post_cache.kl.data(), size_t(nb)) / nb;
+    h_buf.shape(nb, cfg_.embed);
+    mlp.forward(ctx, arena_, z(), h(), mlp_cache);
+    rec_buf.shape(nb, 1);
+    dec.forward(ctx, arena_, emb, batch, h(), rec_view(), dec_cache);
+    l.rec = ops<B>::sum(rec_buf.data(), size_t(nb)) / nb;
+    l.sentences = nb;
+    l.tokens = batch.target_tokens();
+  }
+
+  // Accumulates the gradient of mean(rec) + L_reg, plus extra_dh on h and extra_de on e
+  // (the coupled path's contributions) when given.
+  void backward_stochastic(Context<B>& ctx, View<T> extra_dh, View<T> extra_de) {
+    const Batch& batch = *batch_;
+    const int nb = batch.size();
+    View<T> drec = drec_buf.shape(nb, 1);
+    ops<B>::fill(drec.data, size_t(nb), T(1.0 / nb));
+    View<T> dh = dh_buf.zeros(nb, cfg_.embed);
+    if (extra_dh) ops<B>::axpy(dh.size(), T(1), extra_dh.data, dh.data);
+    dec.backward(ctx, arena_, emb, batch, h(), drec, dh, dec_cache);
+    View<T> dz = dz_buf.zeros(nb, cfg_.latent);
+    mlp.backward(ctx, arena_, z(), dh, dz, mlp_cache);
+    View<T> dkl = dkl_buf.zeros(nb, 1);
+    reg.backward(ctx, View<T>{post_cache.kl.data(), nb, 1}, z(), dkl, dz, reg_cache);
+    View<T> de = de_buf.zeros(nb, 2 * cfg_.hidden);
+    if (extra_de) ops<B>::axpy(de.size(), T(1), extra_de.data, de.data);
+    post.sample_backward(ctx, arena_, e(), dz, dkl, de, post_cache);
+    View<T> dx = dx_buf.zeros(batch.enc.rows, cfg_.embed);
+    View<T> x{x_buf.data(), batch.enc.rows, cfg_.embed};
+    encoder.backward(ctx, arena_, x, batch.enc, de, dx, enc_cache);
+    emb_drop.backward_inplace(dx, emb_drop_cache);
+    emb.backward(ctx, arena_, batch.enc_tokens.data(), batch.enc.rows, dx.data, cfg_.embed);
+  }
+
+  Config cfg_;
+  Arena<T, B> arena_;
+  const Batch* batch_ = nullptr;
+  Buffer<T, B> x_buf, e_buf, h_buf, rec_buf, drec_buf, dh_buf, dz_buf, dkl_buf, de_buf, dx_buf;
+  typename nn::Dropout<T, B>::Cache emb_drop_cache;
+  typename nn::BiGRU<T, B>::Cache enc_cache;
+  typename posterior_module::Cache post_cache;
+  typename regularizer_module::Cache reg_cache;
+  typename nn::MLP<T, B>::Cache mlp_cache;
+  typename decoder_module::Cache dec_cache;
+};
+
+}  // namespace couplevae
