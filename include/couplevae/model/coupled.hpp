@@ -117,12 +117,11 @@ class Coupled : public M {
   bool rq() const { return this->cfg_.coupling == "rq"; }
   const T* target() const { return frozen_ ? frozen_hc_.data() : hc_buf.data(); }
   View<T> zc() { return View<T>{post_c_cache.z.data(), this->batch_->size(), this->cfg_.latent}; }
-  View<T> hc() { return View<T>{hc_buf.data(), this->batch_->size(), this->cfg_.embed}; }
+  View<T> hc() { return hc_buf.shape(this->batch_->size(), this->cfg_.embed); }
 
   void deterministic_forward(Context<B>& ctx, const Batch& batch) {
     const int nb = batch.size();
     post_c.mean(ctx, this->arena_, this->e(), post_c_cache);
-    hc_buf.shape(nb, this->cfg_.embed);
     mlp_c.forward(ctx, this->arena_, zc(), hc(), mlp_c_cache);
     View<T> rc = rec_c_buf.shape(nb, 1);
     dec_c.forward(ctx, this->arena_, this->emb, batch, hc(), rc, dec_c_cache);

@@ -155,17 +155,17 @@ class Model {
     arena_.initialise(seed);
   }
 
-  View<T> e() { return View<T>{e_buf.data(), batch_->size(), 2 * cfg_.hidden}; }
+  // Views of the per-batch buffers (shape() sizes them without clearing).
+  View<T> e() { return e_buf.shape(batch_->size(), 2 * cfg_.hidden); }
   View<T> z() { return View<T>{post_cache.z.data(), batch_->size(), cfg_.latent}; }
-  View<T> h() { return View<T>{h_buf.data(), batch_->size(), cfg_.embed}; }
-  View<T> rec_view() { return View<T>{rec_buf.data(), batch_->size(), 1}; }
+  View<T> h() { return h_buf.shape(batch_->size(), cfg_.embed); }
+  View<T> rec_view() { return rec_buf.shape(batch_->size(), 1); }
 
   void encode(Context<B>& ctx, const Batch& batch) {
     const int n = batch.enc.rows;
     View<T> x = x_buf.shape(n, cfg_.embed);
     emb.forward(ctx, arena_, batch.enc_tokens.data(), n, x.data, cfg_.embed);
     emb_drop.forward(ctx, x, x, emb_drop_cache);
-    e_buf.shape(batch.size(), 2 * cfg_.hidden);
     encoder.forward(ctx, arena_, x, batch.enc, e(), enc_cache);
   }
 
@@ -177,9 +177,7 @@ class Model {
     l.reg = reg.forward(ctx, step, View<T>{post_cache.kl.data(), nb, 1}, z(), reg_cache);
     l.kl_weight = reg_cache.weight;
     l.kl = ops<B>::sum(post_cache.kl.data(), size_t(nb)) / nb;
-    h_buf.shape(nb, cfg_.embed);
     mlp.forward(ctx, arena_, z(), h(), mlp_cache);
-    rec_buf.shape(nb, 1);
     dec.forward(ctx, arena_, emb, batch, h(), rec_view(), dec_cache);
     l.rec = ops<B>::sum(rec_buf.data(), size_t(nb)) / nb;
     l.sentences = nb;
