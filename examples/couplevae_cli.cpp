@@ -24,7 +24,8 @@ struct TrainArgs {
   long steps = -1;
   uint64_t seed = 0;
   double lambda_c = -1;
-  int embed = 0, hidden = 0, latent = 0, batch_size = 0, valid_every = 0, kl_start = -1, log_every = 100;
+  int embed = 0, hidden = 0, latent = 0, batch_size = 0, valid_every = 0, kl_start = -1, kl_anneal_steps = 0,
+      log_every = 100;
   long valid_max_sentences = -1;
   bool overwrite = false;
 };
@@ -46,8 +47,14 @@ int run_train(const TrainArgs& a) {
   if (a.batch_size > 0) cfg.batch_size = a.batch_size;
   if (a.valid_every > 0) cfg.valid_every = a.valid_every;
   if (a.kl_start >= 0) cfg.kl_start = a.kl_start;
+  if (a.kl_anneal_steps > 0) cfg.kl_anneal_steps = a.kl_anneal_steps;
   if (a.steps >= 0) cfg.steps = a.steps;
   require(cfg.steps >= 1, "--steps must be >= 1");
+  TrainOptions o;
+  o.out_dir = a.out;
+  o.resume = a.resume;
+  o.overwrite = a.overwrite;
+  prepare_out_dir(o);  // refuse a used or unwritable --out before any work
   CorpusOptions co;
   co.drop_label = cfg.drop_label;
   co.max_len = cfg.max_len;
@@ -59,13 +66,9 @@ int run_train(const TrainArgs& a) {
   return with_model(a.model, [&]<class M>() {
     M model(cfg, a.seed);
     std::cerr << "parameters: " << model.arena().count() << "\n";
-    TrainOptions o;
-    o.out_dir = a.out;
     o.model_name = a.model;
     o.seed = a.seed;
     o.steps = cfg.steps;
-    o.resume = a.resume;
-    o.overwrite = a.overwrite;
     o.log_every = a.log_every;
     if (a.valid_max_sentences > 0) o.valid_max_sentences = size_t(a.valid_max_sentences);
     const TrainResult r = train(model, data, o);
@@ -144,6 +147,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--valid-every", ta.valid_every, "validate every N steps");
   train_cmd->add_option("--valid-max-sentences", ta.valid_max_sentences, "validate on the first N sentences only");
   train_cmd->add_option("--kl-start", ta.kl_start, "step after which KL annealing starts");
+  train_cmd->add_option("--kl-anneal-steps", ta.kl_anneal_steps, "steps over which the KL weight rises to its cap");
   train_cmd->add_option("--log-every", ta.log_every, "progress line every N steps");
 
   EvalArgs ea;

@@ -62,6 +62,8 @@ inline std::string format_duration(double s) {
     std::snprintf(buf, sizeof buf, "%lds", t);
   return buf;
 }
+}  // namespace detail
+
 // Refuses an out_dir holding a previous run unless resuming or overwriting; creates it.
 inline void prepare_out_dir(const TrainOptions& o) {
   namespace fs = std::filesystem;
@@ -82,7 +84,6 @@ inline void prepare_out_dir(const TrainOptions& o) {
   std::fclose(f);
   fs::remove(probe, ec);
 }
-}  // namespace detail
 
 template <class M>
 TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
@@ -95,7 +96,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   require(int(data.vocab.size()) == cfg.vocab_size,
           "train: the data's vocabulary has " + std::to_string(data.vocab.size()) + " words but the model's vocab_size is " +
               std::to_string(cfg.vocab_size));
-  detail::prepare_out_dir(opt);
+  prepare_out_dir(opt);
   std::ostream& log = *opt.log;
 
   Adam<T, B> adam(model.arena(), cfg);

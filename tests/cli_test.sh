@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End-to-end checks of the couplevae command-line tool: a tiny train/eval run on the toy
+# corpus, resume, and the one-line errors with exit code 2.
+# Usage: cli_test.sh PATH/TO/couplevae WORKDIR
+set -u
+bin=$1
+work=$2
+rm -rf "$work"
+mkdir -p "$work"
+fails=0
+passes=0
+ok() { passes=$((passes + 1)); }
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# expect_error CODE PATTERN -- ARGS...: exit code and a one-line message matching PATTERN.
+expect_error() {
+  local code=$1 pattern=$2
+  shift 3
+  local out rc
+  out=$("$bin" "$@" 2>&1 >/dev/null)
+  rc=$?
+  if [ "$rc" != "$code" ]; then bad "'$*' exited $rc, expected $code ($out)"; return; fi
+  if ! grep -qE -- "$pattern" <<<"$out"; then bad "'$*' said '$out', expected /$pattern/"; return; fi
+  if [ "$(printf '%s\n' "$out" | grep -c .)" != 1 ]; then bad "'$*' printed more than one line: $out"; return; fi
+  ok
+}
+
+"$bin" make-corpus --out "$work/toy" --seed 1 --train-lines 200 >/dev/null || bad "make-corpus failed"
+small=(--embed 16 --hidden 8 --latent 4 --valid-every 10 --log-every 5)
+"$bin" train --model couple-vae --data "$work/toy" --steps 20 --seed 0 --out "$work/run" "${small[@]}" \
+  >"$work/train.out" 2>"$work/train.err" || bad "train failed: $(cat "$work/train.err")"
+[ -f "$work/run/last.safetensors" ] && [ -f "$work/run/best.safetensors" ] && ok || bad "train wrote no checkpoints"
+grep -q "steps/s" "$work/train.err" && grep -q "ETA" "$work/train.err" && ok || bad "no progress line"
+json=$("$bin" eval --checkpoint "$work/run/last.safetensors" --data "$work/toy" --samples 5 --json 2>/dev/null | tail -n 1)
+for key in nll kl ppl rec rec_c sentences; do
+  grep -q "\"$key\":" <<<"$json" && ok || bad "eval JSON lacks $key: $json"
+done
+# Resume 20 -> 25 continues from the checkpoint.
+"$bin" train --model couple-vae --data "$work/toy" --steps 25 --seed 0 --out "$work/run" "${small[@]}" \
+  --resume "$work/run/last.safetensors" >/dev/null 2>"$work/resume.err" && grep -q "resumed" "$work/resume.err" && ok \
+  || bad "resume failed: $(cat "$work/resume.err")"
+
+expect_error 2 "unknown model 'nope'" -- train --model nope --data "$work/toy"
+expect_error 2 "--frobnicate" -- train --model vae --data "$work/toy" --frobnicate
+expect_error 2 "steps must be >= 1" -- train --model vae --data "$work/toy" --steps 0
+expect_error 2 "already holds a run" -- train --model vae --data "$work/toy" --steps 2 --out "$work/run"
+expect_error 2 "nowhere.*(cannot open|missing|does not exist)" -- train --model vae --data "$work/nowhere" --steps 2
+expect_error 2 "preset 'mars'" -- train --model vae --data "$work/toy" --preset mars
+expect_error 2 "checkpoint .*(cannot open|No such)" -- eval --checkpoint "$work/none.safetensors" --data "$work/toy"
+expect_error 2 "unknown metric 'bleu9'" -- eval --checkpoint "$work/run/last.safetensors" --data "$work/toy" --metrics bleu9
+expect_error 2 "samples must be >= 1" -- eval --checkpoint "$work/run/last.safetensors" --data "$work/toy" --samples 0
+expect_error 2 "required|subcommand" --
+head -c 100 "$work/run/last.safetensors" >"$work/trunc.safetensors"
+expect_error 2 "checkpoint .*trunc.safetensors" -- eval --checkpoint "$work/trunc.safetensors" --data "$work/toy"
+
+echo "$passes passed, $fails failed"
+[ "$fails" = 0 ]

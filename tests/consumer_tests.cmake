@@ -1,0 +1,32 @@
+# consumer_tests.cmake: the package as a downstream project sees it (ctest -L consumer).
+#
+#   consumer.install           a fresh minimal build of the source installed into a prefix
+#                              (fixture consumer_prefix)
+#   consumer.find_package      tests/consumer with find_package(couplevae <major.minor> REQUIRED)
+#   consumer.version_mismatch  find_package with the next minor / next major version must fail
+#   consumer.add_subdirectory  tests/consumer with add_subdirectory(<source> couplevae)
+#   consumer.fetchcontent      tests/consumer with FetchContent (local SOURCE_DIR, no download)
+#
+# Each test works in its own folder under <build>/tests/consumer/ and builds one translation
+# unit at -O1 (single job), see tests/consumer/run_consumer.cmake.
+set(COUPLEVAE_CONSUMER_WORK ${CMAKE_CURRENT_BINARY_DIR}/consumer)
+set(COUPLEVAE_CONSUMER_PREFIX ${COUPLEVAE_CONSUMER_WORK}/prefix)
+set(COUPLEVAE_CONSUMER_ARGS
+  -DSOURCE_DIR=${PROJECT_SOURCE_DIR}
+  -DPREFIX=${COUPLEVAE_CONSUMER_PREFIX}
+  -DVERSION=${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}
+  -DGENERATOR=${CMAKE_GENERATOR}
+  -DCXX_COMPILER=${CMAKE_CXX_COMPILER})
+if(CMAKE_MAKE_PROGRAM)
+  list(APPEND COUPLEVAE_CONSUMER_ARGS -DMAKE_PROGRAM=${CMAKE_MAKE_PROGRAM})
+endif()
+
+foreach(mode install find_package version_mismatch add_subdirectory fetchcontent)
+  add_test(NAME consumer.${mode}
+           COMMAND ${CMAKE_COMMAND} -DMODE=${mode} -DWORK_DIR=${COUPLEVAE_CONSUMER_WORK}/${mode}
+                   ${COUPLEVAE_CONSUMER_ARGS} -P ${CMAKE_CURRENT_SOURCE_DIR}/consumer/run_consumer.cmake)
+  set_tests_properties(consumer.${mode} PROPERTIES LABELS consumer TIMEOUT 1200 PROCESSORS 1)
+endforeach()
+set_tests_properties(consumer.install PROPERTIES FIXTURES_SETUP consumer_prefix)
+set_tests_properties(consumer.find_package consumer.version_mismatch PROPERTIES
+                     FIXTURES_REQUIRED consumer_prefix)
