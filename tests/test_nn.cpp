@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <couplevae/backend/cpu/ops.hpp>
+#include <couplevae/nn/batch_norm.hpp>
 #include <couplevae/nn/dropout.hpp>
 #include <couplevae/nn/embedding.hpp>
 #include <couplevae/nn/gru.hpp>
@@ -215,4 +216,40 @@ TEST_CASE("bigru: e = [forward final; backward final] and gradients") {
   });
   probes.push_back({"x", x.data(), dx});
   CHECK(gradcheck::check(probes, loss) > 50);
+}
+
+TEST_CASE("batch norm: training-mode gradients through the batch statistics; running statistics; eval mode") {
+  A ar;
+  BatchNorm<double> bn(ar, "bn", 3);
+  ar.finalize();
+  ar.initialise(4);
+  ar.value(bn.gamma)[1] = 1.7;
+  ar.value(bn.beta)[2] = -0.4;
+  Context<> ctx(1, true);
+  auto x = randn(5 * 3, 40), w = randn(5 * 3, 41);
+  std::vector<double> y(15), dx(15);
+  BatchNorm<double>::Cache c;
+  auto loss = [&] {
+    bn.forward(ctx, ar, {x.data(), 5, 3}, {y.data(), 5, 3}, c);
+    return dot(y.data(), w);
+  };
+  loss();
+  double m = 0;
+  for (int i = 0; i < 5; ++i) m += y[i * 3 + 1];
+  CHECK(m / 5 == doctest::Approx(0.0).epsilon(1e-12));  // beta of column 1 is 0
+  // Running mean moved 10% of the way to the batch mean.
+  double bm = 0;
+  for (int i = 0; i < 5; ++i) bm += x[i * 3];
+  CHECK(ar.value(bn.running_mean)[0] == doctest::Approx(0.1 * bm / 5));
+  for (bool training : {true, false}) {
+    CAPTURE(training);
+    ctx.training = training;
+    auto probes = gradcheck::arena_probes(ar, [&] {
+      loss();
+      std::fill(dx.begin(), dx.end(), 0.0);
+      bn.backward(ctx, ar, {w.data(), 5, 3}, {dx.data(), 5, 3}, c);
+    });
+    probes.push_back({"x", x.data(), dx});
+    CHECK(gradcheck::check(probes, loss) >= 18);
+  }
 }

@@ -330,6 +330,62 @@ struct ops<cpu> {
     }
   }
 
+  // BatchNorm over the rows of X (N, C). Training: per-column batch mean and biased
+  // variance, running stats updated with momentum (unbiased variance, PyTorch's rule);
+  // evaluation: running stats. Y = gamma * xhat + beta; saves xhat and 1/sqrt(var + eps).
+  template <class T>
+  static void batchnorm_forward(int N, int C, const T* X, const T* gamma, const T* beta, T* run_mean, T* run_var,
+                                bool training, double momentum, double eps, T* xhat, T* inv_std, T* Y) {
+    for (int c = 0; c < C; ++c) {
+      double mean, var;
+      if (training) {
+        double s = 0, ss = 0;
+        for (int i = 0; i < N; ++i) s += double(X[size_t(i) * C + c]);
+        mean = s / N;
+        for (int i = 0; i < N; ++i) {
+          const double d = double(X[size_t(i) * C + c]) - mean;
+          ss += d * d;
+        }
+        var = ss / N;
+        run_mean[c] = T((1 - momentum) * double(run_mean[c]) + momentum * mean);
+        const double unbiased = N > 1 ? ss / (N - 1) : var;
+        run_var[c] = T((1 - momentum) * double(run_var[c]) + momentum * unbiased);
+      } else {
+        mean = double(run_mean[c]);
+        var = double(run_var[c]);
+      }
+      const T is = T(1.0 / std::sqrt(var + eps));
+      inv_std[c] = is;
+      for (int i = 0; i < N; ++i) {
+        const size_t o = size_t(i) * C + c;
+        xhat[o] = (X[o] - T(mean)) * is;
+        Y[o] = gamma[c] * xhat[o] + beta[c];
+      }
+    }
+  }
+  // Accumulates dgamma, dbeta and dX (training: through the batch statistics).
+  template <class T>
+  static void batchnorm_backward(int N, int C, const T* xhat, const T* inv_std, const T* gamma, const T* dY,
+                                 bool training, T* dgamma, T* dbeta, T* dX) {
+    for (int c = 0; c < C; ++c) {
+      double sd = 0, sdx = 0;
+      for (int i = 0; i < N; ++i) {
+        const size_t o = size_t(i) * C + c;
+        sd += double(dY[o]);
+        sdx += double(dY[o]) * double(xhat[o]);
+      }
+      dgamma[c] += T(sdx);
+      dbeta[c] += T(sd);
+      if (!dX) continue;
+      const T k = gamma[c] * inv_std[c];
+      const T md = T(sd / N), mdx = T(sdx / N);
+      for (int i = 0; i < N; ++i) {
+        const size_t o = size_t(i) * C + c;
+        dX[o] += training ? k * (dY[o] - md - xhat[o] * mdx) : k * dY[o];
+      }
+    }
+  }
+
   template <class T>
   static double sum(const T* x, size_t n) {
     double s = 0;
