@@ -1,7 +1,8 @@
 // couplevae/policies.hpp: the policy tags of the design card.
 //
 //   Posterior<Gaussian | Flow<K> | VMF>   q(z|x) and its deterministic code (Appendix B)
-//   Regularizer<KL | MMD | Beta>          L_reg and its annealing
+//             (and Deterministic, the DAE's point-mass bottleneck)
+//   Regularizer<KL | MMD | Beta>          L_reg and its annealing (and Zero, for the DAE)
 //   Decoder<GRU | DilatedCNN>             p(x|z) given the decoding signal h = MLP(z)
 //
 // Each Posterior<F>, Regularizer<R>, Decoder<D> specialisation is a small type with a
@@ -20,11 +21,15 @@ struct Flow {
   static constexpr int flows = K;
 };
 struct VMF {};
+// A point mass z = W e + b (no noise, no KL): the DAE's bottleneck.
+struct Deterministic {};
 
 // Regularisers.
 struct KL {};
 struct MMD {};
 struct Beta {};
+// No regulariser (L_reg = 0): the DAE.
+struct Zero {};
 
 // Decoders.
 struct GRU {};
