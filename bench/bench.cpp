@@ -1,0 +1,321 @@
+// couplevae_bench: CPU speed benchmark of the couplevae library, the C++ side of
+// bench/compare.sh (the PyTorch side is bench/torch_ref.py `bench` / `bench-eval`).
+//
+//   couplevae_bench train --model vae|couple-vae --data DIR [--steps 20] [--warmup 3]
+//                         [--threads T] [--seed 0] [--gemm-reps 5]
+//   couplevae_bench eval  --model vae|couple-vae --data DIR [--samples 100]
+//                         [--max-sentences 500] [--threads T] [--seed 0]
+//
+// Each prints ONE JSON line on stdout (notes go to stderr).
+//
+// train: the PTB-preset model (vocabulary from DIR/train.txt), W warm-up steps, then N timed
+// full training steps on shuffled batches of 32, exactly as the trainer runs them: next batch
+// (packing included, like torch_ref's bench which builds its tensors inside the step),
+// zero_grad, forward, backward, global-norm clipping, Adam. It reports
+//   steps_per_s, tokens_per_s     target tokens = sum(len + 1) of the timed batches
+//   peak_rss_mb                   getrusage(RUSAGE_SELF).ru_maxrss
+//   flops_per_step                GEMM FLOPs of forward + backward, counted from the shapes of
+//                                 the timed batches (see step_flops), averaged per step
+//   gemm_gflops                   sustained Eigen float GEMM rate on this machine with the same
+//                                 threads, on the output layer's three shapes (forward,
+//                                 dX and dW with M = mean target tokens per timed batch,
+//                                 K = embed, N = vocab), best of --gemm-reps repetitions each
+//   floor_s_per_step              flops_per_step / (gemm_gflops * 1e9): the time the step's
+//                                 GEMMs alone would take at that rate
+//   s_per_step                    1 / steps_per_s
+// eval: evaluate_nll of a randomly initialised model on the first M test sentences with N
+// importance samples (same as torch_ref bench-eval); reports seconds and sentences_per_s.
+//
+// Threads: --threads T (default: OMP_NUM_THREADS / omp_get_max_threads()) sets both
+// Eigen::setNbThreads and omp_set_num_threads.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <Eigen/Core>
+#include <nlohmann/json.hpp>
+
+#include <couplevae/couplevae.hpp>
+
+using namespace couplevae;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;  // KiB on Linux
+}
+
+struct Args {
+  std::string cmd, model, data;
+  long steps = 20, warmup = 3;
+  int threads = 0;  // 0: omp_get_max_threads()
+  int samples = 100;
+  long max_sentences = 500;
+  uint64_t seed = 0;
+  int gemm_reps = 5;
+};
+
+constexpr const char* usage_text =
+    "usage: couplevae_bench train --model vae|couple-vae --data DIR [--steps N] [--warmup W] "
+    "[--threads T] [--seed S] [--gemm-reps R]\n"
+    "       couplevae_bench eval --model vae|couple-vae --data DIR [--samples N] "
+    "[--max-sentences M] [--threads T] [--seed S]\n";
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::fprintf(stderr, "couplevae_bench: error: %s\n%s", msg.c_str(), usage_text);
+  std::exit(2);
+}
+
+long parse_long(const std::string& flag, const std::string& v, long lo) {
+  char* end = nullptr;
+  errno = 0;
+  const long x = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0) usage_error(flag + ": not an integer: '" + v + "'");
+  if (x < lo) usage_error(flag + " must be >= " + std::to_string(lo) + " (got " + v + ")");
+  return x;
+}
+
+Args parse_args(int argc, char** argv) {
+  if (argc < 2) usage_error("missing subcommand (train or eval)");
+  Args a;
+  a.cmd = argv[1];
+  if (a.cmd == "-h" || a.cmd == "--help") {
+    std::fputs(usage_text, stdout);
+    std::exit(0);
+  }
+  if (a.cmd != "train" && a.cmd != "eval") usage_error("unknown subcommand '" + a.cmd + "' (expected train or eval)");
+  for (int i = 2; i < argc; ++i) {
+    const std::string f = argv[i];
+    if (f == "-h" || f == "--help") {
+      std::fputs(usage_text, stdout);
+      std::exit(0);
+    }
+    if (i + 1 >= argc) usage_error(f + ": missing value (or unknown flag)");
+    const std::string v = argv[++i];
+    if (f == "--model") a.model = v;
+    else if (f == "--data") a.data = v;
+    else if (f == "--threads") a.threads = int(parse_long(f, v, 1));
+    else if (f == "--seed") a.seed = uint64_t(parse_long(f, v, 0));
+    else if (a.cmd == "train" && f == "--steps") a.steps = parse_long(f, v, 1);
+    else if (a.cmd == "train" && f == "--warmup") a.warmup = parse_long(f, v, 0);
+    else if (a.cmd == "train" && f == "--gemm-reps") a.gemm_reps = int(parse_long(f, v, 1));
+    else if (a.cmd == "eval" && f == "--samples") a.samples = int(parse_long(f, v, 1));
+    else if (a.cmd == "eval" && f == "--max-sentences") a.max_sentences = parse_long(f, v, 1);
+    else usage_error("unknown flag '" + f + "' for " + a.cmd);
+  }
+  if (a.model.empty()) usage_error("--model is required (" + model_name_list() + ")");
+  if (a.data.empty()) usage_error("--data is required");
+  return a;
+}
+
+int setup_threads(int requested) {
+#ifdef _OPENMP
+  const int t = requested > 0 ? requested : omp_get_max_threads();
+  omp_set_num_threads(t);
+#else
+  const int t = requested > 0 ? requested : 1;
+  if (t > 1) std::fprintf(stderr, "couplevae_bench: built without OpenMP, GEMM runs on one thread\n");
+#endif
+  Eigen::setNbThreads(t);
+  return Eigen::nbThreads();
+}
+
+// GEMM FLOPs (2*M*N*K each) of one training step on `b`, forward + backward. Every GEMM's
+// backward is two GEMMs of the same size (dX and dW), so a step costs 3x its forward.
+// Embedding gathers, element-wise work, softmax and the optimizer are not counted. Rows
+// are the packed rows (no padding): encoder rows = sum L per direction, decoder rows =
+// sum (L + 2) (the [h;h] step, <go>, w_1..w_L), output rows = sum (L + 1). The recurrent
+// GEMMs skip step 0, whose state is zero (B rows per GRU direction).
+double step_flops(const Config& c, const Batch& b, bool coupled) {
+  const double E = c.embed, H = c.hidden, D = c.dec_hidden(), Z = c.latent, Hm = c.mlp_size(), V = c.vocab_size;
+  const double nb = b.size(), enc_rows = b.enc.rows, dec_rows = b.dec.rows, tgt = double(b.target_tokens());
+  auto g = [](double m, double n, double k) { return 2.0 * m * n * k; };
+  // encoder: bidirectional GRU, input projection (E -> 3H) + recurrent (H -> 3H), two directions
+  const double encoder = 2.0 * (g(enc_rows, 3 * H, E) + g(enc_rows - nb, 3 * H, H));
+  const double head = g(nb, Z, 2 * H);                      // one Linear(2H -> Z)
+  const double mlp = g(nb, Hm, Z) + g(nb, E, Hm);           // Linear(Z -> Hm), Linear(Hm -> E)
+  const double decoder = g(dec_rows, 3 * D, 2 * E)          // GRU input projection (2E -> 3D)
+                         + g(dec_rows - nb, 3 * D, D)       // GRU recurrent (D -> 3D)
+                         + g(tgt, E, D)                     // proj Linear(D -> E)
+                         + g(tgt, V, E);                    // output Linear(E -> V)
+  double fwd = encoder + 2 * head + mlp + decoder;          // mu and log-sigma heads
+  if (coupled) fwd += head + mlp + decoder;                 // mu^c head, MLP^c, decoder^c
+  return 3.0 * fwd;
+}
+
+struct GemmRate {
+  double gflops = 0, fwd = 0, dx = 0, dw = 0;  // combined and per-shape GFLOP/s
+  int M = 0, K = 0, N = 0;
+};
+
+// Sustained float GEMM rate through ops<cpu>::gemm (Eigen) on the output layer's shapes,
+// with the layouts nn::Linear uses (row-major, W (N, K)):
+//   forward Y (M, N)  = X (M, K) W^T
+//   dX      (M, K)   += dY (M, N) W
+//   dW      (N, K)   += dY^T X
+// Best of `reps` timings per shape; the combined rate is 3 * 2MNK / (sum of the best times).
+GemmRate measure_gemm(int M, int K, int N, int reps) {
+  GemmRate r;
+  r.M = M, r.K = K, r.N = N;
+  Rng rng(12345);
+  auto fill = [&](std::vector<float>& v) {
+    rng.uniform(v.data(), v.size());
+    for (auto& x : v) x -= 0.5f;
+  };
+  std::vector<float> X(size_t(M) * K), W(size_t(N) * K), Y(size_t(M) * N), dX(size_t(M) * K), dW(size_t(N) * K);
+  fill(X), fill(W), fill(Y);
+  std::fill(dX.begin(), dX.end(), 0.f);
+  std::fill(dW.begin(), dW.end(), 0.f);
+  auto best_of = [&](auto&& f) {
+    f();  // warm-up (page faults, Eigen's blocking buffers)
+    double best = 1e300;
+    for (int i = 0; i < reps; ++i) {
+      const auto t0 = Clock::now();
+      f();
+      best = std::min(best, seconds_since(t0));
+    }
+    return best;
+  };
+  const double t_fwd = best_of([&] {
+    ops<cpu>::gemm(false, true, M, N, K, 1.f, X.data(), K, W.data(), K, 0.f, Y.data(), N);
+  });
+  const double t_dx = best_of([&] {
+    ops<cpu>::gemm(false, false, M, K, N, 1.f, Y.data(), N, W.data(), K, 1.f, dX.data(), K);
+  });
+  const double t_dw = best_of([&] {
+    ops<cpu>::gemm(true, false, N, K, M, 1.f, Y.data(), N, X.data(), K, 1.f, dW.data(), K);
+  });
+  const double f = 2.0 * M * N * K;
+  r.fwd = f / t_fwd * 1e-9;
+  r.dx = f / t_dx * 1e-9;
+  r.dw = f / t_dw * 1e-9;
+  r.gflops = 3 * f / (t_fwd + t_dx + t_dw) * 1e-9;
+  // Keep the results observable so nothing is optimised away.
+  volatile float sink = Y[0] + dX[0] + dW[0];
+  (void)sink;
+  return r;
+}
+
+Dataset load(const Args& a, Config& cfg) {
+  CorpusOptions co;
+  co.drop_label = cfg.drop_label;
+  co.max_len = cfg.max_len;
+  Dataset d = load_dataset(a.data, co);
+  cfg.vocab_size = int(d.vocab.size());
+  cfg.validate();
+  return d;
+}
+
+int run_train(const Args& a, int threads) {
+  Config cfg = model_config(a.model, "ptb");
+  Dataset data = load(a, cfg);
+  return with_model(a.model, [&]<class M>() {
+    using T = typename M::scalar;
+    using B = typename M::backend;
+    M model(cfg, a.seed);
+    Adam<T, B> adam(model.arena(), cfg);
+    Batcher batcher(data.train, cfg.vocab_size, a.seed, cfg.batch_size);
+    Context<B> ctx(Rng(a.seed).derive(0x747261696eull).seed, true);
+    long t = 0, nonfinite = 0;
+    auto step = [&](const Batch& batch) {
+      ++t;
+      model.zero_grad();
+      const Losses l = model.forward(ctx, batch, t);
+      model.backward(ctx);
+      const double norm = clip_grad_norm(model.arena(), cfg.clip_norm);
+      if (std::isfinite(l.loss) && std::isfinite(norm))
+        adam.step(model.arena(), learning_rate(cfg, t));
+      else
+        ++nonfinite;  // the trainer skips such an update; so do we
+    };
+    for (long i = 0; i < a.warmup; ++i) step(batcher.next());
+
+    long tokens = 0;
+    double flops = 0;
+    const auto t0 = Clock::now();
+    for (long i = 0; i < a.steps; ++i) {
+      const Batch batch = batcher.next();  // packing is part of the timed step
+      step(batch);
+      tokens += batch.target_tokens();
+      flops += step_flops(cfg, batch, M::is_coupled);  // a few multiplications
+    }
+    const double dt = seconds_since(t0);
+    const double flops_per_step = flops / double(a.steps);
+    const int m_tokens = std::max(1, int(double(tokens) / double(a.steps) + 0.5));
+    const GemmRate g = measure_gemm(m_tokens, cfg.embed, cfg.vocab_size, a.gemm_reps);
+    const double floor_s = flops_per_step / (g.gflops * 1e9);
+    if (nonfinite) std::fprintf(stderr, "couplevae_bench: %ld non-finite steps (update skipped)\n", nonfinite);
+    nlohmann::json j = {{"impl", "couplevae"},
+                        {"model", a.model},
+                        {"steps", a.steps},
+                        {"warmup", a.warmup},
+                        {"steps_per_s", double(a.steps) / dt},
+                        {"tokens_per_s", double(tokens) / dt},
+                        {"peak_rss_mb", peak_rss_mb()},
+                        {"threads", threads},
+                        {"flops_per_step", flops_per_step},
+                        {"gemm_gflops", g.gflops},
+                        {"gemm_gflops_fwd", g.fwd},
+                        {"gemm_gflops_dx", g.dx},
+                        {"gemm_gflops_dw", g.dw},
+                        {"gemm_shape", {g.M, g.K, g.N}},
+                        {"floor_s_per_step", floor_s},
+                        {"s_per_step", dt / double(a.steps)}};
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+    return 0;
+  });
+}
+
+int run_eval(const Args& a, int threads) {
+  Config cfg = model_config(a.model, "ptb");
+  Dataset data = load(a, cfg);
+  return with_model(a.model, [&]<class M>() {
+    M model(cfg, a.seed);
+    const auto t0 = Clock::now();
+    const NllReport r = evaluate_nll(model, data.test, a.samples, a.seed, size_t(a.max_sentences), cfg.batch_size);
+    const double dt = seconds_since(t0);
+    nlohmann::json j = {{"impl", "couplevae"},       {"model", a.model},
+                        {"seconds", dt},             {"sentences_per_s", double(r.sentences) / dt},
+                        {"sentences", r.sentences},  {"samples", r.samples},
+                        {"nll", r.nll},              {"peak_rss_mb", peak_rss_mb()},
+                        {"threads", threads}};
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+    return 0;
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = parse_args(argc, argv);
+  try {
+    const int threads = setup_threads(a.threads);
+    if (a.cmd == "train") return run_train(a, threads);
+    return run_eval(a, threads);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "couplevae_bench: error: %s\n", e.what());
+    return 2;
+  }
+}
