@@ -95,7 +95,6 @@ int run_eval(const EvalArgs& a) {
     M model(info.config, 0);
     load_checkpoint(a.checkpoint, model);
     const size_t limit = a.max_sentences > 0 ? size_t(a.max_sentences) : sentences.size();
-    const size_t total = std::min(limit, sentences.size());
     auto t0 = std::chrono::steady_clock::now();
     auto last = t0;
     const NllReport r = evaluate_nll(model, sentences, a.samples, a.seed, limit, info.config.batch_size,
@@ -108,15 +107,16 @@ int run_eval(const EvalArgs& a) {
                                          if (done == all) std::fprintf(stderr, "\n");
                                        }
                                      });
-    (void)total;
-    std::printf("%s %s: nll %.3f kl %.3f ppl %.3f rec %.3f", info.model.c_str(), a.split.c_str(), r.nll, r.kl, r.ppl,
-                r.rec);
+    std::printf("%s %s:", info.model.c_str(), a.split.c_str());
+    if (r.has_nll) std::printf(" nll %.3f kl %.3f ppl %.3f", r.nll, r.kl, r.ppl);
+    std::printf(" rec %.3f", r.rec);
     if (r.has_rec_c) std::printf(" rec_c %.3f", r.rec_c);
     std::printf(" (%ld sentences, %d samples)\n", r.sentences, r.samples);
     if (a.json) {
-      nlohmann::json j = {{"model", info.model}, {"split", a.split},   {"nll", r.nll},
-                          {"kl", r.kl},          {"ppl", r.ppl},       {"rec", r.rec},
+      // Metrics that do not apply to the model are left out, never set to 0.
+      nlohmann::json j = {{"model", info.model}, {"split", a.split}, {"rec", r.rec},
                           {"sentences", r.sentences}, {"tokens", r.tokens}, {"samples", r.samples}};
+      if (r.has_nll) j["nll"] = r.nll, j["kl"] = r.kl, j["ppl"] = r.ppl;
       if (r.has_rec_c) j["rec_c"] = r.rec_c;
       std::printf("%s\n", j.dump().c_str());
     }

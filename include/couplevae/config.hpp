@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,6 +27,9 @@ struct Config {
   int latent = 32;
   int mlp_hidden = 0;        // 0: embed
   double dropout = 0.2;
+  // dilated CNN decoder (reference.md §6): channels F and one residual block per dilation
+  int cnn_channels = 256;
+  std::vector<int> cnn_dilations = {1, 2, 4, 8, 16};
   // objective
   double lambda_c = 0.1;     // weight of the coupling loss (Coupled models)
   double coupling_scale = 0; // C; 0: 2 * latent
@@ -59,9 +63,13 @@ struct Config {
       c.vocab_size = 15002;
       c.hidden = 256;
       c.drop_label = true;
+      c.cnn_channels = 128;
+      c.cnn_dilations = {1, 2, 4, 8, 16, 1, 2, 4, 8, 16};
     } else if (name == "yahoo") {
       c.vocab_size = 20001;
       c.hidden = 256;
+      c.cnn_channels = 256;
+      c.cnn_dilations = {1, 2, 4, 8, 16, 1, 2, 4, 8, 16};
     } else {
       throw Error("unknown preset '" + name + "' (expected ptb, yelp or yahoo)");
     }
@@ -105,6 +113,9 @@ struct Config {
     positive("valid_samples", valid_samples);
     positive("test_samples", test_samples);
     positive("max_len", max_len);
+    positive("cnn_channels", cnn_channels);
+    require(!cnn_dilations.empty(), "config: cnn_dilations must not be empty");
+    for (int d : cnn_dilations) require(d >= 1 && d <= 4096, "config: cnn_dilations must be in [1, 4096] (got " + std::to_string(d) + ")");
     const double sizes = double(vocab_size) * embed + double(dec_hidden()) * dec_hidden() * 3;
     require(sizes < 2e9, "config: sizes too large (vocab_size * embed = " + fmt(double(vocab_size) * embed) + ")");
   }
@@ -112,7 +123,8 @@ struct Config {
   nlohmann::json to_json() const {
     return {{"dataset", dataset}, {"vocab_size", vocab_size}, {"embed", embed}, {"hidden", hidden},
             {"decoder_hidden", decoder_hidden}, {"latent", latent}, {"mlp_hidden", mlp_hidden},
-            {"dropout", dropout}, {"lambda_c", lambda_c}, {"coupling_scale", coupling_scale},
+            {"dropout", dropout}, {"cnn_channels", cnn_channels}, {"cnn_dilations", cnn_dilations},
+            {"lambda_c", lambda_c}, {"coupling_scale", coupling_scale},
             {"coupling", coupling}, {"beta", beta}, {"kl_start", kl_start},
             {"kl_anneal_steps", kl_anneal_steps}, {"batch_size", batch_size}, {"lr", lr},
             {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2}, {"adam_eps", adam_eps},
@@ -135,7 +147,8 @@ struct Config {
       };
       get("dataset", c.dataset); get("vocab_size", c.vocab_size); get("embed", c.embed);
       get("hidden", c.hidden); get("decoder_hidden", c.decoder_hidden); get("latent", c.latent);
-      get("mlp_hidden", c.mlp_hidden); get("dropout", c.dropout); get("lambda_c", c.lambda_c);
+      get("mlp_hidden", c.mlp_hidden); get("dropout", c.dropout);
+      get("cnn_channels", c.cnn_channels); get("cnn_dilations", c.cnn_dilations); get("lambda_c", c.lambda_c);
       get("coupling_scale", c.coupling_scale); get("coupling", c.coupling); get("beta", c.beta);
       get("kl_start", c.kl_start); get("kl_anneal_steps", c.kl_anneal_steps);
       get("batch_size", c.batch_size); get("lr", c.lr); get("adam_beta1", c.adam_beta1);
@@ -155,7 +168,8 @@ struct Config {
   // architecture matches.
   nlohmann::json architecture() const {
     return {{"vocab_size", vocab_size}, {"embed", embed}, {"hidden", hidden},
-            {"decoder_hidden", dec_hidden()}, {"latent", latent}, {"mlp_hidden", mlp_size()}};
+            {"decoder_hidden", dec_hidden()}, {"latent", latent}, {"mlp_hidden", mlp_size()},
+            {"cnn_channels", cnn_channels}, {"cnn_dilations", cnn_dilations}};
   }
 
  private:

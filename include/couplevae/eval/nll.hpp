@@ -8,6 +8,8 @@
 //   PPL     = exp(sum_x NLL_x / sum_x (L_x + 1))          (corpus-level)
 // Reported nll, kl, rec are means over sentences; a Coupled model also reports rec_c, the
 // deterministic path's -log p(x|z^c). Sentences are taken in corpus order.
+// The GRU-LM's likelihood is exact (one pass, no sampling); the DAE has no likelihood, so
+// only rec (its cross-entropy) is reported and has_nll is false.
 #pragma once
 #include <algorithm>
 #include <chrono>
@@ -23,22 +25,44 @@ namespace couplevae {
 
 struct NllReport {
   double nll = 0, kl = 0, rec = 0, ppl = 0, rec_c = 0;
+  bool has_nll = true;    // false for the DAE: nll, kl, ppl do not apply
   bool has_rec_c = false;
   long sentences = 0, tokens = 0;
   int samples = 0;
 };
 
 // progress(done, total) is called after every batch when given.
+namespace detail {
+template <class M>
+constexpr bool exact_likelihood() {
+  if constexpr (requires { M::exact_likelihood; })
+    return M::exact_likelihood;
+  else
+    return false;
+}
+template <class M>
+constexpr bool has_likelihood() {
+  if constexpr (!M::has_latent)
+    return true;
+  else if constexpr (requires { M::posterior_policy::stochastic; })
+    return M::posterior_policy::stochastic;
+  else
+    return true;
+}
+}  // namespace detail
+
 template <class M>
 NllReport evaluate_nll(M& model, const std::vector<std::vector<int32_t>>& sentences, int samples, uint64_t seed,
                        size_t max_sentences = size_t(-1), int batch_size = 32,
                        const std::function<void(size_t, size_t)>& progress = {}) {
   require(samples >= 1, "evaluate_nll: samples must be >= 1");
+  if constexpr (detail::exact_likelihood<M>() || !detail::has_likelihood<M>()) samples = 1;
   using B = typename M::backend;
   Context<B> ctx(seed, /*training=*/false);
   const auto batches = sequential_batches(sentences, batch_size, model.config().vocab_size, max_sentences);
   NllReport r;
   r.samples = samples;
+  r.has_nll = detail::has_likelihood<M>();
   double sum_nll = 0, sum_kl = 0, sum_rec = 0, sum_rec_c = 0;
   size_t total = 0;
   for (const auto& b : batches) total += size_t(b.size());

@@ -26,6 +26,22 @@ template <class M>
 struct is_coupled : std::false_type {};
 template <class M>
 struct is_coupled<Coupled<M>> : std::true_type {};
+
+// A posterior family is stochastic unless it says `static constexpr bool stochastic = false`.
+template <class P>
+constexpr bool posterior_is_stochastic() {
+  if constexpr (requires { P::stochastic; })
+    return P::stochastic;
+  else
+    return true;
+}
+template <class M>
+constexpr bool has_stochastic_latent() {
+  if constexpr (!M::has_latent)
+    return false;
+  else
+    return posterior_is_stochastic<typename M::posterior_policy>();
+}
 }  // namespace detail
 
 template <class M>
@@ -35,6 +51,9 @@ class Coupled : public M {
   static_assert(M::has_latent,
                 "couplevae: Coupled<M> needs a model with a latent path (a Model<Posterior<...>, ...>); "
                 "the GRU-LM has none to couple");
+  static_assert(!M::has_latent || detail::has_stochastic_latent<M>(),
+                "couplevae: Coupled<M> needs a stochastic posterior (Gaussian, Flow<K> or VMF); the DAE "
+                "(Posterior<Deterministic>) is already deterministic: use it as it is");
 
  public:
   using T = typename M::scalar;

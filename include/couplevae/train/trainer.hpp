@@ -126,13 +126,18 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   auto validate = [&] {
     const NllReport r = evaluate_nll(model, data.valid, cfg.valid_samples, opt.seed + uint64_t(st.step),
                                      opt.valid_max_sentences, cfg.batch_size);
-    const bool better = st.best_step == 0 || r.nll < st.best_valid;
+    // The DAE keeps its best checkpoint by cross-entropy (reference.md §9), the others by NLL.
+    const double score = r.has_nll ? r.nll : r.rec;
+    const bool better = st.best_step == 0 || score < st.best_valid;
     if (better) {
-      st.best_valid = r.nll;
+      st.best_valid = score;
       st.best_step = st.step;
     }
-    log << "valid step " << st.step << ": nll " << r.nll << " kl " << r.kl << " ppl " << r.ppl
-        << (better ? " (best)" : "") << "\n";
+    if (r.has_nll)
+      log << "valid step " << st.step << ": nll " << r.nll << " kl " << r.kl << " ppl " << r.ppl;
+    else
+      log << "valid step " << st.step << ": rec " << r.rec;
+    log << (better ? " (best)" : "") << "\n";
     if (better) save("best.safetensors");
     save("last.safetensors");
   };

@@ -1,0 +1,15 @@
+# Compile-fail tests: each source must fail to compile with the static_assert message that
+# names the fix. The targets are excluded from `all`; the test builds one and matches its
+# output (ctest passes on the message, whatever the exit code).
+function(couplevae_compile_fail name source message)
+  add_library(cf_${name} OBJECT EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/compile_fail/${source})
+  target_link_libraries(cf_${name} PRIVATE couplevae::couplevae)
+  add_test(NAME compile_fail.${name}
+           COMMAND ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --target cf_${name})
+  set_tests_properties(compile_fail.${name} PROPERTIES
+    PASS_REGULAR_EXPRESSION "${message}" LABELS compile_fail RESOURCE_LOCK build_tree)
+endfunction()
+
+couplevae_compile_fail(coupled_twice coupled_twice.cpp "couple the base model once")
+couplevae_compile_fail(flow_zero flow_zero.cpp "Flow<K> needs K >= 1")
+couplevae_compile_fail(unknown_posterior unknown_posterior.cpp "unknown posterior family")
