@@ -35,6 +35,9 @@ struct Config {
   double coupling_scale = 0; // C; 0: 2 * latent
   std::string coupling = "rq";  // "rq" (Eq. 5) or "euclidean" (plain squared distance)
   double beta = 1.0;         // cap of the KL weight (Regularizer<Beta>)
+  // vMF sampler: false = exact Wood sampler; true = the authors' blended b for kappa > 10,
+  // which samples a slightly different concentration (see README).
+  bool vmf_blend = false;
   int kl_start = 2000;       // KL annealing starts after this step
   int kl_anneal_steps = 40000;
   // optimisation
@@ -125,7 +128,7 @@ struct Config {
             {"decoder_hidden", decoder_hidden}, {"latent", latent}, {"mlp_hidden", mlp_hidden},
             {"dropout", dropout}, {"cnn_channels", cnn_channels}, {"cnn_dilations", cnn_dilations},
             {"lambda_c", lambda_c}, {"coupling_scale", coupling_scale},
-            {"coupling", coupling}, {"beta", beta}, {"kl_start", kl_start},
+            {"coupling", coupling}, {"beta", beta}, {"vmf_blend", vmf_blend}, {"kl_start", kl_start},
             {"kl_anneal_steps", kl_anneal_steps}, {"batch_size", batch_size}, {"lr", lr},
             {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2}, {"adam_eps", adam_eps},
             {"clip_norm", clip_norm}, {"lr_decay_start", lr_decay_start},
@@ -149,7 +152,7 @@ struct Config {
       get("hidden", c.hidden); get("decoder_hidden", c.decoder_hidden); get("latent", c.latent);
       get("mlp_hidden", c.mlp_hidden); get("dropout", c.dropout);
       get("cnn_channels", c.cnn_channels); get("cnn_dilations", c.cnn_dilations); get("lambda_c", c.lambda_c);
-      get("coupling_scale", c.coupling_scale); get("coupling", c.coupling); get("beta", c.beta);
+      get("coupling_scale", c.coupling_scale); get("coupling", c.coupling); get("beta", c.beta); get("vmf_blend", c.vmf_blend);
       get("kl_start", c.kl_start); get("kl_anneal_steps", c.kl_anneal_steps);
       get("batch_size", c.batch_size); get("lr", c.lr); get("adam_beta1", c.adam_beta1);
       get("adam_beta2", c.adam_beta2); get("adam_eps", c.adam_eps); get("clip_norm", c.clip_norm);

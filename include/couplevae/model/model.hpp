@@ -146,6 +146,7 @@ class Model {
     emb_drop = nn::Dropout<T, B>(c.dropout);
     encoder = nn::BiGRU<T, B>(arena_, "encoder.rnn", c.embed, c.hidden);
     post = posterior_module(arena_, "posterior", 2 * c.hidden, c.latent);
+    if constexpr (requires { post.svae_blend; }) post.svae_blend = c.vmf_blend;
     reg = regularizer_module(arena_, "regularizer", cfg_);
     mlp = nn::MLP<T, B>(arena_, "mlp", c.latent, c.mlp_size(), c.embed);
     dec = decoder_module(arena_, "decoder", c);

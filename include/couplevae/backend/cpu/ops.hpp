@@ -214,34 +214,32 @@ struct ops<cpu> {
   }
 
   // Softmax cross-entropy over rows of logits (rows, V): loss[i] = -log softmax(x_i)[t_i].
-  // The logits are overwritten by the probabilities softmax(x_i) for the backward pass.
+  // With keep_probs the logits are overwritten by softmax(x_i) for the backward pass;
+  // without, they are left scratched (exp(x - max)) and only the losses are produced.
+  // Vectorised through Eigen arrays (SIMD exp).
   template <class T>
-  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss) {
+  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true) {
+    using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
 #pragma omp parallel for schedule(static) if (size_t(rows) * V > 200000)
     for (int i = 0; i < rows; ++i) {
-      T* x = logits + size_t(i) * V;
-      T m = x[0];
-      for (int k = 1; k < V; ++k) m = std::max(m, x[k]);
+      Eigen::Map<Arr> x(logits + size_t(i) * V, V);
+      const T m = x.maxCoeff();
       const T xt = x[targets[i]];
-      T s = 0;
-      for (int k = 0; k < V; ++k) {
-        x[k] = std::exp(x[k] - m);
-        s += x[k];
-      }
-      const T inv = T(1) / s;
+      x = (x - m).exp();
+      const T s = x.sum();
       loss[i] = std::log(s) + m - xt;
-      for (int k = 0; k < V; ++k) x[k] *= inv;
+      if (keep_probs) x *= T(1) / s;
     }
   }
   // Backward of softmax_xent: probs (rows, V) become d logits = dloss[i] * (p_i - onehot(t_i)).
   template <class T>
   static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss) {
+    using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
 #pragma omp parallel for schedule(static) if (size_t(rows) * V > 200000)
     for (int i = 0; i < rows; ++i) {
-      T* x = probs + size_t(i) * V;
-      const T d = dloss[i];
-      for (int k = 0; k < V; ++k) x[k] *= d;
-      x[targets[i]] -= d;
+      Eigen::Map<Arr> x(probs + size_t(i) * V, V);
+      x *= dloss[i];
+      x[targets[i]] -= dloss[i];
     }
   }
   // out[seg[i]] += x[i] for i < n (out is not cleared).
