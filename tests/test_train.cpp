@@ -56,7 +56,7 @@ Dataset small_dataset() {
   return d;
 }
 using VAE = models::VAE;
-using CVAE = models::CoupleVAE;
+using CVAE = Coupled<models::VAE>;
 }  // namespace
 
 TEST_CASE("adam: one step equals the hand-computed update; moments decay for zero gradients") {

@@ -11,10 +11,13 @@
 // backward accumulates into the decoder's parameters, the embedding, and dh (B, E), given
 // drec (B), the gradient on each sentence's loss.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "../backend/cpu/decode_ops.hpp"
 #include "../config.hpp"
 #include "../core/batch.hpp"
 #include "../nn/dropout.hpp"
@@ -104,6 +107,55 @@ struct Decoder<GRU> {
       ops<B>::scatter_add_rows(dX.data, 2 * E, c.row_item.data(), nb, E, dh.data);
       ops<B>::scatter_add_rows(dX.data + E, 2 * E, c.row_item.data(), n, E, dh.data);
       (void)h;
+    }
+
+    // Decoding (reference.md §5 "Greedy decoding"), evaluation mode whatever ctx.training
+    // says (no dropout), all rows of h (B, E) in one batch:
+    //   s_0 = GRU([h; h], 0);  w_0 = <go>
+    //   o_t = s_t = GRU([emb(w_{t-1}); h], s_{t-1}),  logits_t = W_v tanh(W_c o_t + b_c) + b_v
+    //   logits_t[<unk>] = -inf;  w_t = argmax (temperature <= 0) or ~ softmax(logits_t / temperature)
+    // for t = 1..max_len, stopping early once every row has produced <eos>. Each row is cut
+    // at its first <eos> and is never empty (a first <eos> is kept: {<eos>}, the authors'
+    // strip_eos). Sampling takes one uniform per row and step from ctx.rng
+    // (backend/cpu/decode_ops.hpp); greedy decoding draws nothing. Results follow h's rows.
+    std::vector<std::vector<int32_t>> decode(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb,
+                                             View<T> h, int max_len, double temperature) const {
+      require(h.cols == E, "Decoder<GRU>::decode: h has " + std::to_string(h.cols) + " columns, expected embed = " +
+                               std::to_string(E));
+      require(max_len >= 1, "Decoder<GRU>::decode: max_len must be >= 1 (got " + std::to_string(max_len) + ")");
+      require(!std::isnan(temperature), "Decoder<GRU>::decode: temperature is NaN");
+      const int nb = h.rows, I = 2 * E;
+      std::vector<std::vector<int32_t>> result;
+      if (nb == 0) return result;
+      Buffer<T, B> xb, sb, snb, ab, lb;
+      typename nn::GRU<T, B>::Cache scratch;
+      View<T> X = xb.shape(nb, I);
+      View<T> s = sb.zeros(nb, Hd), sn = snb.shape(nb, Hd);
+      View<T> A = ab.shape(nb, E), logits = lb.shape(nb, V);
+      auto gru_step = [&] {
+        rnn.step(ctx, ar, X, s, sn, scratch);
+        std::swap(s, sn);
+      };
+      ops<B>::copy2d(h.data, nb, E, h.cols, X.data, I);       // step 0: [h; h]
+      ops<B>::copy2d(h.data, nb, E, h.cols, X.data + E, I);   // every step: [.; h]
+      gru_step();
+      std::vector<int32_t> tokens(size_t(nb), go_id), finished(size_t(nb), 0), all;
+      all.reserve(size_t(nb) * size_t(std::min(max_len, 64)));
+      int steps = 0;
+      for (int t = 1; t <= max_len; ++t) {
+        emb.forward(ctx, ar, tokens.data(), nb, X.data, I);
+        gru_step();
+        proj.forward(ctx, ar, s, A);
+        ops<B>::tanh_forward(A.size(), A.data, A.data);
+        out.forward(ctx, ar, A, logits);
+        const int running = decode_ops<B>::pick_tokens(ctx.rng, logits.data, nb, V, unk_id, temperature, eos_id,
+                                                       tokens.data(), finished.data());
+        all.insert(all.end(), tokens.begin(), tokens.end());
+        ++steps;
+        if (running == 0) break;
+      }
+      decode_ops<B>::cut_at_eos(all.data(), steps, nb, eos_id, result);
+      return result;
     }
   };
 };

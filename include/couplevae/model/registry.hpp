@@ -3,28 +3,46 @@
 // with_model(name, f) calls f.template operator()<M>() with the model type registered
 // under `name`, so a program picks a compile-time model from a run-time string:
 //   with_model("couple-vae", [&]<class M>() { M model(cfg, seed); ... });
-// model_config(name, preset) is the preset's Config with the model's own settings applied
-// (reference.md §7-8: lambda_c, KL annealing start, beta).
+// model_config(name, preset) is the preset's Config with the model's own settings from the
+// authors' released configuration (reference.md §7-8, §15): KL annealing start, beta,
+// lambda_c (including their odd ones: vMF 7.5/7/5, PTB Couple-CNN 0) and the coupling kind.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "../config.hpp"
+#include "../decoder/dilated_cnn.hpp"
 #include "../decoder/gru.hpp"
+#include "../posterior/deterministic.hpp"
+#include "../posterior/flow.hpp"
 #include "../posterior/gaussian.hpp"
+#include "../posterior/vmf.hpp"
 #include "../regularizer/kl.hpp"
+#include "../regularizer/mmd.hpp"
+#include "../regularizer/zero.hpp"
 #include "coupled.hpp"
+#include "lm.hpp"
 #include "model.hpp"
 
 namespace couplevae {
 
 namespace models {
+using LM = LanguageModel<Decoder<GRU>>;
+using DAE = Model<Posterior<Deterministic>, Regularizer<Zero>, Decoder<GRU>>;
 using VAE = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<GRU>>;
-using CoupleVAE = Coupled<VAE>;
+using BetaVAE = Model<Posterior<Gaussian>, Regularizer<Beta>, Decoder<GRU>>;
+using VMFVAE = Model<Posterior<VMF>, Regularizer<KL>, Decoder<GRU>>;
+using CNNVAE = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<DilatedCNN>>;
+using WAE = Model<Posterior<Gaussian>, Regularizer<MMD>, Decoder<GRU>>;
+using VAENF = Model<Posterior<Flow<3>>, Regularizer<KL>, Decoder<GRU>>;
+using WAENF = Model<Posterior<Flow<3>>, Regularizer<MMD>, Decoder<GRU>>;
 }  // namespace models
 
 inline const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> names = {"vae", "couple-vae"};
+  static const std::vector<std::string> names = {
+      "lm",         "dae",           "vae",         "couple-vae",         "beta0.8-vae", "couple-beta0.8-vae",
+      "beta1.2-vae", "couple-beta1.2-vae", "vmf-vae", "couple-vmf-vae",     "cnn-vae",     "couple-cnn-vae",
+      "wae",        "couple-wae",    "vae-nf",      "couple-vae-nf",      "wae-nf",      "couple-wae-nf"};
   return names;
 }
 
@@ -34,24 +52,55 @@ inline std::string model_name_list() {
   return s;
 }
 
+namespace detail {
+inline bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+// "couple-X" -> "X"
+inline std::string base_name(const std::string& name) {
+  return starts_with(name, "couple-") ? name.substr(7) : name;
+}
+}  // namespace detail
+
 template <class F>
 decltype(auto) with_model(const std::string& name, F&& f) {
-  if (name == "vae") return f.template operator()<models::VAE>();
-  if (name == "couple-vae") return f.template operator()<models::CoupleVAE>();
+  using namespace models;
+  if (name == "lm") return f.template operator()<LM>();
+  if (name == "dae") return f.template operator()<DAE>();
+  if (name == "vae") return f.template operator()<VAE>();
+  if (name == "couple-vae") return f.template operator()<Coupled<VAE>>();
+  if (name == "beta0.8-vae" || name == "beta1.2-vae") return f.template operator()<BetaVAE>();
+  if (name == "couple-beta0.8-vae" || name == "couple-beta1.2-vae") return f.template operator()<Coupled<BetaVAE>>();
+  if (name == "vmf-vae") return f.template operator()<VMFVAE>();
+  if (name == "couple-vmf-vae") return f.template operator()<Coupled<VMFVAE>>();
+  if (name == "cnn-vae") return f.template operator()<CNNVAE>();
+  if (name == "couple-cnn-vae") return f.template operator()<Coupled<CNNVAE>>();
+  if (name == "wae") return f.template operator()<WAE>();
+  if (name == "couple-wae") return f.template operator()<Coupled<WAE>>();
+  if (name == "vae-nf") return f.template operator()<VAENF>();
+  if (name == "couple-vae-nf") return f.template operator()<Coupled<VAENF>>();
+  if (name == "wae-nf") return f.template operator()<WAENF>();
+  if (name == "couple-wae-nf") return f.template operator()<Coupled<WAENF>>();
   throw Error("unknown model '" + name + "' (expected one of: " + model_name_list() + ")");
 }
 
-// The preset's configuration with the model's own settings (reference.md §7-8).
+// The preset's configuration with the model's own settings (reference.md §7-8, §15).
 inline Config model_config(const std::string& name, const std::string& preset) {
   bool known = false;
   for (const auto& n : model_names()) known = known || n == name;
   require(known, "unknown model '" + name + "' (expected one of: " + model_name_list() + ")");
   Config c = Config::preset(preset);
-  // The VAE families start KL annealing at 1K on Yelp and Yahoo (reference.md §7, §15.4).
-  if (preset == "yelp" || preset == "yahoo") c.kl_start = 1000;
-  // The authors' Yahoo Couple-VAE used the plain squared distance (reference.md §15.5).
+  const std::string base = detail::base_name(name);
+  const bool coupled = base != name;
+  // The VAE and beta-VAE families start KL annealing at 1K on Yelp and Yahoo (§7, §15.4).
+  if ((preset == "yelp" || preset == "yahoo") &&
+      (base == "vae" || base == "beta0.8-vae" || base == "beta1.2-vae"))
+    c.kl_start = 1000;
+  if (base == "beta0.8-vae") c.beta = 0.8;
+  if (base == "beta1.2-vae") c.beta = 1.2;
+  c.lambda_c = coupled ? 0.1 : 0.0;
+  if (name == "couple-vmf-vae") c.lambda_c = preset == "ptb" ? 7.5 : preset == "yelp" ? 7.0 : 5.0;
+  if (name == "couple-cnn-vae" && preset == "ptb") c.lambda_c = 0.0;
+  // The authors' Yahoo Couple-VAE used the plain squared distance (§15.5).
   if (name == "couple-vae" && preset == "yahoo") c.coupling = "euclidean";
-  c.lambda_c = name.rfind("couple-", 0) == 0 ? 0.1 : 0.0;
   return c;
 }
 

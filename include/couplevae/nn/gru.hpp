@@ -103,6 +103,19 @@ struct GRU {
     if (dX) ops<B>::gemm(false, false, pk.rows, in, G, T(1), dgx.data, G, ar.value(W_ih), in, T(1), dX.data, dX.cols);
   }
 
+  // One step for X.rows rows from given states (decoding): h_new = cell(X, h_prev). Uses
+  // c's buffers as scratch; no backward.
+  void step(Context<B>&, Arena<T, B>& ar, View<T> X, View<T> h_prev, View<T> h_new, Cache& c) const {
+    const int G = 3 * H, a = X.rows;
+    View<T> gx = c.gx.shape(a, G), gh = c.gh.shape(a, G);
+    ops<B>::gemm(false, true, a, G, in, T(1), X.data, X.cols, ar.value(W_ih), in, T(0), gx.data, G);
+    ops<B>::add_row_bias(gx.data, a, G, ar.value(b_ih));
+    ops<B>::gemm(false, true, a, G, H, T(1), h_prev.data, h_prev.cols, ar.value(W_hh), H, T(0), gh.data, G);
+    ops<B>::add_row_bias(gh.data, a, G, ar.value(b_hh));
+    ops<B>::gru_gates_forward(a, H, gx.data, gh.data, h_prev.data, c.r.shape(a, H).data, c.z.shape(a, H).data,
+                              c.n.shape(a, H).data, c.ghn.shape(a, H).data, h_new.data);
+  }
+
  private:
   // hp[0:active[t]) = the states each running sequence had before step t (0 at its start).
   void previous_states(const Packing& pk, int t, View<T> st, View<T> hp) const {
