@@ -1,6 +1,6 @@
 // couplevae: the command-line tool (an example program built with the project).
 //
-//   couplevae train --model vae|couple-vae --data DIR [--preset ptb|yelp|yahoo] [--steps N]
+//   couplevae train --model NAME --data DIR [--preset ptb|yelp|yahoo] [--steps N]
 //                   [--seed S] [--out DIR] [--lambda-c X] [--resume FILE] [--overwrite] ...
 //   couplevae eval  --checkpoint FILE --data DIR [--split test] [--samples N]
 //                   [--max-sentences M] [--metrics nll] [--json]
@@ -20,7 +20,10 @@ using namespace couplevae;
 namespace {
 
 struct TrainArgs {
-  std::string model, data, preset = "ptb", out, resume;
+  std::string model, data, preset = "ptb", out, resume, coupling;
+  double beta = 0;
+  int cnn_channels = 0;
+  std::vector<int> dilations;
   long steps = -1;
   uint64_t seed = 0;
   double lambda_c = -1;
@@ -41,6 +44,10 @@ struct EvalArgs {
 int run_train(const TrainArgs& a) {
   Config cfg = model_config(a.model, a.preset);
   if (a.lambda_c >= 0) cfg.lambda_c = a.lambda_c;
+  if (!a.coupling.empty()) cfg.coupling = a.coupling;
+  if (a.beta > 0) cfg.beta = a.beta;
+  if (a.cnn_channels > 0) cfg.cnn_channels = a.cnn_channels;
+  if (!a.dilations.empty()) cfg.cnn_dilations = a.dilations;
   if (a.embed > 0) cfg.embed = a.embed;
   if (a.hidden > 0) cfg.hidden = a.hidden;
   if (a.latent > 0) cfg.latent = a.latent;
@@ -138,6 +145,10 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--seed", ta.seed, "random seed");
   train_cmd->add_option("--out", ta.out, "output folder for checkpoints");
   train_cmd->add_option("--lambda-c", ta.lambda_c, "coupling weight (default: the preset's)");
+  train_cmd->add_option("--coupling", ta.coupling, "coupling loss: rq (default) or euclidean");
+  train_cmd->add_option("--beta", ta.beta, "cap of the KL weight for the beta-VAE models");
+  train_cmd->add_option("--cnn-channels", ta.cnn_channels, "channels of the dilated CNN decoder");
+  train_cmd->add_option("--dilations", ta.dilations, "dilations of the CNN decoder's blocks, e.g. 1 2 4 8 16");
   train_cmd->add_option("--resume", ta.resume, "continue from a last.safetensors");
   train_cmd->add_flag("--overwrite", ta.overwrite, "replace a run already in --out");
   train_cmd->add_option("--embed", ta.embed, "embedding size");
