@@ -103,4 +103,33 @@ inline Batch make_batch(const std::vector<std::vector<int32_t>>& sentences, int 
   return b;
 }
 
+// Each sentence of b repeated k times, copies adjacent: sentence i of the result is copy
+// i % k of b's sorted sentence i / k (so the result is sorted too). Evaluation uses it to
+// decode k importance samples of every sentence in one pass. order maps to b's sorted index.
+inline Batch replicate_batch(const Batch& b, int k) {
+  require(k >= 1, "replicate_batch: k must be >= 1");
+  Batch r;
+  const int n = b.size();
+  r.lengths.resize(size_t(n) * k);
+  r.order.resize(size_t(n) * k);
+  std::vector<int> enc_steps(size_t(n) * k), dec_steps(size_t(n) * k);
+  for (int i = 0; i < n * k; ++i) {
+    r.lengths[i] = b.lengths[i / k];
+    r.order[i] = i / k;
+    enc_steps[i] = r.lengths[i];
+    dec_steps[i] = r.lengths[i] + 2;
+  }
+  r.enc = Packing::from_steps(enc_steps);
+  r.dec = Packing::from_steps(dec_steps);
+  auto copy = [k](const Packing& from, const Packing& to, const std::vector<int32_t>& src, std::vector<int32_t>& dst) {
+    dst.resize(to.rows);
+    for (int t = 0; t < to.steps; ++t)
+      for (int i = 0; i < to.active[t]; ++i) dst[to.row(t, i)] = src[from.row(t, i / k)];
+  };
+  copy(b.enc, r.enc, b.enc_tokens, r.enc_tokens);
+  copy(b.dec, r.dec, b.dec_inputs, r.dec_inputs);
+  copy(b.dec, r.dec, b.dec_targets, r.dec_targets);
+  return r;
+}
+
 }  // namespace couplevae

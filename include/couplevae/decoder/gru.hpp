@@ -57,31 +57,16 @@ struct Decoder<GRU> {
           Hd(cfg.dec_hidden()),
           V(cfg.vocab_size) {}
 
-    // rec (B, 1): per-sentence summed cross-entropy.
+    // rec (B, 1): per-sentence summed cross-entropy. Keeps what backward needs.
     void forward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
                  View<T> h, View<T> rec, Cache& c) const {
-      const Packing& pk = b.dec;
-      const int n = pk.rows, nb = pk.batch, nout = n - nb;
-      c.row_item.resize(n);
-      for (int t = 0; t < pk.steps; ++t)
-        for (int i = 0; i < pk.active[t]; ++i) c.row_item[pk.row(t, i)] = i;
-      View<T> X = c.X.shape(n, 2 * E);
-      emb.forward(ctx, ar, b.dec_inputs.data() + nb, nout, X.row(nb), 2 * E);
-      ops<B>::gather_rows(h.data, E, c.row_item.data(), nb, X.data, 2 * E);       // step 0: [h; .]
-      ops<B>::gather_rows(h.data, E, c.row_item.data(), n, X.data + E, 2 * E);    // every step: [.; h]
-      in_drop.forward(ctx, X.block(nb, nout), X.block(nb, nout), c.in_drop);
-      rnn.forward(ctx, ar, X, pk, c.rnn);
-      View<T> O = c.O.shape(nout, Hd);
-      out_drop.forward(ctx, View<T>{c.rnn.states.data() + size_t(nb) * Hd, nout, Hd}, O, c.out_drop);
-      View<T> A = c.A.shape(nout, E);
-      proj.forward(ctx, ar, O, A);
-      ops<B>::tanh_forward(A.size(), A.data, A.data);
-      View<T> logits = c.logits.shape(nout, V);
-      out.forward(ctx, ar, A, logits);
-      View<T> loss = c.loss.shape(nout, 1);
-      ops<B>::softmax_xent(logits.data, nout, V, b.dec_targets.data() + nb, loss.data);
-      ops<B>::fill(rec.data, size_t(nb), T(0));
-      ops<B>::segment_sum(loss.data, c.row_item.data() + nb, nout, rec.data);
+      run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/true);
+    }
+    // The same rec without what backward needs: the vocabulary layer runs in chunks of
+    // rows, so memory stays bounded for large evaluation batches. Used for evaluation.
+    void loss(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
+              View<T> rec, Cache& c) const {
+      run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
     }
 
     void backward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
@@ -156,6 +141,45 @@ struct Decoder<GRU> {
       }
       decode_ops<B>::cut_at_eos(all.data(), steps, nb, eos_id, result);
       return result;
+    }
+
+   private:
+    static constexpr int chunk_rows = 256;
+
+    void run(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
+             View<T> rec, Cache& c, bool for_backward) const {
+      const Packing& pk = b.dec;
+      const int n = pk.rows, nb = pk.batch, nout = n - nb;
+      c.row_item.resize(n);
+      for (int t = 0; t < pk.steps; ++t)
+        for (int i = 0; i < pk.active[t]; ++i) c.row_item[pk.row(t, i)] = i;
+      View<T> X = c.X.shape(n, 2 * E);
+      emb.forward(ctx, ar, b.dec_inputs.data() + nb, nout, X.row(nb), 2 * E);
+      ops<B>::gather_rows(h.data, E, c.row_item.data(), nb, X.data, 2 * E);       // step 0: [h; .]
+      ops<B>::gather_rows(h.data, E, c.row_item.data(), n, X.data + E, 2 * E);    // every step: [.; h]
+      in_drop.forward(ctx, X.block(nb, nout), X.block(nb, nout), c.in_drop);
+      rnn.forward(ctx, ar, X, pk, c.rnn);
+      View<T> O = c.O.shape(nout, Hd);
+      out_drop.forward(ctx, View<T>{c.rnn.states.data() + size_t(nb) * Hd, nout, Hd}, O, c.out_drop);
+      View<T> A = c.A.shape(nout, E);
+      proj.forward(ctx, ar, O, A);
+      ops<B>::tanh_forward(A.size(), A.data, A.data);
+      View<T> loss = c.loss.shape(nout, 1);
+      const int32_t* targets = b.dec_targets.data() + nb;
+      if (for_backward) {
+        View<T> logits = c.logits.shape(nout, V);
+        out.forward(ctx, ar, A, logits);
+        ops<B>::softmax_xent(logits.data, nout, V, targets, loss.data);
+      } else {
+        for (int r0 = 0; r0 < nout; r0 += chunk_rows) {
+          const int m = std::min(chunk_rows, nout - r0);
+          View<T> logits = c.logits.shape(m, V);
+          out.forward(ctx, ar, A.block(r0, m), logits);
+          ops<B>::softmax_xent(logits.data, m, V, targets + r0, loss.data + r0, /*keep_probs=*/false);
+        }
+      }
+      ops<B>::fill(rec.data, size_t(nb), T(0));
+      ops<B>::segment_sum(loss.data, c.row_item.data() + nb, nout, rec.data);
     }
   };
 };

@@ -107,6 +107,29 @@ class Coupled : public M {
     this->backward_stochastic(ctx, dh, de);
   }
 
+  // The gradient-norm analysis (reference.md §14) with the coupled terms: rec_c is the
+  // deterministic path's reconstruction, rec_sum that of rec + rec_c.
+  GradNormTerms gradient_norms(Context<B>& ctx, const Batch& batch) {
+    this->forward_parts(ctx, batch);
+    deterministic_forward(ctx, batch);
+    GradNormTerms g = this->gradient_norms_of_last(ctx);
+    const int nb = batch.size(), H2 = 2 * this->cfg_.hidden;
+    View<T> drec = drec_c_buf.shape(nb, 1);
+    ops<B>::fill(drec.data, size_t(nb), T(1));
+    View<T> dhc = dhc_buf.zeros(nb, this->cfg_.embed);
+    dec_c.backward(ctx, this->arena_, this->emb, batch, hc(), drec, dhc, dec_c_cache);
+    View<T> dzc = dzc_buf.zeros(nb, this->cfg_.latent);
+    mlp_c.backward(ctx, this->arena_, zc(), dhc, dzc, mlp_c_cache);
+    View<T> de = de_c_buf.zeros(nb, H2);
+    post_c.mean_backward(ctx, this->arena_, this->e(), dzc, de, post_c_cache);
+    const auto dec_c_host = de_c_buf.to_host();
+    g.rec_c = this->row_sq_norms(dec_c_host, nb, H2);
+    std::vector<T> sum(dec_c_host.size());
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] = dec_c_host[i] + this->last_de_rec_[i];
+    g.rec_sum = this->row_sq_norms(sum, nb, H2);
+    return g;
+  }
+
   // Per-sentence reconstruction loss of the deterministic path, -log p(x | z^c), in the
   // batch's sorted order (evaluation reports its mean as rec_c).
   std::vector<double> deterministic_rec(Context<B>& ctx, const Batch& batch) {

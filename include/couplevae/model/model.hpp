@@ -12,6 +12,7 @@
 // importance_weights() gives the per-sample terms of the importance-sampled NLL (§13).
 // Coupled<Model> (model/coupled.hpp) derives from it and adds the deterministic path.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -41,6 +42,14 @@ struct Losses {
   double couple = 0;     // L_couple (Coupled, unweighted)
   int sentences = 0;
   long tokens = 0;       // predicted tokens, sum of (L + 1)
+};
+
+// Per-sentence squared gradient norms with respect to the encoded text e (reference.md §14,
+// paper Table 4), in the batch's sorted order. Loss parts are sums over the batch, so each
+// row is that sentence's own gradient; reg is the unweighted KL; h_ratio is
+// ||dh/de||_F^2 / ||h||^2 for the stochastic signal h of the same sample.
+struct GradNormTerms {
+  std::vector<double> rec, rec_c, rec_sum, reg, h_ratio;  // rec_c, rec_sum: coupled models only
 };
 
 // Per-sentence importance-sampling terms, (B, N) row-major in the batch's sorted order.
@@ -94,35 +103,80 @@ class Model {
   void backward(Context<B>& ctx) { backward_stochastic(ctx, View<T>{}, View<T>{}); }
 
   // Evaluation mode is the caller's choice (ctx.training = false for the paper's numbers).
+  // The text is encoded once; samples are drawn and decoded k at a time (k copies of each
+  // sentence in one packed batch of about `eval_rows` sentences), so the recurrences and the
+  // vocabulary layer run on large matrices.
   ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples) {
     ImportanceTerms it;
-    it.batch = batch.size();
+    const int nb = batch.size();
+    it.batch = nb;
     it.samples = samples;
-    it.log_weight.resize(size_t(it.batch) * samples);
+    it.log_weight.resize(size_t(nb) * samples);
     it.log_ratio.resize(it.log_weight.size());
     it.rec.resize(it.log_weight.size());
     batch_ = &batch;
     encode(ctx, batch);
-    const int nb = batch.size();
-    for (int s = 0; s < samples; ++s) {
-      post.sample(ctx, arena_, e(), post_cache);
+    const std::vector<T> e_host = e_buf.to_host();
+    const int k_max = std::max(1, std::min(samples, eval_rows / nb));
+    Batch rep;
+    int rep_k = 0;
+    for (int s0 = 0; s0 < samples; s0 += k_max) {
+      const int k = std::min(k_max, samples - s0);
+      if (k != rep_k) {
+        rep = replicate_batch(batch, k);
+        rep_k = k;
+        // e of every copy: rows i*k + c hold sentence i's code.
+        std::vector<T> e_rep(size_t(nb) * k * 2 * cfg_.hidden);
+        for (int i = 0; i < nb * k; ++i)
+          std::copy_n(e_host.data() + size_t(i / k) * 2 * cfg_.hidden, 2 * cfg_.hidden,
+                      e_rep.data() + size_t(i) * 2 * cfg_.hidden);
+        e_rep_buf.from_host(e_rep.data(), e_rep.size());
+      }
+      batch_ = &rep;
+      View<T> e_rep{e_rep_buf.data(), nb * k, 2 * cfg_.hidden};
+      post.sample(ctx, arena_, e_rep, post_cache);
       mlp.forward(ctx, arena_, z(), h(), mlp_cache);
-      dec.forward(ctx, arena_, emb, batch, h(), rec_view(), dec_cache);
+      if constexpr (requires { dec.loss(ctx, arena_, emb, rep, h(), rec_view(), dec_cache); })
+        dec.loss(ctx, arena_, emb, rep, h(), rec_view(), dec_cache);
+      else
+        dec.forward(ctx, arena_, emb, rep, h(), rec_view(), dec_cache);
       const auto rec = rec_buf.to_host(), lq = post_cache.logq.to_host(), lp = post_cache.logp.to_host();
-      for (int i = 0; i < nb; ++i) {
-        const size_t k = size_t(i) * samples + s;
-        it.rec[k] = double(rec[i]);
-        it.log_ratio[k] = double(lq[i]) - double(lp[i]);
-        it.log_weight[k] = -double(rec[i]) - it.log_ratio[k];
+      for (int i = 0; i < nb * k; ++i) {
+        const size_t idx = size_t(i / k) * samples + s0 + i % k;
+        it.rec[idx] = double(rec[i]);
+        it.log_ratio[idx] = double(lq[i]) - double(lp[i]);
+        it.log_weight[idx] = -double(rec[i]) - it.log_ratio[idx];
       }
     }
+    batch_ = &batch;
     return it;
   }
+
+  // The gradient-norm analysis on one batch (training mode is the caller's choice; the
+  // paper's numbers use it). Runs its own forward; leaves parameter gradients dirty
+  // (zero them before training again).
+  GradNormTerms gradient_norms(Context<B>& ctx, const Batch& batch) {
+    forward_parts(ctx, batch);
+    return gradient_norms_of_last(ctx);
+  }
+
+  // Sentences decoded together during evaluation (copies of a batch times samples).
+  int eval_rows = 256;
 
   // What the last forward computed (batch's sorted order): e (B, 2H), z (B, Z), h (B, E).
   View<T> encoded() { return e(); }
   View<T> code() { return z(); }
   View<T> signal() { return h(); }
+
+  // Runs the embedding and the encoder on `batch` (dropout only when ctx.training) and
+  // returns e (B, 2H) in the batch's sorted order, valid until the next call on this model.
+  // The analysis tools (eval/mi.hpp) then draw z ~ q(z|x) with their own posterior cache:
+  // post.sample(ctx, arena(), e, cache). Coupled<Model> inherits it (its stochastic path).
+  View<T> encode_batch(Context<B>& ctx, const Batch& batch) {
+    batch_ = &batch;
+    encode(ctx, batch);
+    return e();
+  }
 
   // Parts, public for users who assemble their own models and for the analysis tools.
   nn::Embedding<T, B> emb;
@@ -170,6 +224,60 @@ class Model {
     encoder.forward(ctx, arena_, x, batch.enc, e(), enc_cache);
   }
 
+  void forward_parts(Context<B>& ctx, const Batch& batch) {
+    Losses l;
+    forward_stochastic(ctx, batch, 0, l);
+  }
+
+  // Squared row norms of a (B, C) host matrix.
+  static std::vector<double> row_sq_norms(const std::vector<T>& m, int rows, int cols) {
+    std::vector<double> out(rows, 0.0);
+    for (int i = 0; i < rows; ++i)
+      for (int k = 0; k < cols; ++k) out[i] += double(m[size_t(i) * cols + k]) * double(m[size_t(i) * cols + k]);
+    return out;
+  }
+
+  // d(sum_b loss part)/de through the stochastic path, given dh (on h) and dkl (on kl).
+  std::vector<T> de_from(Context<B>& ctx, View<T> dh, T dkl_value) {
+    const int nb = batch_->size();
+    View<T> dz = dz_buf.zeros(nb, cfg_.latent);
+    if (dh) mlp.backward(ctx, arena_, z(), dh, dz, mlp_cache);
+    View<T> dkl = dkl_buf.shape(nb, 1);
+    ops<B>::fill(dkl.data, size_t(nb), dkl_value);
+    View<T> de = de_buf.zeros(nb, 2 * cfg_.hidden);
+    post.sample_backward(ctx, arena_, e(), dz, dkl, de, post_cache);
+    return de_buf.to_host();
+  }
+
+  // Gradient norms of the stochastic path for the last forward (see GradNormTerms).
+  GradNormTerms gradient_norms_of_last(Context<B>& ctx) {
+    const Batch& batch = *batch_;
+    const int nb = batch.size(), E = cfg_.embed, H2 = 2 * cfg_.hidden;
+    GradNormTerms g;
+    View<T> drec = drec_buf.shape(nb, 1);
+    ops<B>::fill(drec.data, size_t(nb), T(1));
+    View<T> dh = dh_buf.zeros(nb, E);
+    dec.backward(ctx, arena_, emb, batch, h(), drec, dh, dec_cache);
+    last_de_rec_ = de_from(ctx, dh, T(0));
+    g.rec = row_sq_norms(last_de_rec_, nb, H2);
+    g.reg = row_sq_norms(de_from(ctx, View<T>{}, T(1)), nb, H2);
+    // ||dh/de||_F^2 one h-dimension at a time (E backward passes through MLP and posterior).
+    std::vector<double> jac(nb, 0.0);
+    std::vector<T> onehot(size_t(nb) * E, T(0));
+    Buffer<T, B> dh_k;
+    for (int k = 0; k < E; ++k) {
+      for (int i = 0; i < nb; ++i) onehot[size_t(i) * E + k] = T(1);
+      dh_k.from_host(onehot.data(), onehot.size());
+      const auto n = row_sq_norms(de_from(ctx, View<T>{dh_k.data(), nb, E}, T(0)), nb, H2);
+      for (int i = 0; i < nb; ++i) jac[i] += n[i], onehot[size_t(i) * E + k] = T(0);
+    }
+    const auto hn = row_sq_norms(h_buf.to_host(), nb, E);
+    g.h_ratio.resize(nb);
+    for (int i = 0; i < nb; ++i) g.h_ratio[i] = jac[i] / std::max(hn[i], 1e-30);
+    return g;
+  }
+  std::vector<T> last_de_rec_;
+
   void forward_stochastic(Context<B>& ctx, const Batch& batch, long step, Losses& l) {
     batch_ = &batch;
     const int nb = batch.size();
@@ -212,7 +320,7 @@ class Model {
   Config cfg_;
   Arena<T, B> arena_;
   const Batch* batch_ = nullptr;
-  Buffer<T, B> x_buf, e_buf, h_buf, rec_buf, drec_buf, dh_buf, dz_buf, dkl_buf, de_buf, dx_buf;
+  Buffer<T, B> x_buf, e_buf, e_rep_buf, h_buf, rec_buf, drec_buf, dh_buf, dz_buf, dkl_buf, de_buf, dx_buf;
   typename nn::Dropout<T, B>::Cache emb_drop_cache;
   typename nn::BiGRU<T, B>::Cache enc_cache;
   typename posterior_module::Cache post_cache;
