@@ -9,7 +9,10 @@
 // Errors (bad flags, bad values, bad files) print one line and exit with code 2.
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <iostream>
 #include <sstream>
 
@@ -34,8 +37,8 @@ struct TrainArgs {
 };
 
 struct EvalArgs {
-  std::string checkpoint, data, split = "test", metrics = "nll";
-  int samples = 100;
+  std::string checkpoint, data, split = "test", metrics;
+  int samples = 100, mi_samples = 100, bleu_samples = 10, dist_samples = 3200;
   long max_sentences = -1;
   uint64_t seed = 0;
   bool json = false;
@@ -85,13 +88,59 @@ int run_train(const TrainArgs& a) {
   });
 }
 
+// A progress printer for long evaluations (stderr, at most every 2 s).
+std::function<void(size_t, size_t)> progress_printer(const std::string& what) {
+  auto t0 = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>(*t0);
+  return [=](size_t done, size_t all) {
+    const auto now = std::chrono::steady_clock::now();
+    if (std::chrono::duration<double>(now - *last).count() > 2 || done == all) {
+      *last = now;
+      const double el = std::chrono::duration<double>(now - *t0).count();
+      std::fprintf(stderr, "\r%s %zu/%zu, %.1f s", what.c_str(), done, all, el);
+      if (done == all) std::fprintf(stderr, "\n");
+    }
+  };
+}
+
+const std::vector<std::string> all_metrics = {"nll", "mi", "bleu", "dist", "grad"};
+
+// Which metrics apply to a model (the rest are left out of the output, never set to 0).
+template <class M>
+bool metric_applies(const std::string& m) {
+  constexpr bool latent = M::has_latent;
+  constexpr bool stochastic = detail::has_likelihood<M>() && latent;
+  if (m == "nll") return true;
+  if (m == "mi") return stochastic;
+  if (m == "bleu") return latent;
+  if (m == "dist") return stochastic || !latent;  // the LM samples too; the DAE has no prior
+  if (m == "grad") return latent;
+  return false;
+}
+
+template <class M>
+std::vector<std::vector<int32_t>> prior_samples(M& model, Context<cpu>& ctx, int n, int max_len, double temperature) {
+  if constexpr (M::has_latent)
+    return model.sample_prior(ctx, n, max_len, temperature);
+  else
+    return model.decode(ctx, n, max_len, temperature);
+}
+
 int run_eval(const EvalArgs& a) {
   require(a.samples >= 1, "--samples must be >= 1");
+  require(a.bleu_samples >= 1, "--bleu-samples must be >= 1");
+  require(a.dist_samples >= 1, "--dist-samples must be >= 1");
   require(a.split == "train" || a.split == "valid" || a.split == "test",
           "--split must be train, valid or test (got '" + a.split + "')");
-  std::stringstream ms(a.metrics);
-  for (std::string m; std::getline(ms, m, ',');)
-    require(m == "nll", "--metrics: unknown metric '" + m + "' (available: nll)");
+  std::vector<std::string> wanted;
+  if (!a.metrics.empty()) {
+    std::stringstream ms(a.metrics);
+    for (std::string m; std::getline(ms, m, ',');) {
+      require(std::find(all_metrics.begin(), all_metrics.end(), m) != all_metrics.end(),
+              "--metrics: unknown metric '" + m + "' (available: nll, mi, bleu, dist, grad)");
+      wanted.push_back(m);
+    }
+  }
   const CheckpointInfo info = read_checkpoint_info(a.checkpoint);
   CorpusOptions co;
   co.drop_label = info.config.drop_label;
@@ -101,31 +150,134 @@ int run_eval(const EvalArgs& a) {
   return with_model(info.model, [&]<class M>() {
     M model(info.config, 0);
     load_checkpoint(a.checkpoint, model);
+    std::vector<std::string> metrics;
+    for (const auto& m : wanted.empty() ? all_metrics : wanted) {
+      if (metric_applies<M>(m))
+        metrics.push_back(m);
+      else if (!wanted.empty())
+        std::fprintf(stderr, "couplevae: note: metric '%s' does not apply to '%s'; left out\n", m.c_str(),
+                     info.model.c_str());
+    }
+    auto has = [&](const char* m) { return std::find(metrics.begin(), metrics.end(), m) != metrics.end(); };
     const size_t limit = a.max_sentences > 0 ? size_t(a.max_sentences) : sentences.size();
-    auto t0 = std::chrono::steady_clock::now();
-    auto last = t0;
-    const NllReport r = evaluate_nll(model, sentences, a.samples, a.seed, limit, info.config.batch_size,
-                                     [&](size_t done, size_t all) {
-                                       auto now = std::chrono::steady_clock::now();
-                                       if (std::chrono::duration<double>(now - last).count() > 2 || done == all) {
-                                         last = now;
-                                         const double el = std::chrono::duration<double>(now - t0).count();
-                                         std::fprintf(stderr, "\reval %zu/%zu sentences, %.1f s", done, all, el);
-                                         if (done == all) std::fprintf(stderr, "\n");
-                                       }
-                                     });
-    std::printf("%s %s:", info.model.c_str(), a.split.c_str());
-    if (r.has_nll) std::printf(" nll %.3f kl %.3f ppl %.3f", r.nll, r.kl, r.ppl);
-    std::printf(" rec %.3f", r.rec);
-    if (r.has_rec_c) std::printf(" rec_c %.3f", r.rec_c);
-    std::printf(" (%ld sentences, %d samples)\n", r.sentences, r.samples);
-    if (a.json) {
-      // Metrics that do not apply to the model are left out, never set to 0.
-      nlohmann::json j = {{"model", info.model}, {"split", a.split}, {"rec", r.rec},
-                          {"sentences", r.sentences}, {"tokens", r.tokens}, {"samples", r.samples}};
-      if (r.has_nll) j["nll"] = r.nll, j["kl"] = r.kl, j["ppl"] = r.ppl;
+    const size_t used = std::min(limit, sentences.size());
+    nlohmann::json j = {{"model", info.model}, {"split", a.split}, {"sentences", long(used)}};
+    std::printf("%s %s (%zu sentences):", info.model.c_str(), a.split.c_str(), used);
+    if (has("nll")) {
+      const NllReport r = evaluate_nll(model, sentences, a.samples, a.seed, limit, info.config.batch_size,
+                                       progress_printer("nll: sentences"));
+      if (r.has_nll) j["nll"] = r.nll, j["ppl"] = r.ppl;
+      if (r.has_nll && M::has_latent) j["kl"] = r.kl;
+      j["rec"] = r.rec;
       if (r.has_rec_c) j["rec_c"] = r.rec_c;
-      std::printf("%s\n", j.dump().c_str());
+      j["tokens"] = r.tokens;
+      j["samples"] = r.samples;
+      if (r.has_nll) std::printf(" nll %.3f ppl %.3f", r.nll, r.ppl);
+      if (r.has_nll && M::has_latent) std::printf(" kl %.3f", r.kl);
+      std::printf(" rec %.3f", r.rec);
+      if (r.has_rec_c) std::printf(" rec_c %.3f", r.rec_c);
+    }
+    if constexpr (M::has_latent) {
+      if (has("mi")) {
+        if constexpr (detail::has_likelihood<M>()) {
+          const double mi = evaluate_mi(model, sentences, a.mi_samples, 513, a.seed, limit, progress_printer("mi: sentences"));
+          j["mi"] = mi;
+          std::printf(" mi %.3f", mi);
+        }
+      }
+      if (has("bleu")) {
+        Context<cpu> ctx(a.seed + 1, false);
+        std::vector<std::vector<int32_t>> hyps, refs(sentences.begin(), sentences.begin() + long(used));
+        auto prog = progress_printer("bleu: sentences");
+        for (const Batch& b : sequential_batches(sentences, info.config.batch_size, info.config.vocab_size, limit)) {
+          auto out = model.reconstruct(ctx, b, a.bleu_samples);
+          for (auto& o : out) hyps.push_back(std::move(o));
+          prog(hyps.size() / size_t(a.bleu_samples), used);
+        }
+        const BleuScore s = reconstruction_bleu(hyps, refs);
+        j["bleu1"] = s.bleu1_pct(), j["bleu2"] = s.bleu2_pct();
+        j["bleu1_paper"] = s.bleu1_paper_pct(), j["bleu2_paper"] = s.bleu2_paper_pct();
+        std::printf(" bleu1 %.2f bleu2 %.2f (paper's BP*p_n: %.2f / %.2f)", s.bleu1_pct(), s.bleu2_pct(),
+                    s.bleu1_paper_pct(), s.bleu2_paper_pct());
+      }
+      if (has("grad")) {
+        const GradNormReport g = evaluate_grad_norms(model, sentences, a.seed + 2, limit, 16, progress_printer("grad: sentences"));
+        for (const auto& [k, v] : g.values) j[k] = v;
+        std::printf(" grad_rec %.3g grad_h %.3g", g.values.at("grad_rec"), g.values.at("grad_h"));
+      }
+    }
+    if (has("dist")) {
+      Context<cpu> ctx(a.seed + 3, false);
+      std::vector<std::vector<int32_t>> all;
+      auto prog = progress_printer("dist: samples");
+      for (int done = 0; done < a.dist_samples; done += 32) {
+        auto out = prior_samples(model, ctx, std::min(32, a.dist_samples - done), 200, 0.0);
+        for (auto& o : out) all.push_back(std::move(o));
+        prog(all.size(), size_t(a.dist_samples));
+      }
+      const DistScore d = dist_scores(all);
+      j["dist1"] = d.dist1, j["dist2"] = d.dist2;
+      std::printf(" dist1 %.4f dist2 %.4f", d.dist1, d.dist2);
+    }
+    std::printf("\n");
+    if (a.json) std::printf("%s\n", j.dump().c_str());
+    return 0;
+  });
+}
+
+// Reads a checkpoint's model for generation.
+template <class F>
+int with_checkpoint(const std::string& file, F&& f) {
+  const CheckpointInfo info = read_checkpoint_info(file);
+  return with_model(info.model, [&]<class M>() {
+    M model(info.config, 0);
+    load_checkpoint(file, model);
+    return f.template operator()<M>(model, info);
+  });
+}
+
+int run_sample(const std::string& file, int n, double temperature, uint64_t seed, int max_len) {
+  require(n >= 1, "--n must be >= 1");
+  require(max_len >= 1, "--max-len must be >= 1");
+  require(std::isfinite(temperature) && temperature >= 0, "--temperature must be >= 0 (0 = greedy)");
+  return with_checkpoint(file, [&]<class M>(M& model, const CheckpointInfo& info) {
+    if constexpr (M::has_latent && !detail::has_likelihood<M>()) {
+      throw Error("sample: '" + info.model + "' has no prior to sample from (the DAE)");
+    } else {
+      Context<cpu> ctx(seed, false);
+      for (int done = 0; done < n; done += 32)
+        for (const auto& s : prior_samples(model, ctx, std::min(32, n - done), max_len, temperature))
+          std::printf("%s\n", info.vocab.decode(s).c_str());
+    }
+    return 0;
+  });
+}
+
+int run_interpolate(const std::string& file, const std::string& sa, const std::string& sb, int max_len) {
+  return with_checkpoint(file, [&]<class M>(M& model, const CheckpointInfo& info) {
+    if constexpr (!M::has_latent) {
+      throw Error("interpolate: '" + info.model + "' has no latent space");
+    } else {
+      std::vector<std::vector<int32_t>> pair;
+      for (const std::string* text : {&sa, &sb}) {
+        std::istringstream in(*text);
+        std::vector<std::string> words;
+        for (std::string w; in >> w;) words.push_back(w);
+        require(!words.empty(), "interpolate: --a and --b must be non-empty sentences");
+        pair.push_back(info.vocab.encode(words));
+      }
+      Context<cpu> ctx(0, false);
+      const Batch b = make_batch(pair, info.config.vocab_size);
+      const auto mu = model.posterior_means(ctx, b);
+      const int Z = info.config.latent;
+      // 7 points at weights (1 - k/6, k/6), k = 0..6 (reference.md §13).
+      std::vector<float> codes(size_t(7) * Z);
+      for (int k = 0; k <= 6; ++k)
+        for (int d = 0; d < Z; ++d) codes[size_t(k) * Z + d] = float((1 - k / 6.0) * mu[d] + k / 6.0 * mu[size_t(Z) + d]);
+      Buffer<float, cpu> zb;
+      zb.from_host(codes.data(), codes.size());
+      for (const auto& s : model.decode_codes(ctx, View<float>{zb.data(), 7, Z}, max_len, 0.0))
+        std::printf("%s\n", info.vocab.decode(s).c_str());
     }
     return 0;
   });
@@ -168,9 +320,29 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--split", ea.split, "train, valid or test");
   eval_cmd->add_option("--samples", ea.samples, "importance samples per sentence");
   eval_cmd->add_option("--max-sentences", ea.max_sentences, "evaluate the first M sentences only");
-  eval_cmd->add_option("--metrics", ea.metrics, "comma-separated metrics: nll");
+  eval_cmd->add_option("--metrics", ea.metrics, "comma-separated: nll,mi,bleu,dist,grad (default: all that apply)");
+  eval_cmd->add_option("--mi-samples", ea.mi_samples, "samples per sentence for MI");
+  eval_cmd->add_option("--bleu-samples", ea.bleu_samples, "posterior samples per sentence for BLEU");
+  eval_cmd->add_option("--dist-samples", ea.dist_samples, "prior samples for Dist-1/2");
   eval_cmd->add_option("--seed", ea.seed, "seed of the evaluation noise");
   eval_cmd->add_flag("--json", ea.json, "print one JSON line last");
+
+  std::string sample_ckpt;
+  int sample_n = 10, sample_max_len = 200;
+  double sample_temperature = 0;
+  uint64_t sample_seed = 0;
+  auto* sample_cmd = app.add_subcommand("sample", "print N samples from the prior, one a line");
+  sample_cmd->add_option("--checkpoint", sample_ckpt, "a .safetensors checkpoint")->required();
+  sample_cmd->add_option("--n", sample_n, "number of samples");
+  sample_cmd->add_option("--temperature", sample_temperature, "0: greedy decoding; > 0: sampling");
+  sample_cmd->add_option("--seed", sample_seed, "seed");
+  sample_cmd->add_option("--max-len", sample_max_len, "maximum tokens");
+
+  std::string interp_ckpt, interp_a, interp_b;
+  auto* interp_cmd = app.add_subcommand("interpolate", "decode 7 points between two sentences' posterior means");
+  interp_cmd->add_option("--checkpoint", interp_ckpt, "a .safetensors checkpoint")->required();
+  interp_cmd->add_option("--a", interp_a, "first sentence")->required();
+  interp_cmd->add_option("--b", interp_b, "second sentence")->required();
 
   std::string corpus_out;
   uint64_t corpus_seed = 0;
@@ -193,6 +365,8 @@ int main(int argc, char** argv) {
   try {
     if (*train_cmd) return run_train(ta);
     if (*eval_cmd) return run_eval(ea);
+    if (*sample_cmd) return run_sample(sample_ckpt, sample_n, sample_temperature, sample_seed, sample_max_len);
+    if (*interp_cmd) return run_interpolate(interp_ckpt, interp_a, interp_b, 200);
     if (*corpus_cmd) {
       require(corpus_train >= 10, "--train-lines must be >= 10");
       write_toy_corpus(corpus_out, corpus_seed, corpus_train);

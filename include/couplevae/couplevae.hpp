@@ -33,6 +33,7 @@
 #include "eval/bleu.hpp"
 #include "eval/dist.hpp"
 #include "eval/grad_norms.hpp"
+#include "eval/mi.hpp"
 #include "eval/nll.hpp"
 #include "data/vocab.hpp"
 #include "data/corpus.hpp"

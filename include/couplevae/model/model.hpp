@@ -13,6 +13,7 @@
 // Coupled<Model> (model/coupled.hpp) derives from it and adds the deterministic path.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -158,6 +159,71 @@ class Model {
   GradNormTerms gradient_norms(Context<B>& ctx, const Batch& batch) {
     forward_parts(ctx, batch);
     return gradient_norms_of_last(ctx);
+  }
+
+  // --- Generation (reference.md §5 greedy decoding, §13 BLEU / Dist / interpolation) ---
+  // Decodes latent codes z (n, Z): h = MLP(z), then the decoder (greedy when temperature
+  // <= 0; <unk> masked; cut at <eos>). Evaluation mode for the call.
+  std::vector<std::vector<int32_t>> decode_codes(Context<B>& ctx, View<T> codes, int max_len, double temperature) {
+    const bool was = ctx.training;
+    ctx.training = false;
+    View<T> hv = gen_h_buf.shape(codes.rows, cfg_.embed);
+    mlp.forward(ctx, arena_, codes, hv, gen_mlp_cache);
+    auto out = dec.decode(ctx, arena_, emb, hv, max_len, temperature);
+    ctx.training = was;
+    return out;
+  }
+  // n samples from the prior: z ~ N(0, I) (uniform on the sphere for vMF), decoded.
+  std::vector<std::vector<int32_t>> sample_prior(Context<B>& ctx, int n, int max_len = 200, double temperature = 0) {
+    require(n >= 1, "sample_prior: n must be >= 1");
+    std::vector<T> zs(size_t(n) * cfg_.latent);
+    ctx.rng.normal(zs.data(), zs.size());
+    if constexpr (std::is_same_v<P, Posterior<VMF>>)
+      for (int i = 0; i < n; ++i) {
+        double s = 0;
+        for (int k = 0; k < cfg_.latent; ++k) s += double(zs[size_t(i) * cfg_.latent + k]) * zs[size_t(i) * cfg_.latent + k];
+        const double inv = 1.0 / std::sqrt(std::max(s, 1e-30));
+        for (int k = 0; k < cfg_.latent; ++k) zs[size_t(i) * cfg_.latent + k] = T(zs[size_t(i) * cfg_.latent + k] * inv);
+      }
+    gen_z_buf.from_host(zs.data(), zs.size());
+    return decode_codes(ctx, View<T>{gen_z_buf.data(), n, cfg_.latent}, max_len, temperature);
+  }
+  // The deterministic code of each sentence (the posterior mean; Appendix B), (B, Z) in the
+  // caller's order of the sentences.
+  std::vector<T> posterior_means(Context<B>& ctx, const Batch& batch) {
+    const bool was = ctx.training;
+    ctx.training = false;
+    batch_ = &batch;
+    encode(ctx, batch);
+    typename posterior_module::Cache pc;
+    post.mean(ctx, arena_, e(), pc);
+    const auto z = pc.z.to_host();
+    std::vector<T> out(z.size());
+    for (int i = 0; i < batch.size(); ++i)
+      std::copy_n(z.data() + size_t(i) * cfg_.latent, cfg_.latent, out.data() + size_t(batch.order[i]) * cfg_.latent);
+    ctx.training = was;
+    return out;
+  }
+  // `samples` posterior samples of every sentence, decoded greedily (reconstruction BLEU):
+  // result[i * samples + s] is sample s of the caller's sentence i.
+  std::vector<std::vector<int32_t>> reconstruct(Context<B>& ctx, const Batch& batch, int samples, int max_len = 200) {
+    const bool was = ctx.training;
+    ctx.training = false;
+    batch_ = &batch;
+    encode(ctx, batch);
+    const int nb = batch.size(), H2 = 2 * cfg_.hidden;
+    const auto e_host = e_buf.to_host();
+    std::vector<T> e_rep(size_t(nb) * samples * H2);
+    for (int i = 0; i < nb * samples; ++i)
+      std::copy_n(e_host.data() + size_t(i / samples) * H2, H2, e_rep.data() + size_t(i) * H2);
+    e_rep_buf.from_host(e_rep.data(), e_rep.size());
+    typename posterior_module::Cache pc;
+    post.sample(ctx, arena_, View<T>{e_rep_buf.data(), nb * samples, H2}, pc);
+    auto dec_out = decode_codes(ctx, View<T>{pc.z.data(), nb * samples, cfg_.latent}, max_len, 0);
+    std::vector<std::vector<int32_t>> out(dec_out.size());
+    for (int i = 0; i < nb * samples; ++i) out[size_t(batch.order[i / samples]) * samples + i % samples] = std::move(dec_out[i]);
+    ctx.training = was;
+    return out;
   }
 
   // Sentences decoded together during evaluation (copies of a batch times samples).
@@ -320,6 +386,8 @@ class Model {
   Config cfg_;
   Arena<T, B> arena_;
   const Batch* batch_ = nullptr;
+  Buffer<T, B> gen_h_buf, gen_z_buf;
+  typename nn::MLP<T, B>::Cache gen_mlp_cache;
   Buffer<T, B> x_buf, e_buf, e_rep_buf, h_buf, rec_buf, drec_buf, dh_buf, dz_buf, dkl_buf, de_buf, dx_buf;
   typename nn::Dropout<T, B>::Cache emb_drop_cache;
   typename nn::BiGRU<T, B>::Cache enc_cache;

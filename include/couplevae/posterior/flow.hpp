@@ -15,7 +15,8 @@
 //   z = z_K,  logq = log N(z0; mu0, sigma0) - sum_k logdet_k,  logp = log N(z_K; 0, I),
 //   kl = logq - logp                                                   (B) each
 // Because the flows are unconditional, q_K(z_K | x_j) for another x_j needs only z0 (kept
-// in the cache) and the same logdet sum (the MI estimator of §13 relies on it).
+// in the cache) and the same logdet sum (the MI estimator of §13 relies on it):
+//   log_density: out[q, j] = log N(z0_q; mu0_j, sigma0_j^2) - logdet_q for every query q, row j.
 // Deterministic code (the coupled network, §8 NF row): a deterministic module owns only the
 // mu head (+ BN) and its OWN K flows; z^c = flows(mu0), no noise.
 //
@@ -186,6 +187,20 @@ struct Posterior<Flow<K>> {
       ls_bn.backward(ctx, ar, ds, dsp, c.ls_bn);
       mu.backward(ctx, ar, e, dmp, de);
       ls.backward(ctx, ar, e, dsp, de);
+    }
+
+    // The MI estimator's densities (reference.md §13 "MI", §3: the flows are unconditional),
+    // out (Q, N) overwritten:
+    //   out[q, j] = log q_K(z_q | x_j) = log N(z0_q; mu0_j, diag(sigma0_j^2)) - sum_k logdet_k(q),
+    // rows j from `dist` (its BN'd mu0, log sigma0: the last sample() on N rows) and queries
+    // from `query` (Q rows): a query is a code z_K = f(z0) given by its base point z0 and its
+    // logdet sum (query.z0, query.logdet: those of the last sample() on that cache, or of
+    // flow.forward on any z0). dist and query may be the same cache; then out's diagonal is
+    // that sample's logq (up to rounding). Requires a stochastic module; no noise, no gradient.
+    void log_density(Context<B>&, const Cache& dist, const Cache& query, View<T> out) const {
+      require(!deterministic, "couplevae: Posterior<Flow<K>>::log_density on a deterministic (coupled) head");
+      flow_ops<B>::gaussian_log_density(out.rows, out.cols, latent, query.z0.data(), dist.mu.data(), dist.ls.data(),
+                                        query.logdet.data(), out.data);
     }
 
     // Deterministic code z^c = flows(mu0) into c.z (also fills c.mu, c.z0 = mu0, c.logdet).

@@ -5,12 +5,15 @@
 //   sample:  z = mu + exp(ls) * eps,  eps ~ N(0, I) from the context's generator
 //   kl[b]   = KL(q || N(0, I)) = 0.5 sum_k (mu^2 + sigma^2 - 1 - 2 ls)   (analytic)
 //   logq[b] = log q(z|x), logp[b] = log N(z; 0, I)                      (importance sampling)
+//   log_density: out[q, j] = log N(z_q; mu_j, sigma_j^2), every query against every row (MI, §13)
 // Deterministic code (the coupled network, paper Appendix B): z^c = mu; a deterministic
 // module owns only the mean head.
 // backward accumulates into the heads and de, given dz (B, Z) and a per-row weight dkl (B).
 #pragma once
 #include <string>
 
+#include "../backend/cpu/flow_ops.hpp"
+#include "../core/error.hpp"
 #include "../nn/linear.hpp"
 #include "../policies.hpp"
 
@@ -54,6 +57,18 @@ struct Posterior<Gaussian> {
                                        dm.data, ds.data);
       mu.backward(ctx, ar, e, dm, de);
       ls.backward(ctx, ar, e, ds, de);
+    }
+
+    // The MI estimator's densities (reference.md §13 "MI"), out (Q, N) overwritten:
+    //   out[q, j] = log q(z_q | x_j) = log N(z_q; mu_j, diag(sigma_j^2)),
+    // rows j from `dist` (its mu, log sigma: the last sample() on N rows) and queries z_q
+    // from `query`'s z (Q rows: the last sample() on that cache, or codes written there).
+    // dist and query may be the same cache; then out's diagonal is that sample's logq (up to
+    // rounding). Requires a stochastic module; no noise drawn, no gradient.
+    void log_density(Context<B>&, const Cache& dist, const Cache& query, View<T> out) const {
+      require(!deterministic, "couplevae: Posterior<Gaussian>::log_density on a deterministic (coupled) head");
+      flow_ops<B>::gaussian_log_density(out.rows, out.cols, latent, query.z.data(), dist.mu.data(), dist.ls.data(),
+                                        static_cast<const T*>(nullptr), out.data);
     }
 
     // Deterministic code z^c = mu into c.z.

@@ -10,6 +10,7 @@
 //   kl[b]   = KL(vMF(mu, kappa) || U(S^{Z-1})) = kappa A_Z(kappa) + log C_Z(kappa) + log|S^{Z-1}|
 //             (analytic, kappa only; A and ive from posterior/bessel.hpp)
 //   logq[b] = kappa mu.z + log C_Z(kappa),  logp[b] = -log|S^{Z-1}|   (importance sampling, §13)
+//   log_density: out[q, j] = kappa_j mu_j.z_q + log C_Z(kappa_j), every query against every row (MI, §13)
 // Deterministic code (the coupled network, paper Appendix B, reference.md §8): z^c = mu, the
 // normalised direction; a deterministic module owns only the direction head.
 //
@@ -113,6 +114,17 @@ struct Posterior<VMF> {
       vmf_ops<B>::kappa_backward_acc(n, c.k.data(), dkap.data, dk.data);
       mu.backward(ctx, ar, e, dm, de);
       kappa.backward(ctx, ar, e, dk, de);
+    }
+
+    // The MI estimator's densities (reference.md §13 "MI"), out (Q, N) overwritten:
+    //   out[q, j] = log q(z_q | x_j) = kappa_j mu_j.z_q + log C_Z(kappa_j)   (the normaliser of logq),
+    // rows j from `dist` (its mu, kappa: the last sample() on N rows) and queries z_q from
+    // `query`'s z (Q rows: the last sample() on that cache, or unit vectors written there).
+    // dist and query may be the same cache; then out's diagonal is exactly that sample's logq.
+    // Requires a stochastic module; no noise drawn, no gradient.
+    void log_density(Context<B>&, const Cache& dist, const Cache& query, View<T> out) const {
+      require(!deterministic, "couplevae: Posterior<VMF>::log_density on a deterministic (coupled) head");
+      vmf_ops<B>::log_density(out.rows, out.cols, latent, dist.mu.data(), dist.kappa.data(), query.z.data(), out.data);
     }
 
     // Deterministic code z^c = mu = normalize(W_mu e + b_mu) into c.z.

@@ -8,12 +8,15 @@
 // and the BN-Gaussian base plus the single-sample KL of the NF posterior (§3, §7 VAE-NF):
 //   z0 = mu + exp(ls) eps,  log q0 = sum_k (-eps^2/2 - ls - log(2 pi)/2)
 //   logq = log q0 - sum_flows logdet,  logp = log N(z_K; 0, I),  kl = logq - logp
+// and, for the MI estimator (§13), the (queries x rows) matrix of Gaussian log-densities
+//   out[q, j] = log N(x_q; mu_j, exp(ls_j)^2) - logdet_q   (gaussian_log_density).
 // Shapes: rows of (rows, Z) matrices, row-major; per-row scalars (rows). Plain pointer + size
 // signatures, the ones a flow_ops<cuda> will implement. Kernels named `_backward` accumulate
 // (+=) into parameter and input gradients unless their comment says otherwise.
 #pragma once
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 #include "../tags.hpp"
 
@@ -155,6 +158,46 @@ struct flow_ops<cpu> {
       kl[i] = logq[i] - p;
     }
   }
+  // Log-densities of diagonal Gaussians at query points, every query against every row
+  // (the MI estimator's matrix, reference.md §13 "MI"; the base of the flow posterior and
+  // Posterior<Gaussian>'s own density):
+  //   out[q, j] = sum_k log N(x[q, k]; mu[j, k], exp(ls[j, k])^2) - (logdet ? logdet[q] : 0)
+  // x (Q, Z), mu and ls (N, Z), logdet (Q) or nullptr, out (Q, N) overwritten. Direct
+  // evaluation of (x - mu) / sigma in double (no expansion into GEMMs, which cancels
+  // catastrophically in float when sigma << |x|); O(Q N Z), rows of out in parallel.
+  template <class T>
+  static void gaussian_log_density(int Q, int N, int Z, const T* x, const T* mu, const T* ls, const T* logdet,
+                                   T* out) {
+    constexpr double half_log_2pi = 0.91893853320467274178;
+    std::vector<double> m(size_t(N) * Z), inv_s(size_t(N) * Z), c(static_cast<size_t>(N));
+    for (int j = 0; j < N; ++j) {
+      double cj = -Z * half_log_2pi;
+      for (int k = 0; k < Z; ++k) {
+        const size_t o = size_t(j) * Z + k;
+        m[o] = double(mu[o]);
+        inv_s[o] = std::exp(-double(ls[o]));
+        cj -= double(ls[o]);
+      }
+      c[j] = cj;
+    }
+#pragma omp parallel for schedule(static) if (size_t(Q) * N * Z > 400000)
+    for (int q = 0; q < Q; ++q) {
+      const T* xq = x + size_t(q) * Z;
+      const double shift = logdet ? double(logdet[q]) : 0.0;
+      T* oq = out + size_t(q) * N;
+      for (int j = 0; j < N; ++j) {
+        const double* mj = m.data() + size_t(j) * Z;
+        const double* sj = inv_s.data() + size_t(j) * Z;
+        double s = 0;
+        for (int k = 0; k < Z; ++k) {
+          const double d = (double(xq[k]) - mj[k]) * sj[k];
+          s += d * d;
+        }
+        oq[j] = T(c[j] - 0.5 * s - shift);
+      }
+    }
+  }
+
   // Backward of density for a loss with dz on zK (nullptr: 0) and a weight dkl on kl
   // (nullptr: 0). Overwrites dzK = dz + dkl zK, dlogdet = -dkl, dlogq0 = dkl.
   template <class T>

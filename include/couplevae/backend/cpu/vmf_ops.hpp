@@ -22,6 +22,7 @@
 //             log|S^{m-1}| = ln 2 + (m/2) ln pi - lgamma(m/2),
 //             kl = kappa A + log C + log|S^{m-1}|,  logq = kappa mu.z + log C,  logp = -log|S^{m-1}|
 //             dkl/dkappa = kappa (1 - A^2) - (m-1) A
+//   MI matrix (§13): log_density gives kappa_j mu_j.z_q + log C(kappa_j) for every query q, row j
 //
 // Randomness. Every row draws from its own counter-based Philox stream: block j of row i is
 // Rng(key).words(j, ., stream = i). `key` is one value per call (the posterior derives it
@@ -41,6 +42,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "../../core/rng.hpp"
 #include "../../posterior/bessel.hpp"
@@ -353,6 +355,33 @@ struct vmf_ops<cpu> {
       if (logp) logp[i] = T(-log_area);
     }
   }
+  // The MI estimator's matrix (reference.md §13 "MI"): every query z_q (Q, Z) against every
+  // row j of (mu (N, Z) unit rows, kappa (N)), out (Q, N) overwritten:
+  //   out[q, j] = log q(z_q | mu_j, kappa_j) = kappa_j mu_j.z_q + log C_Z(kappa_j)
+  // with the same arithmetic as density()'s logq (so a row's own sample gives its logq
+  // exactly). log C is computed once per row; rows of out in parallel.
+  template <class T>
+  static void log_density(int Q, int N, int Z, const T* mu, const T* kappa, const T* z, T* out) {
+    const int m = Z;
+    const double nu = 0.5 * m - 1;
+    constexpr double log_2pi = 1.8378770664093454835606594728112;
+    std::vector<double> log_c(static_cast<size_t>(N));
+    for (int j = 0; j < N; ++j) {
+      const double k = double(kappa[j]);
+      log_c[size_t(j)] = nu * std::log(k) - 0.5 * m * log_2pi - k - bessel_log_ive_ratio(nu, k).log_ive;
+    }
+#pragma omp parallel for schedule(static) if (size_t(Q) * N * Z > 400000)
+    for (int q = 0; q < Q; ++q) {
+      const T* zq = z + size_t(q) * Z;
+      for (int j = 0; j < N; ++j) {
+        const T* mj = mu + size_t(j) * Z;
+        double dot = 0;
+        for (int k = 0; k < Z; ++k) dot += double(mj[k]) * double(zq[k]);
+        out[size_t(q) * N + j] = T(double(kappa[j]) * dot + log_c[size_t(j)]);
+      }
+    }
+  }
+
   // dkappa[i] += dkl[i] * (kappa (1 - A^2) - (m-1) A)
   template <class T>
   static void kl_backward_acc(int rows, int Z, const T* kappa, const T* dkl, T* dkappa) {
