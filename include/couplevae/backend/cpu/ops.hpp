@@ -421,6 +421,7 @@ struct ops<cpu> {
     const T step = T(lr / c1);
     const T inv_sqrt_c2 = T(1.0 / std::sqrt(c2));
     const T teps = T(eps);
+#pragma omp parallel for simd schedule(static) if (n > 100000)
     for (size_t i = 0; i < n; ++i) {
       m[i] = tb1 * m[i] + (T(1) - tb1) * g[i];
       v[i] = tb2 * v[i] + (T(1) - tb2) * g[i] * g[i];
