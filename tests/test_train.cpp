@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #include <couplevae/couplevae.hpp>
 
@@ -199,4 +200,29 @@ TEST_CASE("trainer: best/last checkpoints, refusal to overwrite, and resume = un
   const auto& A = full.arena().values();
   const auto& Bv = resumed.arena().values();
   CHECK(std::equal(A.data(), A.data() + full.arena().total(), Bv.data()));
+}
+
+TEST_CASE("two models trained at the same time in two threads equal the same runs one after the other") {
+  const Dataset d = small_dataset();
+  Config c = small_config(int(d.vocab.size()));
+  auto run = [&](CVAE& m, uint64_t seed, std::ostream& log) {
+    TrainOptions o;
+    o.model_name = "couple-vae";
+    o.seed = seed;
+    o.steps = 8;
+    o.log = &log;
+    train(m, d, o);
+  };
+  std::ostringstream l1, l2, l3, l4;
+  CVAE a(c, 1), b(c, 2);
+  run(a, 1, l1);
+  run(b, 2, l2);
+  CVAE ta(c, 1), tb(c, 2);
+  std::thread t1([&] { run(ta, 1, l3); });
+  std::thread t2([&] { run(tb, 2, l4); });
+  t1.join();
+  t2.join();
+  CHECK(std::equal(a.arena().values().data(), a.arena().values().data() + a.arena().total(), ta.arena().values().data()));
+  CHECK(std::equal(b.arena().values().data(), b.arena().values().data() + b.arena().total(), tb.arena().values().data()));
+  CHECK(!std::equal(a.arena().values().data(), a.arena().values().data() + a.arena().total(), b.arena().values().data()));
 }
