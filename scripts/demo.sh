@@ -34,7 +34,7 @@ settings=(--embed 64 --hidden 64 --latent 16 --steps 2500 --kl-start 0 --kl-anne
 for model in vae couple-vae; do
   echo "== training $model"
   "$bin" train --model "$model" --data "$runs/toy" --out "$runs/$model" "${settings[@]}"
-  "$bin" eval --checkpoint "$runs/$model/best.safetensors" --data "$runs/toy" --samples 50 --json \
+  "$bin" eval --checkpoint "$runs/$model/best.safetensors" --data "$runs/toy" --samples 50 --metrics nll --json \
     2>/dev/null | tail -n 1 >"$runs/$model.json"
 done
 
