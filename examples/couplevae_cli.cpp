@@ -1,9 +1,11 @@
 // couplevae: the command-line tool (an example program built with the project).
 //
 //   couplevae train --model NAME --data DIR [--preset ptb|yelp|yahoo] [--steps N]
-//                   [--seed S] [--out DIR] [--lambda-c X] [--resume FILE] [--overwrite] ...
+//                   [--seed S] [--out DIR] [--lambda-c X] [--resume FILE] [--overwrite]
+//                   [--track-every K] [--track-sentences N] ...
 //   couplevae eval  --checkpoint FILE --data DIR [--split test] [--samples N]
-//                   [--max-sentences M] [--metrics nll] [--json]
+//                   [--max-sentences M] [--metrics nll] [--json] [--json-out FILE]
+//   couplevae report --runs DIR... [--out FILE.md] [--plot FILE.svg] [--squared]
 //   couplevae make-corpus --out DIR [--seed S]      (the toy corpus of the quick start)
 //
 // Errors (bad flags, bad values, bad files) print one line and exit with code 2.
@@ -17,6 +19,8 @@
 #include <sstream>
 
 #include <couplevae/couplevae.hpp>
+#include <couplevae/eval/dynamics.hpp>
+#include <couplevae/eval/report.hpp>
 
 using namespace couplevae;
 
@@ -34,10 +38,15 @@ struct TrainArgs {
       log_every = 100;
   long valid_max_sentences = -1;
   bool overwrite = false;
+  long track_every = 0, track_sentences = 200;
+  // Flags given on the command line are applied whatever their value, so impossible
+  // values reach Config::validate and fail there instead of being ignored.
+  CLI::App* cmd = nullptr;
+  bool given(const char* flag) const { return cmd && cmd->count(flag) > 0; }
 };
 
 struct EvalArgs {
-  std::string checkpoint, data, split = "test", metrics;
+  std::string checkpoint, data, split = "test", metrics, json_out;
   int samples = 100, mi_samples = 100, bleu_samples = 10, dist_samples = 3200;
   long max_sentences = -1;
   uint64_t seed = 0;
@@ -46,20 +55,22 @@ struct EvalArgs {
 
 int run_train(const TrainArgs& a) {
   Config cfg = model_config(a.model, a.preset);
-  if (a.lambda_c >= 0) cfg.lambda_c = a.lambda_c;
+  if (a.given("--lambda-c")) cfg.lambda_c = a.lambda_c;
   if (!a.coupling.empty()) cfg.coupling = a.coupling;
-  if (a.beta > 0) cfg.beta = a.beta;
-  if (a.cnn_channels > 0) cfg.cnn_channels = a.cnn_channels;
+  if (a.given("--beta")) cfg.beta = a.beta;
+  if (a.given("--cnn-channels")) cfg.cnn_channels = a.cnn_channels;
   if (!a.dilations.empty()) cfg.cnn_dilations = a.dilations;
-  if (a.embed > 0) cfg.embed = a.embed;
-  if (a.hidden > 0) cfg.hidden = a.hidden;
-  if (a.latent > 0) cfg.latent = a.latent;
-  if (a.batch_size > 0) cfg.batch_size = a.batch_size;
-  if (a.valid_every > 0) cfg.valid_every = a.valid_every;
-  if (a.kl_start >= 0) cfg.kl_start = a.kl_start;
-  if (a.kl_anneal_steps > 0) cfg.kl_anneal_steps = a.kl_anneal_steps;
-  if (a.steps >= 0) cfg.steps = a.steps;
+  if (a.given("--embed")) cfg.embed = a.embed;
+  if (a.given("--hidden")) cfg.hidden = a.hidden;
+  if (a.given("--latent")) cfg.latent = a.latent;
+  if (a.given("--batch-size")) cfg.batch_size = a.batch_size;
+  if (a.given("--valid-every")) cfg.valid_every = a.valid_every;
+  if (a.given("--kl-start")) cfg.kl_start = a.kl_start;
+  if (a.given("--kl-anneal-steps")) cfg.kl_anneal_steps = a.kl_anneal_steps;
+  if (a.given("--steps")) cfg.steps = a.steps;
   require(cfg.steps >= 1, "--steps must be >= 1");
+  require(a.track_every >= 0, "--track-every must be >= 0 (0: no tracking)");
+  require(a.track_sentences >= 1, "--track-sentences must be >= 1");
   TrainOptions o;
   o.out_dir = a.out;
   o.resume = a.resume;
@@ -71,6 +82,12 @@ int run_train(const TrainArgs& a) {
   Dataset data = load_dataset(a.data, co);
   cfg.vocab_size = int(data.vocab.size());
   cfg.validate();
+  if (!a.resume.empty()) {  // refuse a wrong checkpoint before any output or work
+    const CheckpointInfo info = read_checkpoint_info(a.resume);
+    require(info.model == a.model, "checkpoint " + a.resume + ": it holds a '" + info.model + "' run, not '" + a.model + "'");
+    require(info.vocab == data.vocab, "checkpoint " + a.resume + ": its vocabulary differs from the one built from " +
+                                          a.data + "/train.txt; resume with the same training corpus");
+  }
   std::cerr << "couplevae train: " << a.model << " on " << a.data << " (" << data.train.size() << " train, "
             << data.valid.size() << " valid sentences, vocabulary " << cfg.vocab_size << ")\n";
   return with_model(a.model, [&]<class M>() {
@@ -80,7 +97,10 @@ int run_train(const TrainArgs& a) {
     o.seed = a.seed;
     o.steps = cfg.steps;
     o.log_every = a.log_every;
-    if (a.valid_max_sentences > 0) o.valid_max_sentences = size_t(a.valid_max_sentences);
+    require(!a.given("--valid-max-sentences") || a.valid_max_sentences > 0, "--valid-max-sentences must be >= 1");
+  if (a.valid_max_sentences > 0) o.valid_max_sentences = size_t(a.valid_max_sentences);
+    o.track_every = a.track_every;
+    o.track_sentences = size_t(a.track_sentences);
     const TrainResult r = train(model, data, o);
     std::printf("trained %s for %ld steps in %.1f s; best validation NLL %.3f at step %ld\n", a.model.c_str(), r.steps,
                 r.seconds, r.best_valid, r.best_step);
@@ -140,6 +160,13 @@ int run_eval(const EvalArgs& a) {
               "--metrics: unknown metric '" + m + "' (available: nll, mi, bleu, dist, grad)");
       wanted.push_back(m);
     }
+  }
+  if (!a.json_out.empty()) {
+    // Refuse an impossible --json-out before a long evaluation.
+    std::error_code ec;
+    const auto parent = std::filesystem::absolute(a.json_out).parent_path();
+    require(std::filesystem::is_directory(parent, ec), "--json-out " + a.json_out + ": the folder does not exist");
+    require(!std::filesystem::is_directory(a.json_out, ec), "--json-out " + a.json_out + ": is a folder");
   }
   const CheckpointInfo info = read_checkpoint_info(a.checkpoint);
   CorpusOptions co;
@@ -221,8 +248,32 @@ int run_eval(const EvalArgs& a) {
     }
     std::printf("\n");
     if (a.json) std::printf("%s\n", j.dump().c_str());
+    if (!a.json_out.empty()) {
+      detail::write_bytes_atomic(a.json_out, j.dump(2) + "\n", "--json-out");
+      std::fprintf(stderr, "wrote %s\n", a.json_out.c_str());
+    }
     return 0;
   });
+}
+
+int run_report(const std::vector<std::string>& dirs, const std::string& out, std::string plot, bool squared) {
+  namespace fs = std::filesystem;
+  require(!out.empty(), "--out must not be empty");
+  if (plot.empty()) plot = out == "-" ? "report.svg" : fs::path(out).replace_extension(".svg").string();
+  require(out == "-" || fs::absolute(plot) != fs::absolute(out), "--plot and --out name the same file");
+  const ReportFiles r = write_report(dirs, out, plot, squared);
+  FILE* notes = out == "-" ? stderr : stdout;
+  if (out == "-")
+    std::fputs(r.markdown.c_str(), stdout);
+  else
+    std::fprintf(notes, "wrote %s (%zu run%s)\n", out.c_str(), r.runs.size(), r.runs.size() == 1 ? "" : "s");
+  if (!r.svg_path.empty()) std::fprintf(notes, "wrote %s\n", r.svg_path.c_str());
+  for (const auto& run : r.runs)
+    if (run.has_dynamics)
+      std::fprintf(notes, "README %s/%s: float64 array (%zu rows, %zu columns): %s\n", run.dir.c_str(),
+                   dynamics_npy_name, run.dynamics.rows.size(), run.dynamics.columns.size(),
+                   run.dynamics.header().c_str());
+  return 0;
 }
 
 // Reads a checkpoint's model for generation.
@@ -289,7 +340,7 @@ int main(int argc, char** argv) {
   CLI::App app{"couplevae: variational text models with coupled deterministic networks (Couple-VAE)"};
   app.require_subcommand(1);
   TrainArgs ta;
-  auto* train_cmd = app.add_subcommand("train", "train a model; writes OUT/last.safetensors and OUT/best.safetensors");
+  auto* train_cmd = ta.cmd = app.add_subcommand("train", "train a model; writes OUT/last.safetensors and OUT/best.safetensors");
   train_cmd->add_option("--model", ta.model, "model name: " + model_name_list())->required();
   train_cmd->add_option("--data", ta.data, "folder holding train.txt valid.txt test.txt")->required();
   train_cmd->add_option("--preset", ta.preset, "dataset preset: ptb, yelp or yahoo");
@@ -312,6 +363,10 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--kl-start", ta.kl_start, "step after which KL annealing starts");
   train_cmd->add_option("--kl-anneal-steps", ta.kl_anneal_steps, "steps over which the KL weight rises to its cap");
   train_cmd->add_option("--log-every", ta.log_every, "progress line every N steps");
+  train_cmd->add_option("--track-every", ta.track_every,
+                        "every K steps record the gradient norms (grad_rec, grad_reg, grad_h, ...) on fixed validation "
+                        "sentences into OUT/dynamics.csv and OUT/dynamics.npy (0: off)");
+  train_cmd->add_option("--track-sentences", ta.track_sentences, "validation sentences used by --track-every (default 200)");
 
   EvalArgs ea;
   auto* eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint (importance-sampled NLL, KL, PPL)");
@@ -326,6 +381,19 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--dist-samples", ea.dist_samples, "prior samples for Dist-1/2");
   eval_cmd->add_option("--seed", ea.seed, "seed of the evaluation noise");
   eval_cmd->add_flag("--json", ea.json, "print one JSON line last");
+  eval_cmd->add_option("--json-out", ea.json_out, "also write the JSON object to FILE (atomically), e.g. RUN/eval.json");
+
+  std::vector<std::string> report_runs;
+  std::string report_out = "report.md", report_plot;
+  bool report_squared = false;
+  auto* report_cmd = app.add_subcommand(
+      "report", "Markdown tables (paper Tables 1, 2, 4) and an SVG of the training dynamics over run folders");
+  report_cmd->add_option("--runs", report_runs,
+                         "run folders: best.safetensors or last.safetensors, optional eval.json and dynamics.csv")
+      ->required();
+  report_cmd->add_option("--out", report_out, "Markdown file to write (default report.md; - for standard output)");
+  report_cmd->add_option("--plot", report_plot, "SVG figure of the training dynamics (default: --out with .svg)");
+  report_cmd->add_flag("--squared", report_squared, "plot the squared norms (the *_sq columns) instead of the norms");
 
   std::string sample_ckpt;
   int sample_n = 10, sample_max_len = 200;
@@ -367,6 +435,7 @@ int main(int argc, char** argv) {
     if (*eval_cmd) return run_eval(ea);
     if (*sample_cmd) return run_sample(sample_ckpt, sample_n, sample_temperature, sample_seed, sample_max_len);
     if (*interp_cmd) return run_interpolate(interp_ckpt, interp_a, interp_b, 200);
+    if (*report_cmd) return run_report(report_runs, report_out, report_plot, report_squared);
     if (*corpus_cmd) {
       require(corpus_train >= 10, "--train-lines must be >= 10");
       write_toy_corpus(corpus_out, corpus_seed, corpus_train);

@@ -40,6 +40,25 @@ done
   --resume "$work/run/last.safetensors" >/dev/null 2>"$work/resume.err" && grep -q "resumed" "$work/resume.err" && ok \
   || bad "resume failed: $(cat "$work/resume.err")"
 
+# Training dynamics (--track-every), eval --json-out, and the report.
+"$bin" train --model vae --data "$work/toy" --steps 10 --seed 0 --out "$work/dyn" "${small[@]}" --track-every 5 \
+  --track-sentences 8 >/dev/null 2>"$work/dyn.err" || bad "train --track-every failed: $(cat "$work/dyn.err")"
+[ "$(head -n 1 "$work/dyn/dynamics.csv")" = "step,grad_rec,grad_reg,grad_h,grad_rec_sq,grad_reg_sq,grad_h_sq" ] && ok \
+  || bad "dynamics.csv header: $(head -n 1 "$work/dyn/dynamics.csv")"
+[ "$(tail -n +2 "$work/dyn/dynamics.csv" | cut -d, -f1 | tr '\n' ' ')" = "5 10 " ] && ok || bad "dynamics.csv steps"
+head -c 6 "$work/dyn/dynamics.npy" | grep -q NUMPY && ok || bad "dynamics.npy is not a .npy file"
+"$bin" eval --checkpoint "$work/run/best.safetensors" --data "$work/toy" --samples 2 --max-sentences 8 --metrics nll,grad \
+  --json-out "$work/run/eval.json" >/dev/null 2>&1 && grep -q '"nll"' "$work/run/eval.json" \
+  && grep -q '"grad_rec_sum_sq"' "$work/run/eval.json" && ok || bad "eval --json-out wrote no eval.json"
+"$bin" report --runs "$work/run" "$work/dyn" --out "$work/report.md" >"$work/report.out" 2>&1 \
+  && grep -q "Table 4" "$work/report.md" && grep -q "| Couple-VAE |" "$work/report.md" \
+  && grep -q "<polyline" "$work/report.svg" && grep -q "README .*dynamics.npy" "$work/report.out" && ok \
+  || bad "report: $(cat "$work/report.out")"
+expect_error 2 "no checkpoint" -- report --runs "$work/run" "$work/toy"
+expect_error 2 "track-every must be >= 0" -- train --model vae --data "$work/toy" --track-every -1
+expect_error 2 "json-out .*folder does not exist" -- eval --checkpoint "$work/run/last.safetensors" --data "$work/toy" \
+  --json-out "$work/nowhere/eval.json"
+
 expect_error 2 "unknown model 'nope'" -- train --model nope --data "$work/toy"
 expect_error 2 "--frobnicate" -- train --model vae --data "$work/toy" --frobnicate
 expect_error 2 "steps must be >= 1" -- train --model vae --data "$work/toy" --steps 0

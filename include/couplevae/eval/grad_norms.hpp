@@ -19,6 +19,7 @@
 
 #include "../core/context.hpp"
 #include "../data/batcher.hpp"
+#include "nll.hpp"
 
 namespace couplevae {
 

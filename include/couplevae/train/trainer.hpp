@@ -10,6 +10,13 @@
 // improves, and last.safetensors (model + Adam + training state) so a killed run resumes
 // from its last validation with --resume and then follows the uninterrupted run exactly.
 // A progress line every `log_every` steps: step, loss parts, gradient norm, steps/s, ETA.
+// With track_every = K > 0 (models with a latent path), after the update of every step
+// t = K, 2K, ... and before that step's validation: the gradient-norm dynamics row on the
+// first track_sentences validation sentences (eval/dynamics.hpp; its own noise, BatchNorm
+// statistics restored, so training is unchanged bit for bit), appended to
+// TrainResult::dynamics and rewritten atomically to OUT/dynamics.csv and OUT/dynamics.npy.
+// A fresh run removes stale dynamics files from OUT; a resumed run reads OUT/dynamics.csv
+// (or the one beside the resumed checkpoint) and keeps its rows up to the resumed step.
 #pragma once
 #include <chrono>
 #include <cmath>
@@ -21,6 +28,7 @@
 
 #include "../data/batcher.hpp"
 #include "../data/corpus.hpp"
+#include "../eval/dynamics.hpp"
 #include "../eval/nll.hpp"
 #include "adam.hpp"
 #include "checkpoint.hpp"
@@ -38,6 +46,8 @@ struct TrainOptions {
   size_t valid_max_sentences = size_t(-1);
   int max_nonfinite = 20;
   std::ostream* log = &std::cerr;
+  long track_every = 0;           // > 0: gradient-norm dynamics every K steps (eval/dynamics.hpp)
+  size_t track_sentences = 200;   // ... on the first N validation sentences
 };
 
 struct TrainResult {
@@ -47,6 +57,7 @@ struct TrainResult {
   long nonfinite_skipped = 0;
   Losses last;
   double seconds = 0;
+  DynamicsLog dynamics;  // the tracked rows (resumed ones included); empty without tracking
 };
 
 namespace detail {
@@ -96,6 +107,8 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   require(int(data.vocab.size()) == cfg.vocab_size,
           "train: the data's vocabulary has " + std::to_string(data.vocab.size()) + " words but the model's vocab_size is " +
               std::to_string(cfg.vocab_size));
+  require(opt.track_every >= 0, "train: track_every must be >= 0");
+  require(opt.track_every == 0 || opt.track_sentences >= 1, "train: track_sentences must be >= 1");
   prepare_out_dir(opt);
   std::ostream& log = *opt.log;
 
@@ -104,10 +117,16 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   Context<B> ctx(Rng(opt.seed).derive(0x747261696eull).seed, true);  // "train"
   TrainState st;
   if (!opt.resume.empty()) {
-    const CheckpointInfo info = load_checkpoint(opt.resume, model, &adam);
+    // What the checkpoint is, checked before anything is loaded.
+    const CheckpointInfo info = read_checkpoint_info(opt.resume);
     require(info.has_train_state, "checkpoint " + opt.resume + ": holds no training state to resume from");
     require(info.model == opt.model_name, "checkpoint " + opt.resume + ": it holds a '" + info.model +
                                               "' run, not '" + opt.model_name + "'");
+    require(info.vocab == data.vocab, "checkpoint " + opt.resume +
+                                          ": its vocabulary differs from the one built from the data (" +
+                                          std::to_string(info.vocab.size()) + " vs " + std::to_string(data.vocab.size()) +
+                                          " words); resume with the same training corpus");
+    load_checkpoint(opt.resume, model, &adam);
     st = info.state;
     require(st.step <= steps, "checkpoint " + opt.resume + ": already at step " + std::to_string(st.step) +
                                   ", beyond --steps " + std::to_string(steps));
@@ -115,6 +134,66 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
     batcher.restore(st.epoch, st.position);
     log << "resumed " << opt.resume << " at step " << st.step << "\n";
   }
+
+  // Training dynamics (eval/dynamics.hpp).
+  DynamicsLog dynamics;
+  bool tracking = false;
+  if (!opt.out_dir.empty() && opt.resume.empty()) {
+    // A fresh run: dynamics files of a replaced run must not mix with this one's.
+    std::error_code ec;
+    fs::remove(fs::path(opt.out_dir) / dynamics_csv_name, ec);
+    fs::remove(fs::path(opt.out_dir) / dynamics_npy_name, ec);
+  }
+  if constexpr (M::has_latent) {
+    if (opt.track_every > 0) {
+      require(!data.valid.empty(), "train: gradient-norm tracking needs validation sentences (the data has none)");
+      tracking = true;
+      dynamics.columns = dynamics_columns<M>();
+      if (!opt.resume.empty()) {
+        std::error_code ec;
+        fs::path src;
+        if (!opt.out_dir.empty() && fs::exists(fs::path(opt.out_dir) / dynamics_csv_name, ec))
+          src = fs::path(opt.out_dir) / dynamics_csv_name;
+        else if (fs::exists(fs::path(opt.resume).parent_path() / dynamics_csv_name, ec))
+          src = fs::path(opt.resume).parent_path() / dynamics_csv_name;
+        if (!src.empty()) {
+          DynamicsLog earlier = DynamicsLog::read_csv(src.string());
+          require(earlier.columns == dynamics.columns, "dynamics " + src.string() + ": columns " + earlier.header() +
+                                                           " do not match this model's " + dynamics.header());
+          earlier.keep_through(st.step);
+          dynamics.rows = std::move(earlier.rows);
+          log << "dynamics: kept " << dynamics.rows.size() << " rows up to step " << st.step << " from " << src.string()
+              << "\n";
+        }
+        if (!opt.out_dir.empty()) dynamics.write(opt.out_dir);
+      }
+    }
+  } else {
+    if (opt.track_every > 0) log << "note: '" << opt.model_name << "' has no latent path; gradient-norm tracking is off\n";
+  }
+  const uint64_t track_seed = dynamics_seed(opt.seed);
+  auto track = [&](long t) {
+    if constexpr (M::has_latent) {
+      const auto t_start = std::chrono::steady_clock::now();
+      dynamics.append(dynamics_row(model, data.valid, opt.track_sentences, track_seed, t));
+      if (!opt.out_dir.empty()) dynamics.write(opt.out_dir);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      const auto& row = dynamics.rows.back();
+      std::string line = "dynamics step " + std::to_string(t) + ":";
+      for (const char* name : {"grad_rec", "grad_rec_sum", "grad_reg", "grad_h"}) {
+        const int c = dynamics.column(name);
+        if (c < 0) continue;
+        char buf[64];
+        std::snprintf(buf, sizeof buf, " %s %.4g", name, row[size_t(c)]);
+        line += buf;
+      }
+      char tail[96];
+      std::snprintf(tail, sizeof tail, " (%zu sentences, %.1f s)", std::min(opt.track_sentences, data.valid.size()), secs);
+      log << line << tail << "\n";
+    } else {
+      (void)t;
+    }
+  };
 
   auto save = [&](const std::string& name) {
     if (opt.out_dir.empty()) return;
@@ -195,12 +274,15 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       window_start = now;
       last_logged = t;
     }
+    // Before validation: last.safetensors at step t then always has its dynamics row on disk.
+    if (tracking && t % opt.track_every == 0) track(t);
     if (t % cfg.valid_every == 0 || t == steps) validate();
   }
   res.steps = st.step;
   res.best_valid = st.best_valid;
   res.best_step = st.best_step;
   res.nonfinite_skipped = st.nonfinite_skipped;
+  res.dynamics = std::move(dynamics);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }
