@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <sstream>
+#include <limits>
 #include <thread>
 
 #include <couplevae/couplevae.hpp>
@@ -225,4 +226,25 @@ TEST_CASE("two models trained at the same time in two threads equal the same run
   CHECK(std::equal(a.arena().values().data(), a.arena().values().data() + a.arena().total(), ta.arena().values().data()));
   CHECK(std::equal(b.arena().values().data(), b.arena().values().data() + b.arena().total(), tb.arena().values().data()));
   CHECK(!std::equal(a.arena().values().data(), a.arena().values().data() + a.arena().total(), b.arena().values().data()));
+}
+
+TEST_CASE("NaN guard: non-finite steps are skipped and counted; a run of them stops training with a clear error") {
+  const Dataset d = small_dataset();
+  Config c = small_config(int(d.vocab.size()));
+  CVAE m(c, 1);
+  // Poison one parameter: every loss is NaN from now on, so no update may happen.
+  m.arena().visit([](const ParamInfo& info, float* v, float*) {
+    if (info.name == "decoder.out.bias") v[0] = std::numeric_limits<float>::quiet_NaN();
+  });
+  const std::vector<float> before(m.arena().values().data(), m.arena().values().data() + m.arena().total());
+  std::ostringstream log;
+  TrainOptions o;
+  o.model_name = "couple-vae";
+  o.steps = 50;
+  o.max_nonfinite = 4;
+  o.log = &log;
+  CHECK_THROWS_WITH_AS(train(m, d, o), doctest::Contains("4 non-finite losses or gradients in a row at step 4"), Error);
+  // No update was applied: every finite parameter is unchanged.
+  for (size_t i = 0; i < before.size(); ++i)
+    if (std::isfinite(before[i])) REQUIRE(m.arena().values().data()[i] == before[i]);
 }
