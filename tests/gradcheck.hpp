@@ -14,6 +14,8 @@
 #include <vector>
 
 #include <couplevae/core/arena.hpp>
+#include <couplevae/core/batch.hpp>
+#include <couplevae/core/context.hpp>
 
 namespace gradcheck {
 
@@ -90,6 +92,26 @@ std::vector<Probe> arena_probes(couplevae::Arena<double, B>& ar, const std::func
     probes.push_back(std::move(p));
   });
   return probes;
+}
+
+// Whole-model check: forward (training mode, the noise replayed from the same generator
+// position every call) and backward of `loss`; a Coupled model holds h^c constant, as its
+// objective detaches it. Returns the number of entries checked.
+template <class M>
+int check_model(M& model, const couplevae::Batch& b, long step, int per_tensor) {
+  couplevae::Context<> ctx(123, true);
+  auto loss = [&] {
+    ctx.rng.position = 0;
+    return model.forward(ctx, b, step).loss;
+  };
+  auto probes = arena_probes(model.arena(), [&] {
+    loss();
+    model.backward(ctx);
+  });
+  if constexpr (M::is_coupled) model.freeze_coupling_target(true);
+  Options o;
+  o.per_tensor = per_tensor;
+  return check(probes, loss, o);
 }
 
 }  // namespace gradcheck

@@ -613,20 +613,7 @@ using CCNNVAEd = Coupled<CNNVAEd>;
 
 template <class M>
 void check_model_gradients(M& model, const Batch& b, long step) {
-  Context<> ctx(123, true);
-  auto loss = [&] {
-    ctx.rng.position = 0;
-    return model.forward(ctx, b, step).loss;
-  };
-  auto probes = gradcheck::arena_probes(model.arena(), [&] {
-    loss();
-    model.backward(ctx);
-  });
-  // h^c is detached in the objective: finite differences must hold it constant too.
-  if constexpr (M::is_coupled) model.freeze_coupling_target(true);
-  gradcheck::Options o;
-  o.per_tensor = 5;
-  CHECK(gradcheck::check(probes, loss, o) > 150);
+  CHECK(gradcheck::check_model(model, b, step, 5) > 150);
 }
 }  // namespace
 

@@ -482,19 +482,7 @@ void strengthen_all_flows(A& ar, uint64_t seed) {
 
 template <class M>
 void check_model_gradients(M& model, const Batch& b, long step) {
-  Context<> ctx(123, true);
-  auto loss = [&] {
-    ctx.rng.position = 0;
-    return model.forward(ctx, b, step).loss;
-  };
-  auto probes = gradcheck::arena_probes(model.arena(), [&] {
-    loss();
-    model.backward(ctx);
-  });
-  if constexpr (M::is_coupled) model.freeze_coupling_target(true);
-  gradcheck::Options o;
-  o.per_tensor = 6;
-  CHECK(gradcheck::check(probes, loss, o) > 100);
+  CHECK(gradcheck::check_model(model, b, step, 6) > 100);
 }
 }  // namespace
 

@@ -115,19 +115,7 @@ Batch tiny_batch(int V) { return make_batch({{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 1
 
 template <class M>
 void check_model_gradients(M& model, const Batch& b, long step) {
-  Context<> ctx(123, true);
-  auto loss = [&] {
-    ctx.rng.position = 0;
-    return model.forward(ctx, b, step).loss;
-  };
-  auto probes = gradcheck::arena_probes(model.arena(), [&] {
-    loss();
-    model.backward(ctx);
-  });
-  if constexpr (M::is_coupled) model.freeze_coupling_target(true);
-  gradcheck::Options o;
-  o.per_tensor = 6;
-  CHECK(gradcheck::check(probes, loss, o) > 100);
+  CHECK(gradcheck::check_model(model, b, step, 6) > 100);
 }
 
 }  // namespace

@@ -45,20 +45,8 @@ Dataset zoo_data() {
 
 template <class M>
 void gradient_check(M& model, long step) {
-  Context<> ctx(17, true);
   const Batch b = make_batch({{4, 5, 6}, {7, 3}, {8, 5, 4, 6, 7}, {5}}, model.config().vocab_size);
-  auto loss = [&] {
-    ctx.rng.position = 0;
-    return model.forward(ctx, b, step).loss;
-  };
-  auto probes = gradcheck::arena_probes(model.arena(), [&] {
-    loss();
-    model.backward(ctx);
-  });
-  if constexpr (M::is_coupled) model.freeze_coupling_target(true);
-  gradcheck::Options o;
-  o.per_tensor = 5;
-  CHECK(gradcheck::check(probes, loss, o) > 80);
+  CHECK(gradcheck::check_model(model, b, step, 5) > 80);
 }
 }  // namespace
 
