@@ -12,6 +12,8 @@
 #include <sstream>
 
 #include <couplevae/couplevae.hpp>
+
+#include "temp_dir.hpp"
 #include <couplevae/eval/dynamics.hpp>
 #include <couplevae/eval/report.hpp>
 
@@ -19,19 +21,6 @@ using namespace couplevae;
 namespace fs = std::filesystem;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("couplevae-dyn-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& s) const { return (path / s).string(); }
-};
 
 Config small_config(int vocab) {
   Config c = Config::preset("ptb");

@@ -11,26 +11,12 @@
 
 #include <couplevae/couplevae.hpp>
 
+#include "temp_dir.hpp"
+
 using namespace couplevae;
 namespace fs = std::filesystem;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("couplevae-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-  std::string operator/(const std::string& s) const { return (path / s).string(); }
-};
 
 Config small_config(int vocab) {
   Config c = Config::preset("ptb");

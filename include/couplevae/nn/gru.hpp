@@ -134,7 +134,6 @@ struct BiGRU {
   GRU<T, B> fwd, bwd;
   struct Cache {
     typename GRU<T, B>::Cache f, b;
-    Buffer<T, B> dfinal;
   };
 
   BiGRU() = default;
@@ -152,9 +151,8 @@ struct BiGRU {
   }
   void backward(Context<B>& ctx, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> de, View<T> dX, Cache& c) const {
     const int H = fwd.H;
-    View<T> d{de.data, pk.batch, de.cols};
-    fwd.backward(ctx, ar, X, pk, View<T>{}, View<T>{d.data, pk.batch, de.cols}, dX, c.f);
-    bwd.backward(ctx, ar, X, pk, View<T>{}, View<T>{d.data + H, pk.batch, de.cols}, dX, c.b);
+    fwd.backward(ctx, ar, X, pk, View<T>{}, View<T>{de.data, pk.batch, de.cols}, dX, c.f);
+    bwd.backward(ctx, ar, X, pk, View<T>{}, View<T>{de.data + H, pk.batch, de.cols}, dX, c.b);
   }
 };
 
