@@ -2,15 +2,13 @@
 //
 //   couplevae train --model NAME --data DIR [--preset ptb|yelp|yahoo] [--steps N]
 //                   [--seed S] [--out DIR] [--lambda-c X] [--resume FILE] [--overwrite]
-//                   [--track-every K] [--track-sentences N] ...
+//                   [--track-every K] [--track-sentences N] [--max-nonfinite N] ...
 //   couplevae eval  --checkpoint FILE --data DIR [--split test] [--samples N]
 //                   [--max-sentences M] [--metrics nll] [--json] [--json-out FILE]
 //   couplevae report --runs DIR... [--out FILE.md] [--plot FILE.svg] [--squared]
 //   couplevae make-corpus --out DIR [--seed S]      (the toy corpus of the quick start)
 //
 // Errors (bad flags, bad values, bad files) print one line and exit with code 2.
-#include <CLI/CLI.hpp>
-
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -22,66 +20,24 @@
 #include <couplevae/eval/dynamics.hpp>
 #include <couplevae/eval/report.hpp>
 
+#include "cli_args.hpp"
+
 using namespace couplevae;
+using namespace couplevae::cli;
 
 namespace {
 
-struct TrainArgs {
-  std::string model, data, preset = "ptb", out, resume, coupling;
-  double beta = 0;
-  int cnn_channels = 0;
-  std::vector<int> dilations;
-  long steps = -1;
-  uint64_t seed = 0;
-  double lambda_c = -1;
-  int embed = 0, hidden = 0, latent = 0, batch_size = 0, valid_every = 0, kl_start = -1, kl_anneal_steps = 0,
-      log_every = 100;
-  long valid_max_sentences = -1;
-  bool overwrite = false;
-  long track_every = 0, track_sentences = 200;
-  // Flags given on the command line are applied whatever their value, so impossible
-  // values reach Config::validate and fail there instead of being ignored.
-  CLI::App* cmd = nullptr;
-  bool given(const char* flag) const { return cmd && cmd->count(flag) > 0; }
-};
-
-struct EvalArgs {
-  std::string checkpoint, data, split = "test", metrics, json_out;
-  int samples = 100, mi_samples = 100, bleu_samples = 10, dist_samples = 3200;
-  long max_sentences = -1;
-  uint64_t seed = 0;
-  bool json = false;
-};
-
 int run_train(const TrainArgs& a) {
-  Config cfg = model_config(a.model, a.preset);
-  if (a.given("--lambda-c")) cfg.lambda_c = a.lambda_c;
-  if (!a.coupling.empty()) cfg.coupling = a.coupling;
-  if (a.given("--beta")) cfg.beta = a.beta;
-  if (a.given("--cnn-channels")) cfg.cnn_channels = a.cnn_channels;
-  if (!a.dilations.empty()) cfg.cnn_dilations = a.dilations;
-  if (a.given("--embed")) cfg.embed = a.embed;
-  if (a.given("--hidden")) cfg.hidden = a.hidden;
-  if (a.given("--latent")) cfg.latent = a.latent;
-  if (a.given("--batch-size")) cfg.batch_size = a.batch_size;
-  if (a.given("--valid-every")) cfg.valid_every = a.valid_every;
-  if (a.given("--kl-start")) cfg.kl_start = a.kl_start;
-  if (a.given("--kl-anneal-steps")) cfg.kl_anneal_steps = a.kl_anneal_steps;
-  if (a.given("--steps")) cfg.steps = a.steps;
-  require(cfg.steps >= 1, "--steps must be >= 1");
-  require(a.track_every >= 0, "--track-every must be >= 0 (0: no tracking)");
-  require(a.track_sentences >= 1, "--track-sentences must be >= 1");
-  TrainOptions o;
-  o.out_dir = a.out;
-  o.resume = a.resume;
-  o.overwrite = a.overwrite;
+  // Every value is checked before the folder or the corpus is touched (the vocabulary
+  // size is not known yet: any valid one will do).
+  TrainOptions o = train_options(a);
+  const Config checked = train_config(a, 5);
   prepare_out_dir(o);  // refuse a used or unwritable --out before any work
   CorpusOptions co;
-  co.drop_label = cfg.drop_label;
-  co.max_len = cfg.max_len;
+  co.drop_label = checked.drop_label;
+  co.max_len = checked.max_len;
   Dataset data = load_dataset(a.data, co);
-  cfg.vocab_size = int(data.vocab.size());
-  cfg.validate();
+  const Config cfg = train_config(a, int(data.vocab.size()));
   if (!a.resume.empty()) {  // refuse a wrong checkpoint before any output or work
     const CheckpointInfo info = read_checkpoint_info(a.resume);
     require(info.model == a.model, "checkpoint " + a.resume + ": it holds a '" + info.model + "' run, not '" + a.model + "'");
@@ -93,14 +49,7 @@ int run_train(const TrainArgs& a) {
   return with_model(a.model, [&]<class M>() {
     M model(cfg, a.seed);
     std::cerr << "parameters: " << model.arena().count() << "\n";
-    o.model_name = a.model;
-    o.seed = a.seed;
     o.steps = cfg.steps;
-    o.log_every = a.log_every;
-    require(!a.given("--valid-max-sentences") || a.valid_max_sentences > 0, "--valid-max-sentences must be >= 1");
-  if (a.valid_max_sentences > 0) o.valid_max_sentences = size_t(a.valid_max_sentences);
-    o.track_every = a.track_every;
-    o.track_sentences = size_t(a.track_sentences);
     const TrainResult r = train(model, data, o);
     std::printf("trained %s for %ld steps in %.1f s; best validation NLL %.3f at step %ld\n", a.model.c_str(), r.steps,
                 r.seconds, r.best_valid, r.best_step);
@@ -122,8 +71,6 @@ std::function<void(size_t, size_t)> progress_printer(const std::string& what) {
     }
   };
 }
-
-const std::vector<std::string> all_metrics = {"nll", "mi", "bleu", "dist", "grad"};
 
 // Which metrics apply to a model (the rest are left out of the output, never set to 0).
 template <class M>
@@ -147,20 +94,7 @@ std::vector<std::vector<int32_t>> prior_samples(M& model, Context<cpu>& ctx, int
 }
 
 int run_eval(const EvalArgs& a) {
-  require(a.samples >= 1, "--samples must be >= 1");
-  require(a.bleu_samples >= 1, "--bleu-samples must be >= 1");
-  require(a.dist_samples >= 1, "--dist-samples must be >= 1");
-  require(a.split == "train" || a.split == "valid" || a.split == "test",
-          "--split must be train, valid or test (got '" + a.split + "')");
-  std::vector<std::string> wanted;
-  if (!a.metrics.empty()) {
-    std::stringstream ms(a.metrics);
-    for (std::string m; std::getline(ms, m, ',');) {
-      require(std::find(all_metrics.begin(), all_metrics.end(), m) != all_metrics.end(),
-              "--metrics: unknown metric '" + m + "' (available: nll, mi, bleu, dist, grad)");
-      wanted.push_back(m);
-    }
-  }
+  const std::vector<std::string> wanted = eval_metrics(a);
   if (!a.json_out.empty()) {
     // Refuse an impossible --json-out before a long evaluation.
     std::error_code ec;
@@ -256,8 +190,12 @@ int run_eval(const EvalArgs& a) {
   });
 }
 
-int run_report(const std::vector<std::string>& dirs, const std::string& out, std::string plot, bool squared) {
+int run_report(const ReportArgs& a) {
   namespace fs = std::filesystem;
+  const auto& dirs = a.runs;
+  const auto& out = a.out;
+  std::string plot = a.plot;
+  const bool squared = a.squared;
   require(!out.empty(), "--out must not be empty");
   if (plot.empty()) plot = out == "-" ? "report.svg" : fs::path(out).replace_extension(".svg").string();
   require(out == "-" || fs::absolute(plot) != fs::absolute(out), "--plot and --out name the same file");
@@ -287,11 +225,12 @@ int with_checkpoint(const std::string& file, F&& f) {
   });
 }
 
-int run_sample(const std::string& file, int n, double temperature, uint64_t seed, int max_len) {
-  require(n >= 1, "--n must be >= 1");
-  require(max_len >= 1, "--max-len must be >= 1");
-  require(std::isfinite(temperature) && temperature >= 0, "--temperature must be >= 0 (0 = greedy)");
-  return with_checkpoint(file, [&]<class M>(M& model, const CheckpointInfo& info) {
+int run_sample(const SampleArgs& a) {
+  check_sample_args(a);
+  const int n = a.n, max_len = a.max_len;
+  const double temperature = a.temperature;
+  const uint64_t seed = a.seed;
+  return with_checkpoint(a.checkpoint, [&]<class M>(M& model, const CheckpointInfo& info) {
     if constexpr (M::has_latent && !detail::has_likelihood<M>()) {
       throw Error("sample: '" + info.model + "' has no prior to sample from (the DAE)");
     } else {
@@ -304,8 +243,9 @@ int run_sample(const std::string& file, int n, double temperature, uint64_t seed
   });
 }
 
-int run_interpolate(const std::string& file, const std::string& sa, const std::string& sb, int max_len) {
-  return with_checkpoint(file, [&]<class M>(M& model, const CheckpointInfo& info) {
+int run_interpolate(const InterpolateArgs& a, int max_len) {
+  const std::string &sa = a.a, &sb = a.b;
+  return with_checkpoint(a.checkpoint, [&]<class M>(M& model, const CheckpointInfo& info) {
     if constexpr (!M::has_latent) {
       throw Error("interpolate: '" + info.model + "' has no latent space");
     } else {
@@ -337,109 +277,18 @@ int run_interpolate(const std::string& file, const std::string& sa, const std::s
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"couplevae: variational text models with coupled deterministic networks (Couple-VAE)"};
-  app.require_subcommand(1);
-  TrainArgs ta;
-  auto* train_cmd = ta.cmd = app.add_subcommand("train", "train a model; writes OUT/last.safetensors and OUT/best.safetensors");
-  train_cmd->add_option("--model", ta.model, "model name: " + model_name_list())->required();
-  train_cmd->add_option("--data", ta.data, "folder holding train.txt valid.txt test.txt")->required();
-  train_cmd->add_option("--preset", ta.preset, "dataset preset: ptb, yelp or yahoo");
-  train_cmd->add_option("--steps", ta.steps, "training steps (default: the preset's 60000)");
-  train_cmd->add_option("--seed", ta.seed, "random seed");
-  train_cmd->add_option("--out", ta.out, "output folder for checkpoints");
-  train_cmd->add_option("--lambda-c", ta.lambda_c, "coupling weight (default: the preset's)");
-  train_cmd->add_option("--coupling", ta.coupling, "coupling loss: rq (default) or euclidean");
-  train_cmd->add_option("--beta", ta.beta, "cap of the KL weight for the beta-VAE models");
-  train_cmd->add_option("--cnn-channels", ta.cnn_channels, "channels of the dilated CNN decoder");
-  train_cmd->add_option("--dilations", ta.dilations, "dilations of the CNN decoder's blocks, e.g. 1 2 4 8 16");
-  train_cmd->add_option("--resume", ta.resume, "continue from a last.safetensors");
-  train_cmd->add_flag("--overwrite", ta.overwrite, "replace a run already in --out");
-  train_cmd->add_option("--embed", ta.embed, "embedding size");
-  train_cmd->add_option("--hidden", ta.hidden, "encoder size per direction (decoder: twice)");
-  train_cmd->add_option("--latent", ta.latent, "latent size");
-  train_cmd->add_option("--batch-size", ta.batch_size, "batch size");
-  train_cmd->add_option("--valid-every", ta.valid_every, "validate every N steps");
-  train_cmd->add_option("--valid-max-sentences", ta.valid_max_sentences, "validate on the first N sentences only");
-  train_cmd->add_option("--kl-start", ta.kl_start, "step after which KL annealing starts");
-  train_cmd->add_option("--kl-anneal-steps", ta.kl_anneal_steps, "steps over which the KL weight rises to its cap");
-  train_cmd->add_option("--log-every", ta.log_every, "progress line every N steps");
-  train_cmd->add_option("--track-every", ta.track_every,
-                        "every K steps record the gradient norms (grad_rec, grad_reg, grad_h, ...) on fixed validation "
-                        "sentences into OUT/dynamics.csv and OUT/dynamics.npy (0: off)");
-  train_cmd->add_option("--track-sentences", ta.track_sentences, "validation sentences used by --track-every (default 200)");
-
-  EvalArgs ea;
-  auto* eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint (importance-sampled NLL, KL, PPL)");
-  eval_cmd->add_option("--checkpoint", ea.checkpoint, "a .safetensors checkpoint")->required();
-  eval_cmd->add_option("--data", ea.data, "folder holding the split's .txt file")->required();
-  eval_cmd->add_option("--split", ea.split, "train, valid or test");
-  eval_cmd->add_option("--samples", ea.samples, "importance samples per sentence");
-  eval_cmd->add_option("--max-sentences", ea.max_sentences, "evaluate the first M sentences only");
-  eval_cmd->add_option("--metrics", ea.metrics, "comma-separated: nll,mi,bleu,dist,grad (default: all that apply)");
-  eval_cmd->add_option("--mi-samples", ea.mi_samples, "samples per sentence for MI");
-  eval_cmd->add_option("--bleu-samples", ea.bleu_samples, "posterior samples per sentence for BLEU");
-  eval_cmd->add_option("--dist-samples", ea.dist_samples, "prior samples for Dist-1/2");
-  eval_cmd->add_option("--seed", ea.seed, "seed of the evaluation noise");
-  eval_cmd->add_flag("--json", ea.json, "print one JSON line last");
-  eval_cmd->add_option("--json-out", ea.json_out, "also write the JSON object to FILE (atomically), e.g. RUN/eval.json");
-
-  std::vector<std::string> report_runs;
-  std::string report_out = "report.md", report_plot;
-  bool report_squared = false;
-  auto* report_cmd = app.add_subcommand(
-      "report", "Markdown tables (paper Tables 1, 2, 4) and an SVG of the training dynamics over run folders");
-  report_cmd->add_option("--runs", report_runs,
-                         "run folders: best.safetensors or last.safetensors, optional eval.json and dynamics.csv")
-      ->required();
-  report_cmd->add_option("--out", report_out, "Markdown file to write (default report.md; - for standard output)");
-  report_cmd->add_option("--plot", report_plot, "SVG figure of the training dynamics (default: --out with .svg)");
-  report_cmd->add_flag("--squared", report_squared, "plot the squared norms (the *_sq columns) instead of the norms");
-
-  std::string sample_ckpt;
-  int sample_n = 10, sample_max_len = 200;
-  double sample_temperature = 0;
-  uint64_t sample_seed = 0;
-  auto* sample_cmd = app.add_subcommand("sample", "print N samples from the prior, one a line");
-  sample_cmd->add_option("--checkpoint", sample_ckpt, "a .safetensors checkpoint")->required();
-  sample_cmd->add_option("--n", sample_n, "number of samples");
-  sample_cmd->add_option("--temperature", sample_temperature, "0: greedy decoding; > 0: sampling");
-  sample_cmd->add_option("--seed", sample_seed, "seed");
-  sample_cmd->add_option("--max-len", sample_max_len, "maximum tokens");
-
-  std::string interp_ckpt, interp_a, interp_b;
-  auto* interp_cmd = app.add_subcommand("interpolate", "decode 7 points between two sentences' posterior means");
-  interp_cmd->add_option("--checkpoint", interp_ckpt, "a .safetensors checkpoint")->required();
-  interp_cmd->add_option("--a", interp_a, "first sentence")->required();
-  interp_cmd->add_option("--b", interp_b, "second sentence")->required();
-
-  std::string corpus_out;
-  uint64_t corpus_seed = 0;
-  int corpus_train = 3000;
-  auto* corpus_cmd = app.add_subcommand("make-corpus", "write the small synthetic corpus of the quick start");
-  corpus_cmd->add_option("--out", corpus_out, "folder to write train.txt valid.txt test.txt into")->required();
-  corpus_cmd->add_option("--seed", corpus_seed, "seed");
-  corpus_cmd->add_option("--train-lines", corpus_train, "training sentences");
-
+  CommandLine cl;
+  if (const int rc = cl.parse(argc, argv); rc >= 0) return rc;
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "couplevae: error: %s (see --help)\n", e.what());
-    return 2;
-  }
-  try {
-    if (*train_cmd) return run_train(ta);
-    if (*eval_cmd) return run_eval(ea);
-    if (*sample_cmd) return run_sample(sample_ckpt, sample_n, sample_temperature, sample_seed, sample_max_len);
-    if (*interp_cmd) return run_interpolate(interp_ckpt, interp_a, interp_b, 200);
-    if (*report_cmd) return run_report(report_runs, report_out, report_plot, report_squared);
-    if (*corpus_cmd) {
-      require(corpus_train >= 10, "--train-lines must be >= 10");
-      write_toy_corpus(corpus_out, corpus_seed, corpus_train);
-      std::printf("wrote %s/train.txt valid.txt test.txt\n", corpus_out.c_str());
+    if (*cl.train_cmd) return run_train(cl.train);
+    if (*cl.eval_cmd) return run_eval(cl.eval);
+    if (*cl.sample_cmd) return run_sample(cl.sample);
+    if (*cl.interp_cmd) return run_interpolate(cl.interpolate, 200);
+    if (*cl.report_cmd) return run_report(cl.report);
+    if (*cl.corpus_cmd) {
+      check_corpus_args(cl.corpus);
+      write_toy_corpus(cl.corpus.out, cl.corpus.seed, cl.corpus.train_lines);
+      std::printf("wrote %s/train.txt valid.txt test.txt\n", cl.corpus.out.c_str());
       return 0;
     }
   } catch (const Error& e) {
