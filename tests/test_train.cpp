@@ -143,6 +143,12 @@ TEST_CASE("checkpoints: round trip, metadata, and refusal of another model or ar
   CHECK_THROWS_WITH_AS(load_checkpoint(path, bigger), doctest::Contains("does not match"), Error);
   Adam<float> adam(b.arena(), c);
   CHECK_THROWS_WITH_AS(load_checkpoint(path, b, &adam), doctest::Contains("no optimizer state"), Error);
+  // A NaN anywhere is refused with the tensor's name and the element.
+  const auto& first = a.arena().infos()[1];
+  a.arena().values().data()[first.offset + 2] = std::numeric_limits<float>::quiet_NaN();
+  save_checkpoint(path, a, "couple-vae", d.vocab);
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, b),
+                       doctest::Contains("tensor '" + first.name + "' holds a non-finite value (nan) at element 2"), Error);
 }
 
 TEST_CASE("trainer: best/last checkpoints, refusal to overwrite, and resume = uninterrupted run bit for bit") {

@@ -9,9 +9,11 @@
 //   config          the Config as JSON text      vocab  the vocabulary as a JSON array
 //   train_state     JSON: step, generator position, batcher epoch/position, best validation
 // load_checkpoint() refuses a file of another format version, structure or architecture
-// (shape-fixing config fields) and any missing, extra or misshapen tensor, with a message
-// naming the file and the tensor. Writes are atomic (temp file + rename).
+// (shape-fixing config fields), any missing, extra or misshapen tensor, any NaN or Inf value
+// (and a negative Adam second moment), with a message naming the file and the tensor. Writes are atomic (temp file + rename).
 #pragma once
+#include <charconv>
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -52,6 +54,9 @@ struct TrainState {
     s.best_valid = j.at("best_valid").get<double>();
     s.best_step = j.at("best_step").get<long>();
     s.nonfinite_skipped = j.value("nonfinite_skipped", 0L);
+    require(s.step >= 0 && s.best_step >= 0 && s.best_step <= s.step && s.nonfinite_skipped >= 0 &&
+                std::isfinite(s.best_valid) && s.best_valid >= 0,
+            "train_state " + j.dump() + " is impossible (negative or non-finite entries)");
     return s;
   }
 };
@@ -168,7 +173,7 @@ CheckpointInfo load_checkpoint(const std::string& path, M& model,
   require(want == have, "checkpoint " + path + ": architecture " + have.dump() +
                             " does not match the model's " + want.dump());
   auto& ar = model.arena();
-  auto copy_set = [&](const std::string& prefix, Buffer<T, typename M::backend>& dst) {
+  auto copy_set = [&](const std::string& prefix, Buffer<T, typename M::backend>& dst, bool non_negative = false) {
     std::vector<T> host(ar.total(), T(0));
     for (const auto& p : ar.infos()) {
       const std::string name = prefix + p.name;
@@ -176,7 +181,13 @@ CheckpointInfo load_checkpoint(const std::string& path, M& model,
       require(t != nullptr, "checkpoint " + path + ": tensor '" + name + "' is missing");
       require(t->shape == std::vector<int64_t>(p.shape.begin(), p.shape.end()),
               "checkpoint " + path + ": tensor '" + name + "' has the wrong shape");
-      for (size_t k = 0; k < p.size; ++k) host[p.offset + k] = T(t->data[k]);
+      for (size_t k = 0; k < p.size; ++k) {
+        require(std::isfinite(t->data[k]), "checkpoint " + path + ": tensor '" + name + "' holds a non-finite value (" +
+                                               std::to_string(t->data[k]) + ") at element " + std::to_string(k));
+        require(!non_negative || t->data[k] >= 0, "checkpoint " + path + ": tensor '" + name +
+                                                      "' holds a negative second moment at element " + std::to_string(k));
+        host[p.offset + k] = T(t->data[k]);
+      }
     }
     dst.from_host(host.data(), host.size());
   };
@@ -190,10 +201,14 @@ CheckpointInfo load_checkpoint(const std::string& path, M& model,
   if (opt) {
     require(has_opt, "checkpoint " + path + ": holds no optimizer state to resume from (it is not a training checkpoint)");
     copy_set("optimizer.m.", opt->first_moment());
-    copy_set("optimizer.v.", opt->second_moment());
+    copy_set("optimizer.v.", opt->second_moment(), true);
     auto it = f.metadata.find("optimizer_steps");
     require(it != f.metadata.end(), "checkpoint " + path + ": metadata 'optimizer_steps' is missing");
-    opt->set_steps(std::stol(it->second));
+    long steps = -1;
+    const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), steps);
+    require(ec == std::errc() && end == it->second.data() + it->second.size() && steps >= 0,
+            "checkpoint " + path + ": metadata 'optimizer_steps' is not a non-negative integer ('" + it->second + "')");
+    opt->set_steps(steps);
   }
   return info;
 }
