@@ -24,10 +24,6 @@ template <class T>
 using CMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using MMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
-template <class T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
 }  // namespace detail
 
 template <>
@@ -145,9 +141,11 @@ struct ops<cpu> {
     for (size_t i = 0; i < n; ++i) y[i] += a[i] * b[i];
   }
 
+  // y = tanh(x) (Eigen's SIMD tanh; y may be x).
   template <class T>
   static void tanh_forward(size_t n, const T* x, T* y) {
-    for (size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+    using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+    Eigen::Map<Arr>(y, Eigen::Index(n)) = Eigen::Map<const Arr>(x, Eigen::Index(n)).tanh();
   }
   // dx += dy * (1 - y^2)
   template <class T>
@@ -171,21 +169,19 @@ struct ops<cpu> {
   template <class T>
   static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* h, T* r, T* z,
                                 T* n, T* ghn, T* h_new) {
-    using detail::sigmoid;
-    for (int i = 0; i < a; ++i) {
+    using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+    using C = Eigen::Map<const Arr>;
+    using M = Eigen::Map<Arr>;
+    for (int i = 0; i < a; ++i) {  // one row at a time, SIMD over H (Eigen's logistic and tanh)
       const T* x = gx + size_t(i) * 3 * H;
       const T* g = gh + size_t(i) * 3 * H;
       const size_t o = size_t(i) * H;
-      for (int k = 0; k < H; ++k) {
-        const T rk = sigmoid(x[k] + g[k]);
-        const T zk = sigmoid(x[H + k] + g[H + k]);
-        const T nk = std::tanh(x[2 * H + k] + rk * g[2 * H + k]);
-        r[o + k] = rk;
-        z[o + k] = zk;
-        n[o + k] = nk;
-        ghn[o + k] = g[2 * H + k];
-        h_new[o + k] = (T(1) - zk) * nk + zk * h[o + k];
-      }
+      M R(r + o, H), Z(z + o, H), N(n + o, H);
+      R = (C(x, H) + C(g, H)).logistic();
+      Z = (C(x + H, H) + C(g + H, H)).logistic();
+      N = (C(x + 2 * H, H) + R * C(g + 2 * H, H)).tanh();
+      M(ghn + o, H) = C(g + 2 * H, H);
+      M(h_new + o, H) = (T(1) - Z) * N + Z * C(h + o, H);
     }
   }
   // Backward of gru_gates_forward. dh (a, H): in dL/dh', out dL/dh through the z path only
