@@ -10,7 +10,10 @@
 // sequence's last state. A reverse GRU runs each sequence from its own last token back to
 // the first, so its final state is the one at t = 0.
 // The input projection X W_ih^T for all rows is one GEMM outside the recurrence; each step
-// does one (active, H) x (H, 3H) GEMM over the rows still running.
+// does one (active, H) x (H, 3H) GEMM over the rows still running. The forward pass keeps
+// every row's previous state h_{t-1}, so backward runs only dh_{t-1} = dgh_t W_hh inside
+// the recurrence and forms the weight gradients after it, each as one GEMM over all rows:
+//   dW_hh += dGH^T H_prev,  db_hh += colsum(dGH),  dW_ih += dGX^T X,  db_ih += colsum(dGX).
 // backward accumulates into the four parameters and (when given) dX; dstates (gradient on
 // every step's state) and dh_final are both optional.
 #pragma once
@@ -30,8 +33,8 @@ struct GRU {
   bool reverse = false;
 
   struct Cache {
-    Buffer<T, B> gx, r, z, n, ghn, states, h_final;  // forward results
-    Buffer<T, B> hprev, gh, dgx, dgh, dh;           // scratch
+    Buffer<T, B> gx, r, z, n, ghn, states, h_final, hprev;  // forward results (hprev: h_{t-1} per row)
+    Buffer<T, B> gh, dgx, dgh, dh;                          // scratch
     std::vector<int32_t> last_row;                   // row of each sequence's last step
   };
 
@@ -57,10 +60,11 @@ struct GRU {
     c.z.shape(pk.rows, H);
     c.n.shape(pk.rows, H);
     c.ghn.shape(pk.rows, H);
-    View<T> hp = c.hprev.shape(pk.batch, H), gh = c.gh.shape(pk.batch, G);
+    View<T> hp_all = c.hprev.shape(pk.rows, H), gh = c.gh.shape(pk.batch, G);
     for (int s = 0; s < pk.steps; ++s) {
       const int t = reverse ? pk.steps - 1 - s : s;
       const int a = pk.active[t];
+      View<T> hp{hp_all.row(pk.offset[t]), a, H};
       previous_states(pk, t, st, hp);
       ops<B>::gemm(false, true, a, G, H, T(1), hp.data, H, ar.value(W_hh), H, T(0), gh.data, G);
       ops<B>::add_row_bias(gh.data, a, G, ar.value(b_hh));
@@ -81,23 +85,22 @@ struct GRU {
   void backward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dstates,
                 View<T> dh_final, View<T> dX, Cache& c) const {
     const int G = 3 * H;
-    View<T> st{c.states.data(), pk.rows, H};
     View<T> dgx = c.dgx.shape(pk.rows, G);
     View<T> dh = c.dh.zeros(pk.batch, H);
     if (dh_final) ops<B>::copy2d(dh_final.data, pk.batch, H, dh_final.cols, dh.data, H);
-    View<T> hp = c.hprev.shape(pk.batch, H), dgh = c.dgh.shape(pk.batch, G);
+    View<T> hp_all{c.hprev.data(), pk.rows, H}, dgh_all = c.dgh.shape(pk.rows, G);
     for (int s = pk.steps - 1; s >= 0; --s) {
       const int t = reverse ? pk.steps - 1 - s : s;
       const int a = pk.active[t];
       const size_t o = size_t(pk.offset[t]) * H;
       if (dstates) ops<B>::add2d(dstates.row(pk.offset[t]), a, H, dstates.cols, dh.data, H);
-      previous_states(pk, t, st, hp);
+      T* dgh = dgh_all.row(pk.offset[t]);
       ops<B>::gru_gates_backward(a, H, c.r.data() + o, c.z.data() + o, c.n.data() + o,
-                                 c.ghn.data() + o, hp.data, dh.data, dgx.row(pk.offset[t]), dgh.data);
-      ops<B>::gemm(true, false, G, H, a, T(1), dgh.data, G, hp.data, H, T(1), ar.grad(W_hh), H);
-      ops<B>::col_sum_acc(dgh.data, a, G, ar.grad(b_hh));
-      ops<B>::gemm(false, false, a, H, G, T(1), dgh.data, G, ar.value(W_hh), H, T(1), dh.data, H);
+                                 c.ghn.data() + o, hp_all.row(pk.offset[t]), dh.data, dgx.row(pk.offset[t]), dgh);
+      ops<B>::gemm(false, false, a, H, G, T(1), dgh, G, ar.value(W_hh), H, T(1), dh.data, H);
     }
+    ops<B>::gemm(true, false, G, H, pk.rows, T(1), dgh_all.data, G, hp_all.data, H, T(1), ar.grad(W_hh), H);
+    ops<B>::col_sum_acc(dgh_all.data, pk.rows, G, ar.grad(b_hh));
     ops<B>::gemm(true, false, G, in, pk.rows, T(1), dgx.data, G, X.data, X.cols, T(1), ar.grad(W_ih), in);
     ops<B>::col_sum_acc(dgx.data, pk.rows, G, ar.grad(b_ih));
     if (dX) ops<B>::gemm(false, false, pk.rows, in, G, T(1), dgx.data, G, ar.value(W_ih), in, T(1), dX.data, dX.cols);
