@@ -65,6 +65,8 @@ expect steps-text "steps" -- train --model vae --data "$w/ok" --steps many
 expect embed-negative "embed" -- train --model vae --data "$w/ok" "${small[@]}" --embed -3
 expect lambda-negative "lambda" -- train --model couple-vae --data "$w/ok" "${small[@]}" --lambda-c -1
 expect coupling-kind "coupling" -- train --model couple-vae --data "$w/ok" "${small[@]}" --coupling cosine
+expect steps-huge "steps must be at most 1e9" -- train --model vae --data "$w/ok" --embed 8 --hidden 4 --steps 99999999999
+expect hidden-huge "decoder GRU.*at most 1e9" -- train --model vae --data "$w/ok" --embed 8 --steps 2 --hidden 100000000
 expect max-nonfinite "max-nonfinite must be >= 1" -- train --model vae --data "$w/ok" "${small[@]}" --max-nonfinite 0
 expect log-every "log-every must be >= 0" -- train --model vae --data "$w/ok" "${small[@]}" --log-every -1
 expect preset "preset 'mars'" -- train --model vae --data "$w/ok" --preset mars

@@ -6,9 +6,11 @@
 // decoder_hidden = 0 means 2 * hidden, coupling_scale = 0 means 2 * latent (C in Eq. 5).
 // The configuration travels inside every checkpoint as JSON (to_json / from_json).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -119,8 +121,18 @@ struct Config {
     positive("cnn_channels", cnn_channels);
     require(!cnn_dilations.empty(), "config: cnn_dilations must not be empty");
     for (int d : cnn_dilations) require(d >= 1 && d <= 4096, "config: cnn_dilations must be in [1, 4096] (got " + std::to_string(d) + ")");
-    const double sizes = double(vocab_size) * embed + double(dec_hidden()) * dec_hidden() * 3;
-    require(sizes < 2e9, "config: sizes too large (vocab_size * embed = " + fmt(double(vocab_size) * embed) + ")");
+    require(steps <= 1'000'000'000, "config: steps must be at most 1e9 (got " + std::to_string(steps) + ")");
+    // Every weight matrix must stay addressable with int indices (and fit in memory).
+    const double D = decoder_hidden > 0 ? decoder_hidden : 2.0 * hidden, H = hidden, E = embed, C = cnn_channels;
+    const std::pair<const char*, double> matrices[] = {
+        {"the embedding / output layer (vocab_size x embed)", double(vocab_size) * E},
+        {"the decoder GRU (3 decoder_hidden x (2 embed + decoder_hidden))", 3 * D * (2 * E + D)},
+        {"the encoder GRU (3 hidden x (embed + hidden))", 3 * H * (E + H)},
+        {"the MLP and posterior heads", std::max(double(mlp_size()) * std::max(E, double(latent)), 2 * H * latent)},
+        {"the CNN decoder (cnn_channels^2 x 3)", 3 * C * std::max(C, E + double(latent))}};
+    for (const auto& [what, n] : matrices)
+      require(n < 1e9, std::string("config: sizes too large: ") + what + " would hold " + fmt(n) +
+                           " weights (at most 1e9)");
   }
 
   nlohmann::json to_json() const {
