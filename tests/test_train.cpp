@@ -120,6 +120,26 @@ TEST_CASE("importance-sampled NLL: N = 1 gives nll = rec + kl per sentence; PPL 
   CHECK(r50.nll <= r50.rec + r50.kl + 1e-9);
 }
 
+TEST_CASE("importance-sampled NLL is the same with 1, 2 or 3 evaluation threads (noise stream per batch)") {
+  const Dataset d = small_dataset();
+  Config c = small_config(int(d.vocab.size()));
+  CVAE model(c, 3);
+  // batch_size 2: five batches of the 9 training sentences, shared out differently.
+  const NllReport one = evaluate_nll(model, d.train, 7, 5, size_t(-1), 2, {}, 1);
+  size_t last_done = 0;
+  for (int threads : {2, 3}) {
+    const NllReport r = evaluate_nll(model, d.train, 7, 5, size_t(-1), 2, [&](size_t done, size_t) { last_done = done; },
+                                     threads);
+    CHECK(r.nll == doctest::Approx(one.nll).epsilon(1e-6));
+    CHECK(r.kl == doctest::Approx(one.kl).epsilon(1e-6));
+    CHECK(r.rec_c == doctest::Approx(one.rec_c).epsilon(1e-6));
+    CHECK(r.sentences == 9);
+    CHECK(last_done == 9);
+  }
+  // Other noise gives another estimate (the streams are really used).
+  CHECK(evaluate_nll(model, d.train, 7, 6, size_t(-1), 2, {}, 2).nll != doctest::Approx(one.nll).epsilon(1e-9));
+}
+
 TEST_CASE("checkpoints: round trip, metadata, and refusal of another model or architecture") {
   TempDir tmp;
   const Dataset d = small_dataset();
