@@ -19,7 +19,8 @@
 // that is not detached from h^c, give differences far above the tolerances.
 //
 // The reference (namespace ref) uses nothing of the library but Rng (to replay the noise)
-// and the kl schedule's documented formula written out again. The noise: with
+// and the arena's parameter list (names, offsets, shapes) to read the weights; the KL
+// weight is the documented schedule written out again (settings_of). The noise: with
 // Config::dropout = 0 the only draw of a training forward is the Gaussian posterior's eps,
 // ctx.rng.normal over B * Z values, row-major, rows in the packed order (sentences sorted
 // by length, longest first, ties in caller order: std::stable_sort). The coupled path draws
