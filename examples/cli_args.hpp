@@ -242,7 +242,7 @@ struct CommandLine {
     } catch (const CLI::CallForAllHelp& e) {
       return app.exit(e);
     } catch (const CLI::ParseError& e) {
-      std::fprintf(stderr, "couplevae: error: %s (see --help)\n", e.what());
+      std::fprintf(stderr, "couplevae: error: %s (see --help)\n", detail::one_line(e.what()).c_str());
       return 2;
     }
     return -1;

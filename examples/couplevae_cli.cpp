@@ -295,7 +295,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "couplevae: error: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "couplevae: error: %s\n", e.what());
+    std::fprintf(stderr, "couplevae: error: %s\n", detail::one_line(e.what()).c_str());
     return 2;
   }
   return 0;

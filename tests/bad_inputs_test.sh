@@ -58,6 +58,8 @@ expect train-is-dir "dirfile/train.txt" -- train --model vae --data "$w/dirfile"
 dataset "$w/yelp"; printf 'x the cat\n3 a dog\n' >"$w/yelp/train.txt"
 expect yelp-label "yelp/train.txt:1.*label" -- train --model vae --preset yelp --data "$w/yelp" "${small[@]}"
 expect unknown-model "unknown model 'gpt'" -- train --model gpt --data "$w/ok" "${small[@]}"
+expect model-newline "unknown model 'gp\\\\nt'" -- train --model $'gp\nt' --data "$w/ok" "${small[@]}"
+expect flag-newline "x\\\\ny" -- train --model vae --data "$w/ok" $'--x\ny' 3
 expect unknown-flag "--bogus" -- train --model vae --data "$w/ok" --bogus 3
 expect steps-zero "steps" -- train --model vae --data "$w/ok" --steps 0
 expect steps-negative "steps" -- train --model vae --data "$w/ok" --steps -5

@@ -551,3 +551,10 @@ TEST_CASE("ptb: split sizes and vocabulary") {
   CHECK(batcher.batches_per_epoch() == 1315);
 #endif
 }
+
+TEST_CASE("Error: a message quoting user input stays on one printable line") {
+  const couplevae::Error e(std::string("unknown model 'a\nb\tc\x01\x7f'"));
+  CHECK(std::string(e.what()) == "unknown model 'a\\nb\\x09c\\x01\\x7f'");
+  CHECK_THROWS_WITH_AS(couplevae::require(false, "x\ny"), "x\\ny", couplevae::Error);
+  CHECK(std::string(couplevae::Error("caf\xC3\xA9 ok").what()) == "caf\xC3\xA9 ok");  // UTF-8 kept
+}

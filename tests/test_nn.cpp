@@ -253,3 +253,35 @@ TEST_CASE("batch norm: training-mode gradients through the batch statistics; run
     CHECK(gradcheck::check(probes, loss) >= 18);
   }
 }
+
+TEST_CASE("gemm_few_rows (no packing) equals a plain triple loop, every tail shape, float and double") {
+  auto check = [](auto zero, int M, int N, int K, bool accumulate) {
+    using T = decltype(zero);
+    Rng rng(uint64_t(M * 1000003 + N * 1009 + K));
+    const int lda = K + 3, ldb = N + 5, ldc = N + 2;  // strides wider than the rows
+    std::vector<T> A(size_t(M) * lda), Bt(size_t(K) * ldb), C(size_t(M) * ldc);
+    rng.normal(A.data(), A.size());
+    rng.normal(Bt.data(), Bt.size());
+    rng.normal(C.data(), C.size());
+    std::vector<T> want = C;
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        double s = accumulate ? double(C[size_t(m) * ldc + n]) : 0.0;
+        for (int k = 0; k < K; ++k) s += double(A[size_t(m) * lda + k]) * double(Bt[size_t(k) * ldb + n]);
+        want[size_t(m) * ldc + n] = T(s);
+      }
+    ops<cpu>::gemm_few_rows(M, N, K, A.data(), lda, Bt.data(), ldb, C.data(), ldc, accumulate);
+    const double tol = sizeof(T) == 4 ? 2e-4 * std::sqrt(double(K)) : 1e-11 * K;
+    for (size_t i = 0; i < C.size(); ++i) REQUIRE(double(C[i]) == doctest::Approx(double(want[i])).epsilon(tol).scale(1));
+  };
+  for (int M : {1, 3, 7, 8, 9, 17, 32, 64, 65, 100})
+    for (int N : {1, 15, 16, 17, 33, 48, 100, 384})
+      for (int K : {1, 5, 64, 129}) {
+        check(0.0f, M, N, K, (M + N + K) % 2 == 0);
+        check(0.0, M, N, K, (M + N + K) % 2 == 1);
+      }
+  // Padding columns of C beyond N are never touched.
+  std::vector<float> A(4, 1.f), Bt(4, 1.f), C(3 * 2, -7.f);
+  ops<cpu>::gemm_few_rows(2, 2, 2, A.data(), 2, Bt.data(), 2, C.data(), 3, false);
+  CHECK(C == std::vector<float>{2.f, 2.f, -7.f, 2.f, 2.f, -7.f});
+}

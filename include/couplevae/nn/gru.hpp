@@ -10,7 +10,8 @@
 // sequence's last state. A reverse GRU runs each sequence from its own last token back to
 // the first, so its final state is the one at t = 0.
 // The input projection X W_ih^T for all rows is one GEMM outside the recurrence; each step
-// does one (active, H) x (H, 3H) GEMM over the rows still running. The forward pass keeps
+// does one (active, H) x (H, 3H) product over the rows still running (ops::gemm_few_rows,
+// against a transposed copy of W_hh made once per pass). The forward pass keeps
 // every row's previous state h_{t-1}, so backward runs only dh_{t-1} = dgh_t W_hh inside
 // the recurrence and forms the weight gradients after it, each as one GEMM over all rows:
 //   dW_hh += dGH^T H_prev,  db_hh += colsum(dGH),  dW_ih += dGX^T X,  db_ih += colsum(dGX).
@@ -34,6 +35,7 @@ struct GRU {
 
   struct Cache {
     Buffer<T, B> gx, r, z, n, ghn, states, h_final, hprev;  // forward results (hprev: h_{t-1} per row)
+    Buffer<T, B> whh_t;                                     // W_hh^T (H, 3H) for the forward steps
     Buffer<T, B> gh, dgx, dgh, dh;                          // scratch
     std::vector<int32_t> last_row;                   // row of each sequence's last step
   };
@@ -61,12 +63,14 @@ struct GRU {
     c.n.shape(pk.rows, H);
     c.ghn.shape(pk.rows, H);
     View<T> hp_all = c.hprev.shape(pk.rows, H), gh = c.gh.shape(pk.batch, G);
+    View<T> whh_t = c.whh_t.shape(H, G);
+    ops<B>::transpose(ar.value(W_hh), G, H, whh_t.data);
     for (int s = 0; s < pk.steps; ++s) {
       const int t = reverse ? pk.steps - 1 - s : s;
       const int a = pk.active[t];
       View<T> hp{hp_all.row(pk.offset[t]), a, H};
       previous_states(pk, t, st, hp);
-      ops<B>::gemm(false, true, a, G, H, T(1), hp.data, H, ar.value(W_hh), H, T(0), gh.data, G);
+      ops<B>::gemm_few_rows(a, G, H, hp.data, H, whh_t.data, G, gh.data, G, /*accumulate=*/false);
       ops<B>::add_row_bias(gh.data, a, G, ar.value(b_hh));
       const size_t o = size_t(pk.offset[t]) * H;
       ops<B>::gru_gates_forward(a, H, gx.row(pk.offset[t]), gh.data, hp.data, c.r.data() + o,
@@ -97,7 +101,7 @@ struct GRU {
       T* dgh = dgh_all.row(pk.offset[t]);
       ops<B>::gru_gates_backward(a, H, c.r.data() + o, c.z.data() + o, c.n.data() + o,
                                  c.ghn.data() + o, hp_all.row(pk.offset[t]), dh.data, dgx.row(pk.offset[t]), dgh);
-      ops<B>::gemm(false, false, a, H, G, T(1), dgh, G, ar.value(W_hh), H, T(1), dh.data, H);
+      ops<B>::gemm_few_rows(a, H, G, dgh, G, ar.value(W_hh), H, dh.data, H, /*accumulate=*/true);
     }
     ops<B>::gemm(true, false, G, H, pk.rows, T(1), dgh_all.data, G, hp_all.data, H, T(1), ar.grad(W_hh), H);
     ops<B>::col_sum_acc(dgh_all.data, pk.rows, G, ar.grad(b_hh));

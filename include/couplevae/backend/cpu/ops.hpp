@@ -13,6 +13,7 @@
 #include <Eigen/Core>
 
 #include "../../core/rng.hpp"
+#include "small_gemm.hpp"
 #include "../tags.hpp"
 
 namespace couplevae {
@@ -54,6 +55,25 @@ struct ops<cpu> {
     else if (ta && !tb) run(Am.transpose(), Bm);
     else if (!ta && tb) run(Am, Bm.transpose());
     else run(Am.transpose(), Bm.transpose());
+  }
+
+  // C (M x N) = A (M x K) Bt (K x N) (+ C when accumulate) for few rows (the recurrences):
+  // the weights are read in place, never repacked (backend/cpu/small_gemm.hpp); many rows
+  // go through gemm.
+  template <class T>
+  static void gemm_few_rows(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, T* C, int ldc,
+                            bool accumulate) {
+    if (M <= few_rows)
+      detail::small_gemm(M, N, K, A, lda, Bt, ldb, C, ldc, accumulate);
+    else
+      gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
+  }
+  static constexpr int few_rows = 64;
+  // y (cols x rows) = x^T for x (rows x cols), both contiguous.
+  template <class T>
+  static void transpose(const T* x, int rows, int cols, T* y) {
+    detail::MMap<T>(y, cols, rows, Eigen::OuterStride<>(rows)) =
+        detail::CMap<T>(x, rows, cols, Eigen::OuterStride<>(cols)).transpose();
   }
 
   // Packed GEMM shorthand: every matrix contiguous.
