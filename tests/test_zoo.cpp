@@ -103,6 +103,14 @@ TEST_CASE("zoo: every model name trains, evaluates and round-trips through its c
       CHECK(a.has_rec_c == name.starts_with("couple-"));
       if (is_lm) CHECK(a.nll == doctest::Approx(a.rec));  // exact likelihood
       if (a.has_nll && !is_lm) CHECK(a.nll <= a.rec + a.kl + 1e-6);  // IW bound below the ELBO
+      // One sentence a batch, shared among 3 threads (model replicas: parameters and
+      // running statistics copied) = the same batches on one thread.
+      const NllReport s1 = evaluate_nll(model, d.test, 3, 5, size_t(-1), 1, {}, 1);
+      const NllReport s3 = evaluate_nll(model, d.test, 3, 5, size_t(-1), 1, {}, 3);
+      CHECK(d.test.size() >= 3);
+      CHECK(s3.rec == doctest::Approx(s1.rec).epsilon(1e-6));
+      CHECK(s3.nll == doctest::Approx(s1.nll).epsilon(1e-6));
+      CHECK(s3.rec_c == doctest::Approx(s1.rec_c).epsilon(1e-6));
       // Reload the last checkpoint into a fresh model: identical evaluation.
       M fresh(c, 99);
       const CheckpointInfo info = load_checkpoint((dir / name / "last.safetensors").string(), fresh);
