@@ -21,10 +21,9 @@
 #include <cmath>
 #include <exception>
 #include <functional>
-#include <vector>
-
 #include <memory>
 #include <mutex>
+#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
