@@ -11,7 +11,9 @@
 #include <string>
 #include <string_view>
 
+#include <couplevae/config.hpp>
 #include <couplevae/core/error.hpp>
+#include <couplevae/data/vocab.hpp>
 
 namespace couplevae::fuzz {
 
@@ -34,15 +36,8 @@ int refuse_or_accept(F&& f) {
   return 0;
 }
 
-}  // namespace couplevae::fuzz
-
 // The small model and vocabulary of the checkpoint target and of its seed checkpoints
 // (make_seeds.cpp), so that mutated seeds reach the deepest checks of load_checkpoint.
-#include <couplevae/config.hpp>
-#include <couplevae/data/vocab.hpp>
-
-namespace couplevae::fuzz {
-
 inline Vocab tiny_vocab() { return Vocab::from_words({"<pad>", "<go>", "<eos>", "<unk>", "the", "cat", "sat"}); }
 
 inline Config tiny_config() {
