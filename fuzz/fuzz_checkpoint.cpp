@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   return fuzz::refuse_or_accept([&] {
     const CheckpointInfo info = read_checkpoint_info(path);
     fuzz::expect(int(info.vocab.size()) == info.config.vocab_size, "vocabulary and config disagree");
-    const CheckpointInfo loaded = load_checkpoint(path, model, info.has_train_state ? &adam : nullptr);
+    load_checkpoint(path, model, info.has_train_state ? &adam : nullptr);
     const size_t n = model.arena().total();
     fuzz::expect(all_finite(model.arena().values(), n), "a loaded parameter is not finite");
     if (info.has_train_state) {

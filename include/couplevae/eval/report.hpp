@@ -338,67 +338,52 @@ inline std::string render_markdown(const std::vector<RunRecord>& runs, const std
   }
   md << "\n";
 
-  // Table 1.
-  md << "## Table 1: language modeling\n\n";
-  md << "NLL is the importance-sampled estimate, KL and MI Monte Carlo estimates, PPL = exp(ΣNLL / Σ(L+1)) "
-        "(reference.md §13). The GRU-LM's NLL is exact and it has no KL.\n\n";
-  {
+  // Tables 1 and 2: one row per model, for each dataset the given columns filled from that
+  // run's eval.json by cells_of (dashes where the model has no run on the dataset).
+  auto per_dataset_table = [&](const std::vector<const char*>& names, auto&& cells_of) {
     std::vector<std::string> cols = {"Model"};
     for (const auto& d : datasets)
-      for (const char* c : {"NLL (KL)", "MI", "PPL"}) cols.push_back(display_dataset_name(d) + " " + c);
+      for (const char* c : names) cols.push_back(display_dataset_name(d) + " " + c);
     md << detail::table_header(cols);
     for (size_t i = 0; i < rows.labels.size(); ++i) {
       std::vector<std::string> cells = {md_escape(rows.labels[i])};
       for (const auto& d : datasets) {
         auto it = rows.cells[i].find(d);
-        if (it == rows.cells[i].end()) {
-          cells.insert(cells.end(), {dash, dash, dash});
-          continue;
-        }
-        const auto& j = runs[it->second].eval;
-        const double nll = json_number(j, "nll"), kl = json_number(j, "kl");
-        cells.push_back(std::isfinite(nll) ? report_cell(nll, "%.1f") + " (" + report_cell(kl, "%.1f") + ")" : dash);
-        cells.push_back(report_cell(json_number(j, "mi"), "%.2f"));
-        cells.push_back(report_cell(json_number(j, "ppl"), "%.1f"));
+        if (it == rows.cells[i].end())
+          cells.insert(cells.end(), names.size(), dash);
+        else
+          for (auto& c : cells_of(runs[it->second].eval)) cells.push_back(std::move(c));
       }
       md << detail::table_row(cells);
     }
-  }
-  md << "\n";
+    md << "\n";
+  };
+
+  // Table 1.
+  md << "## Table 1: language modeling\n\n";
+  md << "NLL is the importance-sampled estimate, KL and MI Monte Carlo estimates, PPL = exp(ΣNLL / Σ(L+1)) "
+        "(reference.md §13). The GRU-LM's NLL is exact and it has no KL.\n\n";
+  per_dataset_table({"NLL (KL)", "MI", "PPL"}, [&](const nlohmann::json& j) {
+    const double nll = json_number(j, "nll"), kl = json_number(j, "kl");
+    return std::vector<std::string>{
+        std::isfinite(nll) ? report_cell(nll, "%.1f") + " (" + report_cell(kl, "%.1f") + ")" : dash,
+        report_cell(json_number(j, "mi"), "%.2f"), report_cell(json_number(j, "ppl"), "%.1f")};
+  });
 
   // Table 2.
   md << "## Table 2: reconstruction and diversity\n\n";
   md << "BLEU-1/2 (paper) is what the authors' code reports: BP·p1 and BP·p2 (reference.md §13, §15.10). "
         "BLEU-1/2 (standard) is BP·p1 and BP·√(p1·p2). Both in percent, over 10 posterior samples per sentence "
         "decoded greedily. Dist-1/2 are the distinct unigram and bigram ratios of greedy prior samples.\n\n";
-  {
-    std::vector<std::string> cols = {"Model"};
-    for (const auto& d : datasets)
-      for (const char* c : {"BLEU-1/2 (paper)", "BLEU-1/2 (standard)", "Dist-1/2"})
-        cols.push_back(display_dataset_name(d) + " " + c);
-    md << detail::table_header(cols);
-    auto pair = [&](const nlohmann::json& j, const char* a, const char* b, const char* f) {
-      const double x = json_number(j, a), y = json_number(j, b);
-      if (!std::isfinite(x) && !std::isfinite(y)) return dash;
-      return report_cell(x, f) + " / " + report_cell(y, f);
-    };
-    for (size_t i = 0; i < rows.labels.size(); ++i) {
-      std::vector<std::string> cells = {md_escape(rows.labels[i])};
-      for (const auto& d : datasets) {
-        auto it = rows.cells[i].find(d);
-        if (it == rows.cells[i].end()) {
-          cells.insert(cells.end(), {dash, dash, dash});
-          continue;
-        }
-        const auto& j = runs[it->second].eval;
-        cells.push_back(pair(j, "bleu1_paper", "bleu2_paper", "%.1f"));
-        cells.push_back(pair(j, "bleu1", "bleu2", "%.1f"));
-        cells.push_back(pair(j, "dist1", "dist2", "%.4f"));
-      }
-      md << detail::table_row(cells);
-    }
-  }
-  md << "\n";
+  auto pair = [&](const nlohmann::json& j, const char* a, const char* b, const char* f) {
+    const double x = json_number(j, a), y = json_number(j, b);
+    if (!std::isfinite(x) && !std::isfinite(y)) return dash;
+    return report_cell(x, f) + " / " + report_cell(y, f);
+  };
+  per_dataset_table({"BLEU-1/2 (paper)", "BLEU-1/2 (standard)", "Dist-1/2"}, [&](const nlohmann::json& j) {
+    return std::vector<std::string>{pair(j, "bleu1_paper", "bleu2_paper", "%.1f"), pair(j, "bleu1", "bleu2", "%.1f"),
+                                    pair(j, "dist1", "dist2", "%.4f")};
+  });
 
   // Table 4.
   md << "## Table 4: gradient norms with respect to the encoded text\n\n";
