@@ -6,7 +6,9 @@
 // is what modules pass between each other.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -63,5 +65,18 @@ class Buffer<T, cpu> {
  private:
   std::vector<T, Eigen::aligned_allocator<T>> data_;
 };
+
+// Index arrays (token ids, row maps) are built on the host. backend_ids() hands B's kernels
+// a pointer to them: the host data itself on cpu; on cuda a copy uploaded into `stage` now
+// (the pointer stays valid until `stage` is reused).
+template <class B>
+const int32_t* backend_ids(const std::vector<int32_t>& ids, Buffer<int32_t, B>& stage) {
+  if constexpr (std::is_same_v<B, cpu>) {
+    return ids.data();
+  } else {
+    stage.from_host(ids.data(), ids.size());
+    return stage.data();
+  }
+}
 
 }  // namespace couplevae

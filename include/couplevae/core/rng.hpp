@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "hd.hpp"
+
 namespace couplevae {
 
 struct Philox {
@@ -20,7 +22,7 @@ struct Philox {
   static constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
 
   // Four 32-bit words for counter (c0..c3) and key (k0, k1).
-  static void block(uint32_t c[4], uint32_t k0, uint32_t k1) {
+  COUPLEVAE_HD static void block(uint32_t c[4], uint32_t k0, uint32_t k1) {
     for (int round = 0; round < 10; ++round) {
       const uint64_t p0 = uint64_t(M0) * c[0];
       const uint64_t p1 = uint64_t(M1) * c[2];
@@ -39,11 +41,41 @@ struct Philox {
 
 // Uniform in the open interval (0, 1) from 32 random bits.
 template <class T>
-inline T uniform_from_bits(uint32_t x) {
+COUPLEVAE_HD inline T uniform_from_bits(uint32_t x) {
   if constexpr (sizeof(T) == 4)
     return (T(x >> 8) + T(0.5)) * T(1.0 / 16777216.0);
   else
     return (T(x) + T(0.5)) * T(1.0 / 4294967296.0);
+}
+
+// The four words of block `pos` of the generator keyed by `seed` (counter = pos split into
+// two words; the upper counter words are free for sub-streams).
+COUPLEVAE_HD inline void philox_words(uint64_t seed, uint64_t pos, uint32_t stream, uint32_t out[4]) {
+  out[0] = uint32_t(pos);
+  out[1] = uint32_t(pos >> 32);
+  out[2] = stream;
+  out[3] = 0x636f7570u;  // "coup"
+  Philox::block(out, uint32_t(seed), uint32_t(seed >> 32));
+}
+
+// Element i of a draw that starts at block `position`: what Rng::uniform and Rng::normal
+// write at out[i]. Kernels on any backend call these, one element per thread.
+template <class T>
+COUPLEVAE_HD inline T philox_uniform(uint64_t seed, uint64_t position, uint64_t i) {
+  uint32_t w[4];
+  philox_words(seed, position + i / 4, 0, w);
+  return uniform_from_bits<T>(w[i % 4]);
+}
+template <class T>
+COUPLEVAE_HD inline T philox_normal(uint64_t seed, uint64_t position, uint64_t i) {
+  uint32_t w[4];
+  philox_words(seed, position + i / 4, 0, w);
+  const int pair = int(i % 4) / 2;
+  const double u1 = uniform_from_bits<double>(w[2 * pair]);
+  const double u2 = uniform_from_bits<double>(w[2 * pair + 1]);
+  const double r = ::sqrt(-2.0 * ::log(u1));
+  const double a = 6.283185307179586476925286766559 * u2;
+  return T(i % 2 == 0 ? r * ::cos(a) : r * ::sin(a));
 }
 
 struct Rng {
@@ -55,13 +87,7 @@ struct Rng {
 
   // The four words of block `pos` (counter = pos split into two words; the upper counter
   // words are free for sub-streams).
-  void words(uint64_t pos, uint32_t out[4], uint32_t stream = 0) const {
-    out[0] = uint32_t(pos);
-    out[1] = uint32_t(pos >> 32);
-    out[2] = stream;
-    out[3] = 0x636f7570u;  // "coup"
-    Philox::block(out, uint32_t(seed), uint32_t(seed >> 32));
-  }
+  void words(uint64_t pos, uint32_t out[4], uint32_t stream = 0) const { philox_words(seed, pos, stream, out); }
 
   static uint64_t blocks_for(size_t n) { return (uint64_t(n) + 3) / 4; }
 

@@ -103,6 +103,9 @@ struct Decoder<DilatedCNN> {
       std::vector<int32_t> tokens;     // (B*(T-1)) input ids of positions 1.. (<pad> after the end)
       std::vector<int32_t> out_index;  // padded row of each packed target row
       std::vector<int32_t> row_item;   // sentence of each packed target row
+      // The three index arrays and the batch's targets, readable by B's kernels (backend_ids).
+      Buffer<int32_t, B> tokens_b, out_index_b, items_b, targets_b;
+      const int32_t *tokens_d = nullptr, *out_index_d = nullptr, *items = nullptr, *targets = nullptr;
       Buffer<T, B> Em, X, x, O, logits, loss, dloss, dO, dx, dX, dEm, g, dq, dp, dr;
       typename nn::Conv1d<T, B>::Cache c_in;
       typename nn::Dropout<T, B>::Cache drop;
@@ -142,7 +145,7 @@ struct Decoder<DilatedCNN> {
       // Input sequence: [h; h], [dropout(emb(u_t)); h].
       const int ne = nb * (Tp - 1);
       View<T> Em = c.Em.shape(ne, E);
-      emb.forward(ctx, ar, c.tokens.data(), ne, Em.data, E);
+      emb.forward(ctx, ar, c.tokens_d, ne, Em.data, E);
       emb_drop.forward(ctx, Em, Em, c.drop);
       View<T> X = c.X.shape(N, 2 * E);
       conv_ops<B>::cnn_input(nb, Tp, E, h.data, Em.data, X.data);
@@ -157,13 +160,13 @@ struct Decoder<DilatedCNN> {
       }
       // Output: drop position 0, keep real targets only.
       View<T> O = c.O.shape(nout, F);
-      ops<B>::gather_rows(x.data, F, c.out_index.data(), nout, O.data, F);
+      ops<B>::gather_rows(x.data, F, c.out_index_d, nout, O.data, F);
       View<T> logits = c.logits.shape(nout, V);
       out.forward(ctx, ar, O, logits);
       View<T> loss = c.loss.shape(nout, 1);
-      ops<B>::softmax_xent(logits.data, nout, V, b.dec_targets.data() + nb, loss.data);
+      ops<B>::softmax_xent(logits.data, nout, V, c.targets + nb, loss.data);
       ops<B>::fill(rec.data, size_t(nb), T(0));
-      ops<B>::segment_sum(loss.data, c.row_item.data(), nout, rec.data);
+      ops<B>::segment_sum(loss.data, c.items, nout, rec.data);
     }
 
     void backward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
@@ -172,14 +175,14 @@ struct Decoder<DilatedCNN> {
       const Packing& pk = b.dec;
       const int nb = pk.batch, Tp = pk.steps, nout = pk.rows - nb, N = nb * Tp;
       View<T> dloss = c.dloss.shape(nout, 1);
-      ops<B>::segment_broadcast(drec.data, c.row_item.data(), nout, dloss.data);
+      ops<B>::segment_broadcast(drec.data, c.items, nout, dloss.data);
       View<T> dlogits{c.logits.data(), nout, V};
-      ops<B>::softmax_xent_backward(dlogits.data, nout, V, b.dec_targets.data() + nb, dloss.data);
+      ops<B>::softmax_xent_backward(dlogits.data, nout, V, c.targets + nb, dloss.data);
       View<T> O{c.O.data(), nout, F};
       View<T> dO = c.dO.zeros(nout, F);
       out.backward(ctx, ar, O, dlogits, dO);
       View<T> dx = c.dx.zeros(N, F);
-      ops<B>::scatter_add_rows(dO.data, F, c.out_index.data(), nout, F, dx.data);
+      ops<B>::scatter_add_rows(dO.data, F, c.out_index_d, nout, F, dx.data);
       for (size_t i = blocks.size(); i-- > 0;) block_backward(ctx, ar, i, dx, nb, Tp, c.blocks[i], c);
       View<T> X{c.X.data(), N, 2 * E};
       View<T> dX = c.dX.zeros(N, 2 * E);
@@ -188,7 +191,7 @@ struct Decoder<DilatedCNN> {
       View<T> dEm = c.dEm.shape(ne, E);
       conv_ops<B>::cnn_input_backward(nb, Tp, E, dX.data, dEm.data, dh.data);
       emb_drop.backward_inplace(dEm, c.drop);
-      emb.backward(ctx, ar, c.tokens.data(), ne, dEm.data, E);
+      emb.backward(ctx, ar, c.tokens_d, ne, dEm.data, E);
     }
 
     std::vector<std::vector<int32_t>> decode(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb,
@@ -214,13 +217,14 @@ struct Decoder<DilatedCNN> {
       typename nn::Conv1d<T, B>::Cache cc;
       typename nn::BatchNorm<T, B>::Cache bc;
       std::vector<int32_t> tokens(size_t(nb), go_id), finished(size_t(nb), 0), all;
+      Buffer<int32_t, B> tokens_b;
       int steps = 0;
 
       for (int t = 0; t < P; ++t) {
         if (t == 0) {
           conv_ops<B>::cnn_step_input(nb, E, h.data, static_cast<const T*>(nullptr), X.data);
         } else {
-          emb.forward(ctx, ar, tokens.data(), nb, Em.data, E);
+          emb.forward(ctx, ar, backend_ids(tokens, tokens_b), nb, Em.data, E);
           conv_ops<B>::cnn_step_input(nb, E, h.data, Em.data, X.data);
         }
         conv_in.forward(ctx, ar, X, nb, 1, 1, x, cc);
@@ -305,7 +309,7 @@ struct Decoder<DilatedCNN> {
       bl.conv1.backward(ctx, ar, x, nb, Tp, Tp, dp, dx, bc.c1);
     }
 
-    // Host-side index arrays of the padded layout (rows b * T + t) for this batch.
+    // Index arrays of the padded layout (rows b * T + t) for this batch, built on the host.
     void index(const Packing& pk, const Batch& b, Cache& c) const {
       const int nb = pk.batch, Tp = pk.steps, nout = pk.rows - nb;
       c.batch = nb;
@@ -320,6 +324,10 @@ struct Decoder<DilatedCNN> {
           c.out_index[r - nb] = i * Tp + t;
           c.row_item[r - nb] = i;
         }
+      c.tokens_d = backend_ids(c.tokens, c.tokens_b);
+      c.out_index_d = backend_ids(c.out_index, c.out_index_b);
+      c.items = backend_ids(c.row_item, c.items_b);
+      c.targets = backend_ids(b.dec_targets, c.targets_b);
     }
   };
 };

@@ -44,6 +44,9 @@ struct Decoder<GRU> {
       typename nn::GRU<T, B>::Cache rnn;
       typename nn::Dropout<T, B>::Cache in_drop, out_drop;
       std::vector<int32_t> row_item;  // sentence of each decoder row
+      // row_item and the batch's inputs and targets, readable by B's kernels (backend_ids).
+      Buffer<int32_t, B> items_b, inputs_b, targets_b;
+      const int32_t *items = nullptr, *inputs = nullptr, *targets = nullptr;
     };
 
     module() = default;
@@ -74,9 +77,9 @@ struct Decoder<GRU> {
       const Packing& pk = b.dec;
       const int n = pk.rows, nb = pk.batch, nout = n - nb;
       View<T> dloss = c.dloss.shape(nout, 1);
-      ops<B>::segment_broadcast(drec.data, c.row_item.data() + nb, nout, dloss.data);
+      ops<B>::segment_broadcast(drec.data, c.items + nb, nout, dloss.data);
       View<T> dlogits{c.logits.data(), nout, V};
-      ops<B>::softmax_xent_backward(dlogits.data, nout, V, b.dec_targets.data() + nb, dloss.data);
+      ops<B>::softmax_xent_backward(dlogits.data, nout, V, c.targets + nb, dloss.data);
       View<T> A{c.A.data(), nout, E}, O{c.O.data(), nout, Hd};
       View<T> dA = c.dA.zeros(nout, E), dP = c.dP.zeros(nout, E), dO = c.dO.zeros(nout, Hd);
       out.backward(ctx, ar, A, dlogits, dA);
@@ -88,9 +91,9 @@ struct Decoder<GRU> {
       View<T> dX = c.dX.zeros(n, 2 * E);
       rnn.backward(ctx, ar, X, pk, dst, View<T>{}, dX, c.rnn);
       in_drop.backward_inplace(dX.block(nb, nout), c.in_drop);
-      emb.backward(ctx, ar, b.dec_inputs.data() + nb, nout, dX.row(nb), 2 * E);
-      ops<B>::scatter_add_rows(dX.data, 2 * E, c.row_item.data(), nb, E, dh.data);
-      ops<B>::scatter_add_rows(dX.data + E, 2 * E, c.row_item.data(), n, E, dh.data);
+      emb.backward(ctx, ar, c.inputs + nb, nout, dX.row(nb), 2 * E);
+      ops<B>::scatter_add_rows(dX.data, 2 * E, c.items, nb, E, dh.data);
+      ops<B>::scatter_add_rows(dX.data + E, 2 * E, c.items, n, E, dh.data);
       (void)h;
     }
 
@@ -113,6 +116,7 @@ struct Decoder<GRU> {
       std::vector<std::vector<int32_t>> result;
       if (nb == 0) return result;
       Buffer<T, B> xb, sb, snb, ab, lb;
+      Buffer<int32_t, B> tokens_b;
       typename nn::GRU<T, B>::Cache scratch;
       View<T> X = xb.shape(nb, I);
       View<T> s = sb.zeros(nb, Hd), sn = snb.shape(nb, Hd);
@@ -128,7 +132,7 @@ struct Decoder<GRU> {
       all.reserve(size_t(nb) * size_t(std::min(max_len, 64)));
       int steps = 0;
       for (int t = 1; t <= max_len; ++t) {
-        emb.forward(ctx, ar, tokens.data(), nb, X.data, I);
+        emb.forward(ctx, ar, backend_ids(tokens, tokens_b), nb, X.data, I);
         gru_step();
         proj.forward(ctx, ar, s, A);
         ops<B>::tanh_forward(A.size(), A.data, A.data);
@@ -153,10 +157,13 @@ struct Decoder<GRU> {
       c.row_item.resize(n);
       for (int t = 0; t < pk.steps; ++t)
         for (int i = 0; i < pk.active[t]; ++i) c.row_item[pk.row(t, i)] = i;
+      c.items = backend_ids(c.row_item, c.items_b);
+      c.inputs = backend_ids(b.dec_inputs, c.inputs_b);
+      c.targets = backend_ids(b.dec_targets, c.targets_b);
       View<T> X = c.X.shape(n, 2 * E);
-      emb.forward(ctx, ar, b.dec_inputs.data() + nb, nout, X.row(nb), 2 * E);
-      ops<B>::gather_rows(h.data, E, c.row_item.data(), nb, X.data, 2 * E);       // step 0: [h; .]
-      ops<B>::gather_rows(h.data, E, c.row_item.data(), n, X.data + E, 2 * E);    // every step: [.; h]
+      emb.forward(ctx, ar, c.inputs + nb, nout, X.row(nb), 2 * E);
+      ops<B>::gather_rows(h.data, E, c.items, nb, X.data, 2 * E);       // step 0: [h; .]
+      ops<B>::gather_rows(h.data, E, c.items, n, X.data + E, 2 * E);    // every step: [.; h]
       in_drop.forward(ctx, X.block(nb, nout), X.block(nb, nout), c.in_drop);
       rnn.forward(ctx, ar, X, pk, c.rnn);
       View<T> O = c.O.shape(nout, Hd);
@@ -165,7 +172,7 @@ struct Decoder<GRU> {
       proj.forward(ctx, ar, O, A);
       ops<B>::tanh_forward(A.size(), A.data, A.data);
       View<T> loss = c.loss.shape(nout, 1);
-      const int32_t* targets = b.dec_targets.data() + nb;
+      const int32_t* targets = c.targets + nb;
       if (for_backward) {
         View<T> logits = c.logits.shape(nout, V);
         out.forward(ctx, ar, A, logits);
@@ -179,7 +186,7 @@ struct Decoder<GRU> {
         }
       }
       ops<B>::fill(rec.data, size_t(nb), T(0));
-      ops<B>::segment_sum(loss.data, c.row_item.data() + nb, nout, rec.data);
+      ops<B>::segment_sum(loss.data, c.items + nb, nout, rec.data);
     }
   };
 };

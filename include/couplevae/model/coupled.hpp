@@ -148,7 +148,11 @@ class Coupled : public M {
   // loss measures h against the h^c of the last forward before freezing, as a constant.
   void freeze_coupling_target(bool on) {
     frozen_ = on;
-    if (on) frozen_hc_.from_host(hc_buf.data(), size_t(this->batch_->size()) * this->cfg_.embed);
+    if (on) {
+      const size_t n = size_t(this->batch_->size()) * this->cfg_.embed;
+      frozen_hc_.resize(n);
+      ops<B>::copy(hc_buf.data(), n, frozen_hc_.data());
+    }
   }
 
   typename M::posterior_module post_c;

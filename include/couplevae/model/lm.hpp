@@ -102,12 +102,12 @@ class LanguageModel {
   void backward(Context<B>& ctx) {
     const Batch& b = *batch_;
     const int nb = b.size(), n = pk_.rows, E = cfg_.embed, Hd = cfg_.dec_hidden(), V = cfg_.vocab_size;
-    const int32_t* inputs = b.dec_inputs.data() + nb;
-    const int32_t* targets = b.dec_targets.data() + nb;
+    const int32_t* inputs = inputs_ + nb;
+    const int32_t* targets = targets_ + nb;
     View<T> drec = drec_buf.shape(nb, 1);
     ops<B>::fill(drec.data, size_t(nb), T(1.0 / nb));
     View<T> dloss = dloss_buf.shape(n, 1);
-    ops<B>::segment_broadcast(drec.data, row_item_.data(), n, dloss.data);
+    ops<B>::segment_broadcast(drec.data, items_, n, dloss.data);
     View<T> dlogits{logits_buf.data(), n, V};
     ops<B>::softmax_xent_backward(dlogits.data, n, V, targets, dloss.data);
     View<T> A{a_buf.data(), n, E}, O{o_buf.data(), n, Hd};
@@ -168,6 +168,7 @@ class LanguageModel {
     std::vector<std::vector<int32_t>> result;
     if (nb == 0) return result;
     Buffer<T, B> xb, sb, snb, ab, lb;
+    Buffer<int32_t, B> tokens_b;
     typename nn::GRU<T, B>::Cache scratch;
     View<T> X = xb.shape(nb, E);
     View<T> s = sb.zeros(nb, Hd), sn = snb.shape(nb, Hd);
@@ -176,7 +177,7 @@ class LanguageModel {
     all.reserve(size_t(nb) * size_t(std::min(max_len, 64)));
     int steps = 0;
     for (int t = 1; t <= max_len; ++t) {
-      emb.forward(ctx, arena_, tokens.data(), nb, X.data, E);
+      emb.forward(ctx, arena_, backend_ids(tokens, tokens_b), nb, X.data, E);
       rnn.step(ctx, arena_, X, s, sn, scratch);
       std::swap(s, sn);
       proj.forward(ctx, arena_, s, A);
@@ -211,8 +212,11 @@ class LanguageModel {
     row_item_.resize(size_t(n));
     for (int t = 0; t < pk_.steps; ++t)
       for (int i = 0; i < pk_.active[t]; ++i) row_item_[size_t(pk_.row(t, i))] = i;
-    const int32_t* inputs = batch.dec_inputs.data() + nb;
-    const int32_t* targets = batch.dec_targets.data() + nb;
+    items_ = backend_ids(row_item_, items_b_);
+    inputs_ = backend_ids(batch.dec_inputs, inputs_b_);
+    targets_ = backend_ids(batch.dec_targets, targets_b_);
+    const int32_t* inputs = inputs_ + nb;
+    const int32_t* targets = targets_ + nb;
     View<T> X = x_buf.shape(n, E);
     emb.forward(ctx, arena_, inputs, n, X.data, E);
     in_drop.forward(ctx, X, X, in_drop_cache);
@@ -228,7 +232,7 @@ class LanguageModel {
     ops<B>::softmax_xent(logits.data, n, V, targets, loss.data);
     View<T> rec = rec_buf.shape(nb, 1);
     ops<B>::fill(rec.data, size_t(nb), T(0));
-    ops<B>::segment_sum(loss.data, row_item_.data(), n, rec.data);
+    ops<B>::segment_sum(loss.data, items_, n, rec.data);
   }
 
   Config cfg_;
@@ -236,6 +240,9 @@ class LanguageModel {
   const Batch* batch_ = nullptr;
   Packing pk_;
   std::vector<int32_t> row_item_;  // sentence of each packed row
+  // row_item_ and the batch's inputs and targets, readable by B's kernels (backend_ids).
+  Buffer<int32_t, B> items_b_, inputs_b_, targets_b_;
+  const int32_t *items_ = nullptr, *inputs_ = nullptr, *targets_ = nullptr;
   Buffer<T, B> x_buf, o_buf, a_buf, logits_buf, loss_buf, rec_buf, drec_buf, dloss_buf, da_buf, dp_buf, do_buf,
       dst_buf, dx_buf;
   typename nn::GRU<T, B>::Cache rnn_cache;

@@ -285,7 +285,8 @@ class Model {
   void encode(Context<B>& ctx, const Batch& batch) {
     const int n = batch.enc.rows;
     View<T> x = x_buf.shape(n, cfg_.embed);
-    emb.forward(ctx, arena_, batch.enc_tokens.data(), n, x.data, cfg_.embed);
+    enc_ids_ = backend_ids(batch.enc_tokens, enc_ids_buf);
+    emb.forward(ctx, arena_, enc_ids_, n, x.data, cfg_.embed);
     emb_drop.forward(ctx, x, x, emb_drop_cache);
     encoder.forward(ctx, arena_, x, batch.enc, e(), enc_cache);
   }
@@ -380,12 +381,14 @@ class Model {
     View<T> x{x_buf.data(), batch.enc.rows, cfg_.embed};
     encoder.backward(ctx, arena_, x, batch.enc, de, dx, enc_cache);
     emb_drop.backward_inplace(dx, emb_drop_cache);
-    emb.backward(ctx, arena_, batch.enc_tokens.data(), batch.enc.rows, dx.data, cfg_.embed);
+    emb.backward(ctx, arena_, enc_ids_, batch.enc.rows, dx.data, cfg_.embed);
   }
 
   Config cfg_;
   Arena<T, B> arena_;
   const Batch* batch_ = nullptr;
+  Buffer<int32_t, B> enc_ids_buf;
+  const int32_t* enc_ids_ = nullptr;  // the last encoded batch's tokens, readable by B's kernels
   Buffer<T, B> gen_h_buf, gen_z_buf;
   typename nn::MLP<T, B>::Cache gen_mlp_cache;
   Buffer<T, B> x_buf, e_buf, e_rep_buf, h_buf, rec_buf, drec_buf, dh_buf, dz_buf, dkl_buf, de_buf, dx_buf;

@@ -38,6 +38,25 @@ using VAENF = Model<Posterior<Flow<3>>, Regularizer<KL>, Decoder<GRU>>;
 using WAENF = Model<Posterior<Flow<3>>, Regularizer<MMD>, Decoder<GRU>>;
 }  // namespace models
 
+// with_backend_t<M, B>: the same model on backend B (models:: aliases are cpu models):
+//   with_backend_t<Coupled<models::VAE>, cuda> = Coupled<Model<..., cuda, float>>.
+template <class M, class B>
+struct with_backend;
+template <class P, class R, class D, class B0, class T, class B>
+struct with_backend<Model<P, R, D, B0, T>, B> {
+  using type = Model<P, R, D, B, T>;
+};
+template <class M, class B>
+struct with_backend<Coupled<M>, B> {
+  using type = Coupled<typename with_backend<M, B>::type>;
+};
+template <class D, class B0, class T, class B>
+struct with_backend<LanguageModel<D, B0, T>, B> {
+  using type = LanguageModel<D, B, T>;
+};
+template <class M, class B>
+using with_backend_t = typename with_backend<M, B>::type;
+
 inline const std::vector<std::string>& model_names() {
   static const std::vector<std::string> names = {
       "lm",         "dae",           "vae",         "couple-vae",         "beta0.8-vae", "couple-beta0.8-vae",

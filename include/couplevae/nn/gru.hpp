@@ -38,6 +38,7 @@ struct GRU {
     Buffer<T, B> whh_t;                                     // W_hh^T (H, 3H) for the forward steps
     Buffer<T, B> gh, dgx, dgh, dh;                          // scratch
     std::vector<int32_t> last_row;                   // row of each sequence's last step
+    Buffer<int32_t, B> last_row_b;
   };
 
   GRU() = default;
@@ -83,7 +84,7 @@ struct GRU {
     else
       for (int b = 0; b < pk.batch; ++b) c.last_row[b] = pk.row(0, b);
     View<T> hf = c.h_final.shape(pk.batch, H);
-    ops<B>::gather_rows(st.data, H, c.last_row.data(), pk.batch, hf.data, H);
+    ops<B>::gather_rows(st.data, H, backend_ids(c.last_row, c.last_row_b), pk.batch, hf.data, H);
   }
 
   void backward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dstates,

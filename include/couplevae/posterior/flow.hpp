@@ -165,7 +165,7 @@ struct Posterior<Flow<K>> {
       mu_bn.forward(ctx, ar, mp, m, c.mu_bn);
       ls.forward(ctx, ar, e, sp);
       ls_bn.forward(ctx, ar, sp, s, c.ls_bn);
-      ctx.rng.normal(eps.data, eps.size());
+      ops<B>::normal(ctx.rng, eps.data, eps.size());
       View<T> q0 = c.logq0.shape(n, 1), ld = c.logdet.shape(n, 1), z = c.z.shape(n, Z);
       flow_ops<B>::base_sample(n, Z, m.data, s.data, eps.data, z0.data, q0.data);
       flow.forward(ctx, ar, z0, z, ld, c.flow);

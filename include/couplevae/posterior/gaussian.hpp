@@ -45,7 +45,7 @@ struct Posterior<Gaussian> {
       View<T> m = c.mu.shape(n, latent), s = c.ls.shape(n, latent), eps = c.eps.shape(n, latent);
       mu.forward(ctx, ar, e, m);
       ls.forward(ctx, ar, e, s);
-      ctx.rng.normal(eps.data, eps.size());
+      ops<B>::normal(ctx.rng, eps.data, eps.size());
       ops<B>::gaussian_sample(n, latent, m.data, s.data, eps.data, c.z.shape(n, latent).data,
                               c.kl.shape(n, 1).data, c.logq.shape(n, 1).data, c.logp.shape(n, 1).data);
     }

@@ -72,7 +72,7 @@ struct Regularizer<MMD> {
       const int n = z.rows, Z = z.cols;
       c.weight = weight(*cfg, step);
       View<T> p = c.prior.shape(n, Z);
-      ctx.rng.normal(p.data, p.size());
+      ops<B>::normal(ctx.rng, p.data, p.size());
       double C[n_scales];
       kernel_constants(Z, C);
       c.mmd = mmd_ops<B>::imq_mmd(n, n, Z, z.data, p.data, C, n_scales);

@@ -144,6 +144,18 @@ struct ops<cpu> {
     }
   }
 
+  // n standard normal / uniform (0, 1) values from the generator (core/rng.hpp), which
+  // advances by ceil(n / 4) blocks. Every backend draws the same numbers for the same
+  // (seed, position).
+  template <class T>
+  static void normal(Rng& rng, T* out, size_t n) {
+    rng.normal(out, n);
+  }
+  template <class T>
+  static void uniform(Rng& rng, T* out, size_t n) {
+    rng.uniform(out, n);
+  }
+
   // Inverted dropout: mask[i] = (u_i >= p) / (1 - p) from the generator; y = x * mask.
   template <class T>
   static void dropout_mask(Rng& rng, size_t n, T p, T* mask) {

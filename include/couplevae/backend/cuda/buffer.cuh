@@ -1,0 +1,98 @@
+// couplevae/backend/cuda/buffer.cuh: Buffer<T, cuda>, owning storage in device memory.
+//
+// The same interface as Buffer<T, cpu> (core/buffer.hpp): shape() grows without clearing,
+// zeros() and fill_zero() clear on the thread's stream, to_host() / from_host() copy and
+// order themselves after the queued kernels (to_host waits for them). Copies are deep
+// (device to device); moves hand the allocation over.
+#pragma once
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "../../core/buffer.hpp"
+#include "runtime.cuh"
+
+namespace couplevae {
+
+template <class T>
+class Buffer<T, cuda> {
+ public:
+  Buffer() = default;
+  explicit Buffer(size_t n) { resize(n); }
+  Buffer(const Buffer& o) {
+    resize(o.size_);
+    if (size_)
+      COUPLEVAE_CUDA(cudaMemcpyAsync(data_, o.data_, size_ * sizeof(T), cudaMemcpyDeviceToDevice, cuda_rt::stream()));
+  }
+  Buffer& operator=(const Buffer& o) {
+    if (this != &o) {
+      Buffer tmp(o);
+      swap(tmp);
+    }
+    return *this;
+  }
+  Buffer(Buffer&& o) noexcept { swap(o); }
+  Buffer& operator=(Buffer&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  ~Buffer() {
+    if (data_) cudaFree(data_);
+  }
+  void swap(Buffer& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    std::swap(capacity_, o.capacity_);
+  }
+
+  // Grows (keeping the contents) or shrinks the logical size.
+  void resize(size_t n) {
+    if (n > capacity_) {
+      T* p = nullptr;
+      COUPLEVAE_CUDA(cudaMalloc(&p, n * sizeof(T)));
+      if (size_) COUPLEVAE_CUDA(cudaMemcpyAsync(p, data_, size_ * sizeof(T), cudaMemcpyDeviceToDevice, cuda_rt::stream()));
+      if (data_) {
+        cuda_rt::runtime().sync();  // the old block may still be read by queued work
+        COUPLEVAE_CUDA(cudaFree(data_));
+      }
+      data_ = p;
+      capacity_ = n;
+    }
+    size_ = n;
+  }
+  View<T> shape(int rows, int cols) {
+    const size_t n = size_t(rows) * size_t(cols);
+    if (size_ < n) resize(n);
+    return {data_, rows, cols};
+  }
+  View<T> zeros(int rows, int cols) {
+    View<T> v = shape(rows, cols);
+    if (v.size()) COUPLEVAE_CUDA(cudaMemsetAsync(v.data, 0, v.size() * sizeof(T), cuda_rt::stream()));
+    return v;
+  }
+  void fill_zero() {
+    if (size_) COUPLEVAE_CUDA(cudaMemsetAsync(data_, 0, size_ * sizeof(T), cuda_rt::stream()));
+  }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return size_; }
+  std::vector<T> to_host() const {
+    std::vector<T> h(size_);
+    if (size_) {
+      COUPLEVAE_CUDA(cudaMemcpyAsync(h.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost, cuda_rt::stream()));
+      cuda_rt::runtime().sync();
+    }
+    return h;
+  }
+  // From pageable host memory: the source may be reused as soon as this returns.
+  void from_host(const T* src, size_t n) {
+    resize(n);
+    if (n) COUPLEVAE_CUDA(cudaMemcpyAsync(data_, src, n * sizeof(T), cudaMemcpyHostToDevice, cuda_rt::stream()));
+  }
+
+ private:
+  T* data_ = nullptr;
+  size_t size_ = 0, capacity_ = 0;
+};
+
+}  // namespace couplevae

@@ -1,0 +1,297 @@
+// couplevae/backend/cuda/kernels.cuh: the per-element bodies of the cuda kernels.
+//
+// Each body is a small functor with a COUPLEVAE_HD operator()(size_t i) over one index
+// space (elements, rows or columns, as its comment says). ops<cuda> (ops.cuh) launches it
+// with for_each() over a grid-stride loop; tests/cuda runs the same functor in a host loop
+// against ops<cpu>, so the formulas and the indexing are checked on machines without a GPU.
+// Accumulating bodies (`_acc`) add into their outputs, as on cpu.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "../../core/hd.hpp"
+#include "../../core/rng.hpp"
+
+namespace couplevae::cuda_k {
+
+template <class T>
+COUPLEVAE_HD inline T sigmoid(T x) {
+  return T(1) / (T(1) + ::exp(-x));
+}
+
+// i < a*H: PyTorch's GRU gates (backend/cpu/ops.hpp gru_gates_forward).
+template <class T>
+struct GruGatesForward {
+  int H;
+  const T *gx, *gh, *h;
+  T *r, *z, *n, *ghn, *h_new;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    const size_t row = i / H, k = i % H, g = row * 3 * H + k;
+    const T rr = sigmoid(gx[g] + gh[g]);
+    const T zz = sigmoid(gx[g + H] + gh[g + H]);
+    const T nn = ::tanh(gx[g + 2 * H] + rr * gh[g + 2 * H]);
+    r[i] = rr;
+    z[i] = zz;
+    n[i] = nn;
+    ghn[i] = gh[g + 2 * H];
+    h_new[i] = (T(1) - zz) * nn + zz * h[i];
+  }
+};
+
+// i < a*H: backward of the gates; dh in: dL/dh', out: the z path (dL/dh minus dgh W_hh).
+template <class T>
+struct GruGatesBackward {
+  int H;
+  const T *r, *z, *n, *ghn, *h;
+  T *dh, *dgx, *dgh;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    const size_t row = i / H, k = i % H, g = row * 3 * H + k;
+    const T d = dh[i], rk = r[i], zk = z[i], nk = n[i];
+    const T dan = d * (T(1) - zk) * (T(1) - nk * nk);
+    const T daz = d * (h[i] - nk) * zk * (T(1) - zk);
+    const T dar = dan * ghn[i] * rk * (T(1) - rk);
+    dgx[g] = dar;
+    dgx[g + H] = daz;
+    dgx[g + 2 * H] = dan;
+    dgh[g] = dar;
+    dgh[g + H] = daz;
+    dgh[g + 2 * H] = dan * rk;
+    dh[i] = d * zk;
+  }
+};
+
+// i < rows: the Gaussian posterior's sample and per-row KL, log q, log p (one row each).
+template <class T>
+struct GaussianSample {
+  int Z;
+  const T *mu, *ls, *eps;
+  T *z, *kl, *logq, *logp;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    const T half_log_2pi = T(0.91893853320467274178);
+    T k = 0, q = 0, p = 0;
+    for (int j = 0; j < Z; ++j) {
+      const size_t o = i * Z + j;
+      const T s = ::exp(ls[o]);
+      z[o] = mu[o] + s * eps[o];
+      k += T(0.5) * (mu[o] * mu[o] + s * s - T(1) - T(2) * ls[o]);
+      q += -T(0.5) * eps[o] * eps[o] - ls[o] - half_log_2pi;
+      p += -T(0.5) * z[o] * z[o] - half_log_2pi;
+    }
+    kl[i] = k;
+    logq[i] = q;
+    logp[i] = p;
+  }
+};
+
+// i < rows*Z: dmu += dz + dkl_row mu; dls += dz exp(ls) eps + dkl_row (exp(2 ls) - 1).
+template <class T>
+struct GaussianSampleBackward {
+  int Z;
+  const T *mu, *ls, *eps, *dz, *dkl;
+  T *dmu, *dls;
+  COUPLEVAE_HD void operator()(size_t o) const {
+    const size_t i = o / Z;
+    const T s = ::exp(ls[o]);
+    const T g = dz ? dz[o] : T(0);
+    dmu[o] += g + dkl[i] * mu[o];
+    dls[o] += g * s * eps[o] + dkl[i] * (s * s - T(1));
+  }
+};
+
+// The coupling kernel's scales, by value (at most 8).
+struct Scales {
+  double c[8];
+  int n;
+};
+
+// i < rows: coupling loss of one row (backend/cpu/ops.hpp coupling_forward).
+template <class T>
+struct CouplingForward {
+  int D;
+  const T *h, *hc;
+  Scales s;
+  bool rq;
+  T* loss;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    double d = 0;
+    for (int k = 0; k < D; ++k) {
+      const double e = double(h[i * D + k]) - double(hc[i * D + k]);
+      d += e * e;
+    }
+    double l = 0;
+    if (rq)
+      for (int j = 0; j < s.n; ++j) l -= s.c[j] / (s.c[j] + d);
+    else
+      l = d;
+    loss[i] = T(l);
+  }
+};
+
+// i < rows: dh_row += dloss_row * dloss/dd * 2 (h - hc).
+template <class T>
+struct CouplingBackward {
+  int D;
+  const T *h, *hc;
+  Scales s;
+  bool rq;
+  const T* dloss;
+  T* dh;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    double d = 0;
+    for (int k = 0; k < D; ++k) {
+      const double e = double(h[i * D + k]) - double(hc[i * D + k]);
+      d += e * e;
+    }
+    double dd = 1;
+    if (rq) {
+      dd = 0;
+      for (int j = 0; j < s.n; ++j) dd += s.c[j] / ((s.c[j] + d) * (s.c[j] + d));
+    }
+    const T g = T(2 * dd * double(dloss[i]));
+    for (int k = 0; k < D; ++k) dh[i * D + k] += g * (h[i * D + k] - hc[i * D + k]);
+  }
+};
+
+// i < C: BatchNorm forward of column i (backend/cpu/ops.hpp batchnorm_forward).
+template <class T>
+struct BatchNormForward {
+  int N, C;
+  const T *X, *gamma, *beta;
+  T *run_mean, *run_var;
+  bool training;
+  double momentum, eps;
+  T *xhat, *inv_std, *Y;
+  COUPLEVAE_HD void operator()(size_t c) const {
+    double mean, var;
+    if (training) {
+      double s = 0, ss = 0;
+      for (int i = 0; i < N; ++i) s += double(X[size_t(i) * C + c]);
+      mean = s / N;
+      for (int i = 0; i < N; ++i) {
+        const double d = double(X[size_t(i) * C + c]) - mean;
+        ss += d * d;
+      }
+      var = ss / N;
+      run_mean[c] = T((1 - momentum) * double(run_mean[c]) + momentum * mean);
+      const double unbiased = N > 1 ? ss / (N - 1) : var;
+      run_var[c] = T((1 - momentum) * double(run_var[c]) + momentum * unbiased);
+    } else {
+      mean = double(run_mean[c]);
+      var = double(run_var[c]);
+    }
+    const T is = T(1.0 / ::sqrt(var + eps));
+    inv_std[c] = is;
+    for (int i = 0; i < N; ++i) {
+      const size_t o = size_t(i) * C + c;
+      xhat[o] = (X[o] - T(mean)) * is;
+      Y[o] = gamma[c] * xhat[o] + beta[c];
+    }
+  }
+};
+
+// i < C: BatchNorm backward of column i (accumulates dgamma, dbeta, dX).
+template <class T>
+struct BatchNormBackward {
+  int N, C;
+  const T *xhat, *inv_std, *gamma, *dY;
+  bool training;
+  T *dgamma, *dbeta, *dX;
+  COUPLEVAE_HD void operator()(size_t c) const {
+    double sd = 0, sdx = 0;
+    for (int i = 0; i < N; ++i) {
+      const size_t o = size_t(i) * C + c;
+      sd += double(dY[o]);
+      sdx += double(dY[o]) * double(xhat[o]);
+    }
+    dgamma[c] += T(sdx);
+    dbeta[c] += T(sd);
+    if (!dX) return;
+    const T k = gamma[c] * inv_std[c];
+    const T md = T(sd / N), mdx = T(sdx / N);
+    for (int i = 0; i < N; ++i) {
+      const size_t o = size_t(i) * C + c;
+      dX[o] += training ? k * (dY[o] - md - xhat[o] * mdx) : k * dY[o];
+    }
+  }
+};
+
+// i < n: one Adam update (backend/cpu/ops.hpp adam); step = lr / c1.
+template <class T>
+struct AdamStep {
+  T *x;
+  const T* g;
+  T *m, *v;
+  T b1, b2, step, inv_sqrt_c2, eps;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    m[i] = b1 * m[i] + (T(1) - b1) * g[i];
+    v[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
+    x[i] -= step * m[i] / (::sqrt(v[i]) * inv_sqrt_c2 + eps);
+  }
+};
+
+// i < n: mask[i] = [u_i >= p] / (1 - p), u_i element i of the draw at (seed, position).
+template <class T>
+struct DropoutMask {
+  uint64_t seed, position;
+  T p, keep;
+  T* mask;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    mask[i] = philox_uniform<T>(seed, position, i) >= p ? keep : T(0);
+  }
+};
+
+// i < n: element i of a normal (or uniform) draw at (seed, position).
+template <class T>
+struct NormalDraw {
+  uint64_t seed, position;
+  T* out;
+  COUPLEVAE_HD void operator()(size_t i) const { out[i] = philox_normal<T>(seed, position, i); }
+};
+template <class T>
+struct UniformDraw {
+  uint64_t seed, position;
+  T* out;
+  COUPLEVAE_HD void operator()(size_t i) const { out[i] = philox_uniform<T>(seed, position, i); }
+};
+
+// i < cols: db[i] += sum over rows of dY[:, i] (coalesced across i).
+template <class T>
+struct ColSumAcc {
+  const T* dY;
+  int rows, cols;
+  T* db;
+  COUPLEVAE_HD void operator()(size_t c) const {
+    T s = 0;
+    for (int r = 0; r < rows; ++r) s += dY[size_t(r) * cols + c];
+    db[c] += s;
+  }
+};
+
+// i < rows*cols: y (cols, rows) = x^T.
+template <class T>
+struct Transpose {
+  const T* x;
+  int rows, cols;
+  T* y;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    const size_t r = i / cols, c = i % cols;
+    y[c * rows + r] = x[i];
+  }
+};
+
+// i < rows*V: d logits = dloss_row (p - onehot(target_row)) in place over the probabilities.
+template <class T>
+struct SoftmaxXentBackward {
+  T* probs;
+  int V;
+  const int32_t* targets;
+  const T* dloss;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    const size_t r = i / V;
+    const int k = int(i % V);
+    probs[i] = dloss[r] * (probs[i] - (k == targets[r] ? T(1) : T(0)));
+  }
+};
+
+}  // namespace couplevae::cuda_k

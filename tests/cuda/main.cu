@@ -1,0 +1,31 @@
+// The cuda test program: `--host` runs the cases of test_host.cu (no GPU needed), `--device`
+// those of test_device.cu, which need a CUDA device: without one it prints
+// "skipped: no CUDA device" and exits 77 (ctest's SKIP_RETURN_CODE). Other arguments go to
+// doctest.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <couplevae/cuda.cuh>
+
+int main(int argc, char** argv) {
+  std::vector<char*> args(argv, argv + argc);
+  std::string suite;
+  for (size_t i = 1; i < args.size(); ++i)
+    if (!std::strcmp(args[i], "--host") || !std::strcmp(args[i], "--device")) {
+      suite = args[i] + 2;
+      args.erase(args.begin() + long(i));
+      --i;
+    }
+  if (suite == "device" && couplevae::cuda_rt::device_count() == 0) {
+    std::printf("skipped: no CUDA device\n");
+    return 77;
+  }
+  doctest::Context ctx(int(args.size()), args.data());
+  if (!suite.empty()) ctx.setOption("test-suite", suite.c_str());
+  return ctx.run();
+}

@@ -1,0 +1,372 @@
+// The cuda backend on a GPU (ctest cuda.device; skipped without one):
+//   1. every ops<cuda> entry against ops<cpu> on the same random inputs (GEMM in all four
+//      transpose combinations with strides and beta, reductions, scatters with repeated
+//      ids, the generator's draws);
+//   2. whole models, cpu and cuda built from the same seed: identical initial weights, and
+//      after one training forward + backward (dropout on, same noise) the loss parts and
+//      every gradient tensor agree within float tolerance; importance weights too;
+//   3. 200 training steps of couple-vae (PTB when ../shared/data/ptb is there, else the
+//      toy corpus) with Adam and clipping on both backends: the losses track.
+#include "common.cuh"
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+using namespace couplevae;
+using cvtest::random_vec;
+using cvtest::rel_err;
+
+namespace {
+
+using C = ops<cpu>;
+using G = ops<cuda>;
+
+template <class T>
+struct Dev {
+  Buffer<T, cuda> b;
+  explicit Dev(const std::vector<T>& h) { b.from_host(h.data(), h.size()); }
+  T* p() { return b.data(); }
+  std::vector<T> host() const { return b.to_host(); }
+};
+
+Config small_config(int vocab) {
+  Config c = Config::preset("ptb");
+  c.vocab_size = vocab;
+  c.embed = 16;
+  c.hidden = 12;
+  c.latent = 6;
+  c.kl_start = 0;
+  c.kl_anneal_steps = 10;
+  c.dropout = 0.2;
+  return c;
+}
+
+std::vector<std::vector<int32_t>> sentences(int vocab, int n, uint64_t seed) {
+  Rng r(seed);
+  std::vector<std::vector<int32_t>> s(n);
+  for (auto& x : s) {
+    const int len = 1 + int(r.below(12));
+    for (int i = 0; i < len; ++i) x.push_back(int32_t(4 + r.below(uint64_t(vocab - 4))));
+  }
+  return s;
+}
+
+// Every gradient tensor of a and b, name by name: max relative error over the tensor.
+template <class MA, class MB>
+void check_grads(MA& a, MB& b, double tol) {
+  std::vector<std::vector<float>> ga, gb;
+  std::vector<std::string> names;
+  a.arena().visit([&](const ParamInfo& p, float*, float* g) {
+    ga.emplace_back(g, g + p.size);
+    names.push_back(p.name);
+  });
+  const auto all = b.arena().grads().to_host();
+  b.arena().visit([&](const ParamInfo& p, float*, float*) {
+    gb.emplace_back(all.begin() + long(p.offset), all.begin() + long(p.offset + p.size));
+  });
+  REQUIRE(ga.size() == gb.size());
+  for (size_t i = 0; i < ga.size(); ++i) {
+    INFO("gradient of " << names[i]);
+    CHECK(rel_err(gb[i], ga[i]) < tol);
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("device") {
+  TEST_CASE("GEMM: all transposes, strides, beta 0 and 1") {
+    const int M = 37, N = 45, K = 29, pad = 3;
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.f, 1.f}) {
+          const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+          const auto A = random_vec(size_t(ta ? K : M) * lda, 1), B = random_vec(size_t(tb ? N : K) * ldb, 2);
+          auto Cc = random_vec(size_t(M) * ldc, 3);
+          Dev<float> dA(A), dB(B), dC(Cc);
+          C::gemm(ta, tb, M, N, K, 0.7f, A.data(), lda, B.data(), ldb, beta, Cc.data(), ldc);
+          G::gemm(ta, tb, M, N, K, 0.7f, dA.p(), lda, dB.p(), ldb, beta, dC.p(), ldc);
+          CHECK(rel_err(dC.host(), Cc) < 1e-5);
+        }
+    const auto A = random_vec(7 * 20, 4), Bt = random_vec(20 * 30, 5);
+    auto Cc = random_vec(7 * 30, 6);
+    Dev<float> dA(A), dB(Bt), dC(Cc);
+    C::gemm_few_rows(7, 30, 20, A.data(), 20, Bt.data(), 30, Cc.data(), 30, true);
+    G::gemm_few_rows(7, 30, 20, dA.p(), 20, dB.p(), 30, dC.p(), 30, true);
+    CHECK(rel_err(dC.host(), Cc) < 1e-5);
+  }
+
+  TEST_CASE("element-wise, row and index kernels") {
+    const int rows = 33, cols = 70;
+    const size_t n = size_t(rows) * cols;
+    const auto x = random_vec(n, 10, -2, 2), y0 = random_vec(n, 11);
+    auto expect = y0;
+    Dev<float> dx(x), dy(y0);
+    auto same = [&](double tol) { CHECK(rel_err(dy.host(), expect) < tol); };
+    C::axpy(n, 0.5f, x.data(), expect.data());
+    G::axpy(n, 0.5f, dx.p(), dy.p());
+    same(1e-6);
+    C::mul_acc(n, x.data(), x.data(), expect.data());
+    G::mul_acc(n, dx.p(), dx.p(), dy.p());
+    same(1e-6);
+    C::tanh_forward(n, x.data(), expect.data());
+    G::tanh_forward(n, dx.p(), dy.p());
+    same(1e-6);
+    C::tanh_backward_acc(n, x.data(), x.data(), expect.data());
+    G::tanh_backward_acc(n, dx.p(), dx.p(), dy.p());
+    same(1e-6);
+    C::relu_forward(n, x.data(), expect.data());
+    G::relu_forward(n, dx.p(), dy.p());
+    same(0);
+    C::relu_backward_acc(n, x.data(), x.data(), expect.data());
+    G::relu_backward_acc(n, dx.p(), dx.p(), dy.p());
+    same(0);
+    const auto bias = random_vec(cols, 12);
+    Dev<float> db(bias);
+    C::add_row_bias(expect.data(), rows, cols, bias.data());
+    G::add_row_bias(dy.p(), rows, cols, db.p());
+    same(1e-6);
+    auto cs = random_vec(cols, 13);
+    Dev<float> dcs(cs);
+    C::col_sum_acc(x.data(), rows, cols, cs.data());
+    G::col_sum_acc(dx.p(), rows, cols, dcs.p());
+    CHECK(rel_err(dcs.host(), cs) < 1e-5);
+    C::add2d(x.data(), 5, 9, cols, expect.data() + 3, cols);
+    G::add2d(dx.p(), 5, 9, cols, dy.p() + 3, cols);
+    same(1e-6);
+    C::copy2d(x.data(), 5, 9, cols, expect.data() + 3, cols);
+    G::copy2d(dx.p(), 5, 9, cols, dy.p() + 3, cols);
+    same(0);
+    C::scale(expect.data(), n, 0.25f);
+    G::scale(dy.p(), n, 0.25f);
+    same(0);
+    C::add_scalar(expect.data(), n, 0.125f);
+    G::add_scalar(dy.p(), n, 0.125f);
+    same(0);
+    CHECK(G::sum(dx.p(), n) == doctest::Approx(C::sum(x.data(), n)).epsilon(1e-9));
+    CHECK(G::sum_squares(dx.p(), n) == doctest::Approx(C::sum_squares(x.data(), n)).epsilon(1e-9));
+    CHECK(G::all_finite(dx.p(), n));
+    G::fill(dy.p() + 17, 1, std::numeric_limits<float>::quiet_NaN());
+    CHECK_FALSE(G::all_finite(dy.p(), n));
+    std::vector<float> t(n);
+    Buffer<float, cuda> dt(n);
+    C::transpose(x.data(), rows, cols, t.data());
+    G::transpose(dx.p(), rows, cols, dt.data());
+    CHECK(rel_err(dt.to_host(), t) == 0);
+
+    // gather / scatter with repeated ids; segment sums and broadcasts.
+    const int V = 11, D = 8, m = 40;
+    std::vector<int32_t> ids(m);
+    for (int i = 0; i < m; ++i) ids[i] = int32_t((i * 7) % V);
+    const auto table = random_vec(size_t(V) * D, 14), dout = random_vec(size_t(m) * D, 15);
+    Buffer<int32_t, cuda> stage;
+    const int32_t* dids = backend_ids(ids, stage);
+    Dev<float> dtable(table), ddout(dout);
+    std::vector<float> g(size_t(m) * D);
+    Buffer<float, cuda> dg(g.size());
+    C::gather_rows(table.data(), D, ids.data(), m, g.data(), D);
+    G::gather_rows(dtable.p(), D, dids, m, dg.data(), D);
+    CHECK(rel_err(dg.to_host(), g) == 0);
+    auto acc = table;
+    C::scatter_add_rows(dout.data(), D, ids.data(), m, D, acc.data());
+    G::scatter_add_rows(ddout.p(), D, dids, m, D, dtable.p());
+    CHECK(rel_err(dtable.host(), acc) < 1e-6);
+    std::vector<float> seg(V, 0.f);
+    Buffer<float, cuda> dseg;
+    dseg.zeros(V, 1);
+    C::segment_sum(dout.data(), ids.data(), m, seg.data());
+    G::segment_sum(ddout.p(), dids, m, dseg.data());
+    CHECK(rel_err(dseg.to_host(), seg) < 1e-6);
+    std::vector<float> br(m);
+    Buffer<float, cuda> dbr(m);
+    C::segment_broadcast(acc.data(), ids.data(), m, br.data());  // dtable now holds acc
+    G::segment_broadcast(dtable.p(), dids, m, dbr.data());
+    CHECK(rel_err(dbr.to_host(), br) < 1e-6);
+  }
+
+  TEST_CASE("generator draws, dropout, GRU gates, softmax-xent, posterior, coupling, BatchNorm, Adam") {
+    const size_t n = 1001;
+    Rng rc(42, 7), rg(42, 7);
+    std::vector<float> u(n), nn(n), mk(n);
+    Buffer<float, cuda> du(n), dn(n), dm(n);
+    C::uniform(rc, u.data(), n);
+    G::uniform(rg, du.data(), n);
+    C::normal(rc, nn.data(), n);
+    G::normal(rg, dn.data(), n);
+    C::dropout_mask(rc, n, 0.2f, mk.data());
+    G::dropout_mask(rg, n, 0.2f, dm.data());
+    CHECK(rc.position == rg.position);
+    CHECK(rel_err(du.to_host(), u) == 0);
+    CHECK(rel_err(dn.to_host(), nn) < 1e-6);  // device sin/cos/log within an ulp or two
+    CHECK(rel_err(dm.to_host(), mk) == 0);
+
+    const int a = 19, H = 33;
+    const auto gx = random_vec(a * 3 * H, 1, -2, 2), gh = random_vec(a * 3 * H, 2, -2, 2), h = random_vec(a * H, 3);
+    std::vector<float> r(a * H), z(a * H), nv(a * H), ghn(a * H), hn(a * H);
+    Dev<float> dgx(gx), dgh(gh), dh(h);
+    Buffer<float, cuda> dr(a * H), dz(a * H), dnv(a * H), dghn(a * H), dhn(a * H);
+    C::gru_gates_forward(a, H, gx.data(), gh.data(), h.data(), r.data(), z.data(), nv.data(), ghn.data(), hn.data());
+    G::gru_gates_forward(a, H, dgx.p(), dgh.p(), dh.p(), dr.data(), dz.data(), dnv.data(), dghn.data(), dhn.data());
+    CHECK(rel_err(dhn.to_host(), hn) < 1e-5);
+    auto dd = random_vec(a * H, 4);
+    Dev<float> ddd(dd);
+    std::vector<float> gxo(a * 3 * H), gho(a * 3 * H);
+    Buffer<float, cuda> dgxo(gxo.size()), dgho(gho.size());
+    C::gru_gates_backward(a, H, r.data(), z.data(), nv.data(), ghn.data(), h.data(), dd.data(), gxo.data(), gho.data());
+    G::gru_gates_backward(a, H, dr.data(), dz.data(), dnv.data(), dghn.data(), dh.p(), ddd.p(), dgxo.data(),
+                          dgho.data());
+    CHECK(rel_err(dgxo.to_host(), gxo) < 1e-5);
+    CHECK(rel_err(dgho.to_host(), gho) < 1e-5);
+    CHECK(rel_err(ddd.host(), dd) < 1e-5);
+
+    for (int V : {13, 10002}) {
+      const int rows = 29;
+      auto lg = random_vec(size_t(rows) * V, 5, -6, 6);
+      std::vector<int32_t> tg(rows);
+      for (int i = 0; i < rows; ++i) tg[i] = int32_t((i * 131) % V);
+      Buffer<int32_t, cuda> st;
+      const int32_t* dtg = backend_ids(tg, st);
+      Dev<float> dlg(lg);
+      std::vector<float> loss(rows);
+      Buffer<float, cuda> dloss(rows);
+      C::softmax_xent(lg.data(), rows, V, tg.data(), loss.data());
+      G::softmax_xent(dlg.p(), rows, V, dtg, dloss.data());
+      CHECK(rel_err(dloss.to_host(), loss) < 1e-5);
+      CHECK(rel_err(dlg.host(), lg) < 1e-5);
+      const auto dl = random_vec(rows, 6);
+      Dev<float> ddl(dl);
+      C::softmax_xent_backward(lg.data(), rows, V, tg.data(), dl.data());
+      G::softmax_xent_backward(dlg.p(), rows, V, dtg, ddl.p());
+      CHECK(rel_err(dlg.host(), lg) < 1e-5);
+    }
+
+    const int rows = 40, Z = 32, D = 200;
+    const auto mu = random_vec(rows * Z, 7), ls = random_vec(rows * Z, 8), eps = random_vec(rows * Z, 9);
+    Dev<float> dmu(mu), dls(ls), deps(eps);
+    std::vector<float> zz(rows * Z), kl(rows), lq(rows), lp(rows);
+    Buffer<float, cuda> dzz(zz.size()), dkl(rows), dlq(rows), dlp(rows);
+    C::gaussian_sample(rows, Z, mu.data(), ls.data(), eps.data(), zz.data(), kl.data(), lq.data(), lp.data());
+    G::gaussian_sample(rows, Z, dmu.p(), dls.p(), deps.p(), dzz.data(), dkl.data(), dlq.data(), dlp.data());
+    CHECK(rel_err(dzz.to_host(), zz) < 1e-6);
+    CHECK(rel_err(dkl.to_host(), kl) < 1e-5);
+    CHECK(rel_err(dlq.to_host(), lq) < 1e-5);
+    CHECK(rel_err(dlp.to_host(), lp) < 1e-5);
+
+    const auto h1 = random_vec(rows * D, 10), h2 = random_vec(rows * D, 11), dl = random_vec(rows, 12);
+    Dev<float> dh1(h1), dh2(h2), ddl(dl);
+    const double sc[7] = {12.8, 25.6, 64, 128, 256, 640, 1280};
+    std::vector<float> cl(rows);
+    Buffer<float, cuda> dcl(rows);
+    C::coupling_forward(rows, D, h1.data(), h2.data(), sc, 7, true, cl.data());
+    G::coupling_forward(rows, D, dh1.p(), dh2.p(), sc, 7, true, dcl.data());
+    CHECK(rel_err(dcl.to_host(), cl) < 1e-6);
+    auto gh1 = random_vec(rows * D, 13);
+    Dev<float> dgh1(gh1);
+    C::coupling_backward(rows, D, h1.data(), h2.data(), sc, 7, true, dl.data(), gh1.data());
+    G::coupling_backward(rows, D, dh1.p(), dh2.p(), sc, 7, true, ddl.p(), dgh1.p());
+    CHECK(rel_err(dgh1.host(), gh1) < 1e-6);
+
+    const int N = 64, Cc = 48;
+    const auto X = random_vec(N * Cc, 14), ga = random_vec(Cc, 15), be = random_vec(Cc, 16);
+    auto rm = random_vec(Cc, 17), rv = random_vec(Cc, 18, 0.5, 2);
+    Dev<float> dX(X), dga(ga), dbe(be), drm(rm), drv(rv);
+    std::vector<float> xh(N * Cc), is(Cc), Y(N * Cc);
+    Buffer<float, cuda> dxh(xh.size()), dis(Cc), dY(Y.size());
+    C::batchnorm_forward(N, Cc, X.data(), ga.data(), be.data(), rm.data(), rv.data(), true, 0.1, 1e-5, xh.data(),
+                         is.data(), Y.data());
+    G::batchnorm_forward(N, Cc, dX.p(), dga.p(), dbe.p(), drm.p(), drv.p(), true, 0.1, 1e-5, dxh.data(), dis.data(),
+                         dY.data());
+    CHECK(rel_err(dY.to_host(), Y) < 1e-5);
+    CHECK(rel_err(drv.host(), rv) < 1e-5);
+
+    const size_t na = 5000;
+    const auto gg = random_vec(na, 19);
+    auto x = random_vec(na, 20), m = random_vec(na, 21), v = random_vec(na, 22, 0, 1);
+    Dev<float> dgg(gg), dxx(x), dmm(m), dvv(v);
+    C::adam(na, x.data(), gg.data(), m.data(), v.data(), 1e-3, 0.9, 0.999, 1e-8, 0.271, 0.003);
+    G::adam(na, dxx.p(), dgg.p(), dmm.p(), dvv.p(), 1e-3, 0.9, 0.999, 1e-8, 0.271, 0.003);
+    CHECK(rel_err(dxx.host(), x) < 1e-6);
+    CHECK(rel_err(dvv.host(), v) < 1e-6);
+  }
+
+  TEST_CASE_TEMPLATE("model parity: same weights, loss parts and every gradient as cpu", M, models::VAE,
+                     Coupled<models::VAE>, models::DAE, models::BetaVAE, Coupled<models::BetaVAE>, models::LM) {
+    using Mc = with_backend_t<M, cuda>;
+    const int V = 60;
+    const Config cfg = small_config(V);
+    M a(cfg, 2024);
+    Mc b(cfg, 2024);
+    CHECK(rel_err(b.arena().values().to_host(), a.arena().values().to_host()) == 0);
+    const Batch batch = make_batch(sentences(V, 9, 5), V);
+    Context<cpu> ca(99, true);
+    Context<cuda> cb(99, true);
+    const Losses la = a.forward(ca, batch, 7);
+    const Losses lb = b.forward(cb, batch, 7);
+    CHECK(lb.loss == doctest::Approx(la.loss).epsilon(1e-5));
+    CHECK(lb.rec == doctest::Approx(la.rec).epsilon(1e-5));
+    CHECK(lb.kl == doctest::Approx(la.kl).epsilon(1e-4));
+    CHECK(lb.rec_c == doctest::Approx(la.rec_c).epsilon(1e-5));
+    CHECK(lb.couple == doctest::Approx(la.couple).epsilon(1e-4));
+    CHECK(ca.rng.position == cb.rng.position);
+    a.zero_grad();
+    b.zero_grad();
+    a.backward(ca);
+    b.backward(cb);
+    check_grads(a, b, 1e-4);
+    if constexpr (M::has_latent) {
+      Context<cpu> ea(5, false);
+      Context<cuda> eb(5, false);
+      const auto ia = a.importance_weights(ea, batch, 7), ib = b.importance_weights(eb, batch, 7);
+      for (size_t i = 0; i < ia.log_weight.size(); ++i)
+        CHECK(ib.log_weight[i] == doctest::Approx(ia.log_weight[i]).epsilon(1e-4));
+    }
+  }
+
+  TEST_CASE("200 training steps of couple-vae track the cpu run") {
+    namespace fs = std::filesystem;
+    std::vector<std::vector<int32_t>> train;
+    int V = 0;
+    Config cfg = Config::preset("ptb");
+    if (fs::exists(fs::path(COUPLEVAE_PTB_DIR) / "train.txt")) {
+      Dataset d = load_dataset(COUPLEVAE_PTB_DIR);
+      V = d.vocab.size();
+      train = std::move(d.train);
+      MESSAGE("PTB from " << COUPLEVAE_PTB_DIR);
+    } else {
+      const std::string dir = (fs::temp_directory_path() / "couplevae-cuda-toy").string();
+      write_toy_corpus(dir, 3);
+      Dataset d = load_dataset(dir);
+      V = d.vocab.size();
+      train = std::move(d.train);
+      MESSAGE("no PTB at " << COUPLEVAE_PTB_DIR << ": the toy corpus");
+    }
+    cfg.vocab_size = V;
+    using M = Coupled<models::VAE>;
+    using Mc = with_backend_t<M, cuda>;
+    M a(cfg, 1);
+    Mc b(cfg, 1);
+    Adam<float, cpu> oa(a.arena(), cfg);
+    Adam<float, cuda> ob(b.arena(), cfg);
+    Batcher batches(train, V, 11, cfg.batch_size);
+    Context<cpu> ca(3, true);
+    Context<cuda> cb(3, true);
+    double worst = 0;
+    for (long step = 1; step <= 200; ++step) {
+      const Batch batch = batches.next();
+      a.zero_grad();
+      b.zero_grad();
+      const Losses la = a.forward(ca, batch, step), lb = b.forward(cb, batch, step);
+      a.backward(ca);
+      b.backward(cb);
+      clip_grad_norm(a.arena(), cfg.clip_norm);
+      clip_grad_norm(b.arena(), cfg.clip_norm);
+      oa.step(a.arena(), learning_rate(cfg, step));
+      ob.step(b.arena(), learning_rate(cfg, step));
+      const double d = std::abs(lb.loss - la.loss) / std::abs(la.loss);
+      worst = std::max(worst, d);
+      if (step % 50 == 0) MESSAGE("step " << step << ": cpu " << la.loss << ", cuda " << lb.loss);
+    }
+    MESSAGE("largest relative loss difference over 200 steps: " << worst);
+    CHECK(worst < 1e-2);
+  }
+}
