@@ -23,7 +23,7 @@
 namespace couplevae::cli {
 
 struct TrainArgs {
-  std::string model, data, preset = "ptb", out, resume, coupling;
+  std::string model, data, preset = "ptb", out, resume, coupling, backend = "cpu";
   double beta = 0;
   int cnn_channels = 0;
   std::vector<int> dilations;
@@ -42,7 +42,7 @@ struct TrainArgs {
 };
 
 struct EvalArgs {
-  std::string checkpoint, data, split = "test", metrics, json_out;
+  std::string checkpoint, data, split = "test", metrics, json_out, backend = "cpu";
   int samples = 100, mi_samples = 100, bleu_samples = 10, dist_samples = 3200;
   long max_sentences = -1;
   uint64_t seed = 0;
@@ -56,14 +56,14 @@ struct ReportArgs {
 };
 
 struct SampleArgs {
-  std::string checkpoint;
+  std::string checkpoint, backend = "cpu";
   int n = 10, max_len = 200;
   double temperature = 0;
   uint64_t seed = 0;
 };
 
 struct InterpolateArgs {
-  std::string checkpoint, a, b;
+  std::string checkpoint, a, b, backend = "cpu";
 };
 
 struct CorpusArgs {
@@ -158,6 +158,10 @@ struct CommandLine {
 
   CommandLine() {
     app.require_subcommand(1);
+    const auto add_backend = [](CLI::App* cmd, std::string& backend) {
+      cmd->add_option("--backend", backend, "cpu (default) or cuda (an NVIDIA GPU; needs a build with COUPLEVAE_WITH_CUDA=ON)")
+          ->check(CLI::IsMember({"cpu", "cuda"}));
+    };
     TrainArgs& ta = train;
     train_cmd = ta.cmd = app.add_subcommand("train", "train a model; writes OUT/last.safetensors and OUT/best.safetensors");
     train_cmd->add_option("--model", ta.model, "model name: " + model_name_list())->required();
@@ -189,6 +193,7 @@ struct CommandLine {
                           "sentences into OUT/dynamics.csv and OUT/dynamics.npy (0: off)");
     train_cmd->add_option("--track-sentences", ta.track_sentences,
                           "validation sentences used by --track-every (default 200)");
+    add_backend(train_cmd, ta.backend);
 
     EvalArgs& ea = eval;
     eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint (importance-sampled NLL, KL, PPL)");
@@ -204,6 +209,7 @@ struct CommandLine {
     eval_cmd->add_option("--seed", ea.seed, "seed of the evaluation noise");
     eval_cmd->add_flag("--json", ea.json, "print one JSON line last");
     eval_cmd->add_option("--json-out", ea.json_out, "also write the JSON object to FILE (atomically), e.g. RUN/eval.json");
+    add_backend(eval_cmd, ea.backend);
 
     report_cmd = app.add_subcommand(
         "report", "Markdown tables (paper Tables 1, 2, 4) and an SVG of the training dynamics over run folders");
@@ -220,11 +226,13 @@ struct CommandLine {
     sample_cmd->add_option("--temperature", sample.temperature, "0: greedy decoding; > 0: sampling");
     sample_cmd->add_option("--seed", sample.seed, "seed");
     sample_cmd->add_option("--max-len", sample.max_len, "maximum tokens");
+    add_backend(sample_cmd, sample.backend);
 
     interp_cmd = app.add_subcommand("interpolate", "decode 7 points between two sentences' posterior means");
     interp_cmd->add_option("--checkpoint", interpolate.checkpoint, "a .safetensors checkpoint")->required();
     interp_cmd->add_option("--a", interpolate.a, "first sentence")->required();
     interp_cmd->add_option("--b", interpolate.b, "second sentence")->required();
+    add_backend(interp_cmd, interpolate.backend);
 
     corpus_cmd = app.add_subcommand("make-corpus", "write the small synthetic corpus of the quick start");
     corpus_cmd->add_option("--out", corpus.out, "folder to write train.txt valid.txt test.txt into")->required();

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include <couplevae/couplevae.hpp>
-#include <couplevae/backend/cpu/mmd_ops.hpp>
+#include <couplevae/backend/mmd_ops.hpp>
 #include <couplevae/posterior/deterministic.hpp>
 #include <couplevae/regularizer/mmd.hpp>
 #include <couplevae/regularizer/zero.hpp>

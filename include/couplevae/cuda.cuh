@@ -2,13 +2,18 @@
 //
 //   #include <couplevae/couplevae.hpp>
 //   #include <couplevae/cuda.cuh>
-//   couplevae::Coupled<couplevae::Model<..., couplevae::cuda>> model(cfg, seed);
+//   using CVAE = couplevae::with_backend_t<couplevae::Coupled<couplevae::models::VAE>, couplevae::cuda>;
+//   CVAE model(cfg, seed);                      // parameters in device memory
+//   couplevae::Context<couplevae::cuda> ctx(seed);
 //
-// Link the couplevae::cuda CMake target (cudart, cuBLAS; nvcc --extended-lambda). The
-// models whose posterior or regularizer needs flow_ops, vmf_ops, mmd_ops or conv_ops do not
-// have cuda kernels yet and stop at compile time with a message naming the missing family.
+// Link the couplevae::cuda CMake target (cudart, cuBLAS; nvcc -std=c++20 --extended-lambda
+// --expt-relaxed-constexpr). Every model runs on it: ops<cuda> (cuBLAS GEMMs and kernels),
+// launch<cuda> for the shared row bodies of the posterior, regularizer and decoder
+// families, decode_ops<cuda> for generation. Work is queued on one stream per host thread
+// (backend/cuda/runtime.cuh); reading a loss back waits for it.
 #pragma once
 #include "backend/cuda/buffer.cuh"
 #include "backend/cuda/decode_ops.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.cuh"
 #include "backend/cuda/runtime.cuh"

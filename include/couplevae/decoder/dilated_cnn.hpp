@@ -60,7 +60,7 @@
 #include <string>
 #include <vector>
 
-#include "../backend/cpu/conv_ops.hpp"
+#include "../backend/conv_ops.hpp"
 #include "../backend/cpu/decode_ops.hpp"
 #include "../config.hpp"
 #include "../core/batch.hpp"

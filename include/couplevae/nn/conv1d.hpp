@@ -18,7 +18,7 @@
 #pragma once
 #include <string>
 
-#include "../backend/cpu/conv_ops.hpp"
+#include "../backend/conv_ops.hpp"
 #include "../core/arena.hpp"
 #include "../core/context.hpp"
 #include "../core/error.hpp"

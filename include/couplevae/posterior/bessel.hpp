@@ -37,6 +37,8 @@
 #include <cmath>
 #include <limits>
 
+#include "../core/hd.hpp"
+
 namespace couplevae {
 
 namespace detail {
@@ -62,9 +64,21 @@ constexpr DebyeTable make_debye_table() {
   return c;
 }
 inline constexpr DebyeTable debye_table = make_debye_table();
+#if defined(__CUDACC__)
+// The device's copy (constant memory, one per translation unit), read by debye().
+static __constant__ DebyeTable debye_table_device = make_debye_table();
+#endif
+// Coefficient j of u_k, on the host or the device.
+COUPLEVAE_HD inline double debye(int k, int j) {
+#if defined(__CUDA_ARCH__)
+  return debye_table_device[k][j];
+#else
+  return debye_table[k][j];
+#endif
+}
 
 // log ive(nu, x) by Debye's expansion; nu > 0, x > 0.
-inline double log_ive_debye(double nu, double x) {
+COUPLEVAE_HD inline double log_ive_debye(double nu, double x) {
   const double z = x / nu;
   const double s = std::hypot(1.0, z);
   const double p = 1.0 / s, p2 = p * p;
@@ -72,7 +86,7 @@ inline double log_ive_debye(double nu, double x) {
   double sum = 0, inv_nu_k = 1;
   for (int k = 0; k <= debye_terms; ++k) {
     double poly = 0;
-    for (int j = 3 * k; j >= k; j -= 2) poly = poly * p2 + debye_table[k][j];
+    for (int j = 3 * k; j >= k; j -= 2) poly = poly * p2 + debye(k, j);
     sum += poly * std::pow(p, k) * inv_nu_k;
     inv_nu_k /= nu;
   }
@@ -86,7 +100,7 @@ inline double log_ive_debye(double nu, double x) {
 //   A(nu, x) = (x/2) / (nu+1) * S_{nu+1} / S_nu.
 inline constexpr double series_max_x = 20;
 
-inline void log_ive_series(double nu, double x, double& log_ive, double& ratio) {
+COUPLEVAE_HD inline void log_ive_series(double nu, double x, double& log_ive, double& ratio) {
   const double q = 0.25 * x * x;
   double t0 = 1, t1 = 1, s0 = 1, s1 = 1;
   for (int k = 1; k < 200; ++k) {
@@ -108,7 +122,7 @@ struct BesselLogIve {
   double ratio = 0;    // I_{nu+1}(x) / I_nu(x)
 };
 
-inline BesselLogIve bessel_log_ive_ratio(double nu, double x) {
+COUPLEVAE_HD inline BesselLogIve bessel_log_ive_ratio(double nu, double x) {
   if (!(x > 0)) {
     if (x == 0) return {nu == 0 ? 0.0 : -std::numeric_limits<double>::infinity(), 0.0};
     return {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
@@ -136,12 +150,12 @@ inline BesselLogIve bessel_log_ive_ratio(double nu, double x) {
 }
 
 // log(I_nu(x) e^{-x}), nu >= 0, x > 0.
-inline double log_bessel_ive(double nu, double x) { return bessel_log_ive_ratio(nu, x).log_ive; }
+COUPLEVAE_HD inline double log_bessel_ive(double nu, double x) { return bessel_log_ive_ratio(nu, x).log_ive; }
 
 // I_nu(x) e^{-x} (underflows to 0 where it is below the double range).
-inline double bessel_ive(double nu, double x) { return std::exp(log_bessel_ive(nu, x)); }
+COUPLEVAE_HD inline double bessel_ive(double nu, double x) { return std::exp(log_bessel_ive(nu, x)); }
 
 // A(nu, x) = I_{nu+1}(x) / I_nu(x), in [0, 1).
-inline double bessel_ratio(double nu, double x) { return bessel_log_ive_ratio(nu, x).ratio; }
+COUPLEVAE_HD inline double bessel_ratio(double nu, double x) { return bessel_log_ive_ratio(nu, x).ratio; }
 
 }  // namespace couplevae

@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "../backend/cpu/flow_ops.hpp"
+#include "../backend/flow_ops.hpp"
 #include "../nn/batch_norm.hpp"
 #include "../nn/linear.hpp"
 #include "../policies.hpp"

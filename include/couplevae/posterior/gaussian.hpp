@@ -12,7 +12,7 @@
 #pragma once
 #include <string>
 
-#include "../backend/cpu/flow_ops.hpp"
+#include "../backend/flow_ops.hpp"
 #include "../core/error.hpp"
 #include "../nn/linear.hpp"
 #include "../policies.hpp"

@@ -6,7 +6,7 @@
 //   sample: z ~ vMF(mu, kappa) by Wood's rejection sampler (Beta proposal, acceptance test,
 //           x = [w, sqrt(max(1 - w^2, 1e-10)) v], Householder reflection e1 -> mu with
 //           uh = (e1 - mu)/(||e1 - mu|| + 1e-5)); the m = 3 inverse-CDF branch of the authors'
-//           code; every equation in backend/cpu/vmf_ops.hpp.
+//           code; every equation in backend/vmf_ops.hpp.
 //   kl[b]   = KL(vMF(mu, kappa) || U(S^{Z-1})) = kappa A_Z(kappa) + log C_Z(kappa) + log|S^{Z-1}|
 //             (analytic, kappa only; A and ive from posterior/bessel.hpp)
 //   logq[b] = kappa mu.z + log C_Z(kappa),  logp[b] = -log|S^{Z-1}|   (importance sampling, §13)
@@ -39,7 +39,7 @@
 #include <string>
 
 #include "../backend/cpu/ops.hpp"
-#include "../backend/cpu/vmf_ops.hpp"
+#include "../backend/vmf_ops.hpp"
 #include "../core/error.hpp"
 #include "../nn/linear.hpp"
 #include "../policies.hpp"

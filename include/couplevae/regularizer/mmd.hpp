@@ -6,7 +6,7 @@
 //   p       (B, Z) B fresh prior samples N(0, I) drawn from ctx.rng at every forward
 //   MMD_IMQ the unbiased U-statistic of MMD^2 with the inverse multiquadric kernel
 //           k(x, y) = C / (C + ||x - y||^2), C = 2 Z s (prior variance 1, Z the latent size),
-//           summed over s in {0.1, 0.2, 0.5, 1, 2, 5, 10} (backend/cpu/mmd_ops.hpp):
+//           summed over s in {0.1, 0.2, 0.5, 1, 2, 5, 10} (backend/mmd_ops.hpp):
 //           [sum_{i!=j} k(z_i,z_j) + sum_{i!=j} k(p_i,p_j)] / (B(B-1)) - 2 sum_{i,j} k(z_i,p_j) / B^2
 //           defined as 0 when B = 1 (the within-set averages do not exist)
 //   lambda_KL(t) = clip((t - start) / steps, 0, 0.8), rounded to 6 decimals
@@ -21,7 +21,7 @@
 #pragma once
 #include <string>
 
-#include "../backend/cpu/mmd_ops.hpp"
+#include "../backend/mmd_ops.hpp"
 #include "../backend/cpu/ops.hpp"
 #include "../config.hpp"
 #include "../core/arena.hpp"

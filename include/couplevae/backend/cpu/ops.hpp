@@ -2,7 +2,9 @@
 //
 // Plain pointer + size signatures (the same ones ops<cuda> implements), row-major data.
 // GEMM goes through Eigen (multi-threaded when built with OpenMP); element-wise kernels
-// are simple loops the compiler vectorises. Kernels that produce gradients follow the
+// are simple loops the compiler vectorises, Eigen arrays (SIMD tanh, logistic, exp), or the
+// row bodies of backend/kernels.hpp that ops<cuda> launches too (posterior, coupling,
+// BatchNorm). Kernels that produce gradients follow the
 // accumulate rule where their name says `_acc`; others overwrite their outputs.
 #pragma once
 #include <algorithm>
@@ -14,6 +16,8 @@
 
 #include "../../core/rng.hpp"
 #include "small_gemm.hpp"
+#include "../kernels.hpp"
+#include "../launch.hpp"
 #include "../tags.hpp"
 
 namespace couplevae {
@@ -287,34 +291,13 @@ struct ops<cpu> {
   template <class T>
   static void gaussian_sample(int rows, int Z, const T* mu, const T* ls, const T* eps, T* z, T* kl,
                               T* logq, T* logp) {
-    const T half_log_2pi = T(0.91893853320467274178);
-    for (int i = 0; i < rows; ++i) {
-      T k = 0, q = 0, p = 0;
-      for (int j = 0; j < Z; ++j) {
-        const size_t o = size_t(i) * Z + j;
-        const T s = std::exp(ls[o]);
-        z[o] = mu[o] + s * eps[o];
-        k += T(0.5) * (mu[o] * mu[o] + s * s - T(1) - T(2) * ls[o]);
-        q += -T(0.5) * eps[o] * eps[o] - ls[o] - half_log_2pi;
-        p += -T(0.5) * z[o] * z[o] - half_log_2pi;
-      }
-      kl[i] = k;
-      logq[i] = q;
-      logp[i] = p;
-    }
+    launch<cpu>::for_each(size_t(rows), kernels::GaussianSample<T>{Z, mu, ls, eps, z, kl, logq, logp});
   }
   // dmu += dz + dkl_i * mu; dls += dz * exp(ls) * eps + dkl_i * (exp(2 ls) - 1).
   template <class T>
   static void gaussian_sample_backward(int rows, int Z, const T* mu, const T* ls, const T* eps,
                                        const T* dz, const T* dkl, T* dmu, T* dls) {
-    for (int i = 0; i < rows; ++i)
-      for (int j = 0; j < Z; ++j) {
-        const size_t o = size_t(i) * Z + j;
-        const T s = std::exp(ls[o]);
-        const T g = dz ? dz[o] : T(0);
-        dmu[o] += g + dkl[i] * mu[o];
-        dls[o] += g * s * eps[o] + dkl[i] * (s * s - T(1));
-      }
+    launch<cpu>::for_each(size_t(rows) * Z, kernels::GaussianSampleBackward<T>{Z, mu, ls, eps, dz, dkl, dmu, dls});
   }
 
   // Coupling loss per row between decoding signals h and (detached) hc, both (rows, D):
@@ -322,38 +305,15 @@ struct ops<cpu> {
   template <class T>
   static void coupling_forward(int rows, int D, const T* h, const T* hc, const double* scales,
                                int n_scales, bool rq, T* loss) {
-    for (int i = 0; i < rows; ++i) {
-      double d = 0;
-      for (int k = 0; k < D; ++k) {
-        const double e = double(h[size_t(i) * D + k]) - double(hc[size_t(i) * D + k]);
-        d += e * e;
-      }
-      double l = 0;
-      if (rq)
-        for (int s = 0; s < n_scales; ++s) l -= scales[s] / (scales[s] + d);
-      else
-        l = d;
-      loss[i] = T(l);
-    }
+    launch<cpu>::for_each(size_t(rows),
+                          kernels::CouplingForward<T>{D, h, hc, kernels::scales_of(scales, n_scales), rq, loss});
   }
   // dh += dloss_i * dloss_i/dd * 2 (h - hc)
   template <class T>
   static void coupling_backward(int rows, int D, const T* h, const T* hc, const double* scales,
                                 int n_scales, bool rq, const T* dloss, T* dh) {
-    for (int i = 0; i < rows; ++i) {
-      double d = 0;
-      for (int k = 0; k < D; ++k) {
-        const double e = double(h[size_t(i) * D + k]) - double(hc[size_t(i) * D + k]);
-        d += e * e;
-      }
-      double dd = 1;
-      if (rq) {
-        dd = 0;
-        for (int s = 0; s < n_scales; ++s) dd += scales[s] / ((scales[s] + d) * (scales[s] + d));
-      }
-      const T g = T(2 * dd * double(dloss[i]));
-      for (int k = 0; k < D; ++k) dh[size_t(i) * D + k] += g * (h[size_t(i) * D + k] - hc[size_t(i) * D + k]);
-    }
+    launch<cpu>::for_each(size_t(rows), kernels::CouplingBackward<T>{D, h, hc, kernels::scales_of(scales, n_scales),
+                                                                     rq, dloss, dh});
   }
 
   // BatchNorm over the rows of X (N, C). Training: per-column batch mean and biased
@@ -362,54 +322,15 @@ struct ops<cpu> {
   template <class T>
   static void batchnorm_forward(int N, int C, const T* X, const T* gamma, const T* beta, T* run_mean, T* run_var,
                                 bool training, double momentum, double eps, T* xhat, T* inv_std, T* Y) {
-    for (int c = 0; c < C; ++c) {
-      double mean, var;
-      if (training) {
-        double s = 0, ss = 0;
-        for (int i = 0; i < N; ++i) s += double(X[size_t(i) * C + c]);
-        mean = s / N;
-        for (int i = 0; i < N; ++i) {
-          const double d = double(X[size_t(i) * C + c]) - mean;
-          ss += d * d;
-        }
-        var = ss / N;
-        run_mean[c] = T((1 - momentum) * double(run_mean[c]) + momentum * mean);
-        const double unbiased = N > 1 ? ss / (N - 1) : var;
-        run_var[c] = T((1 - momentum) * double(run_var[c]) + momentum * unbiased);
-      } else {
-        mean = double(run_mean[c]);
-        var = double(run_var[c]);
-      }
-      const T is = T(1.0 / std::sqrt(var + eps));
-      inv_std[c] = is;
-      for (int i = 0; i < N; ++i) {
-        const size_t o = size_t(i) * C + c;
-        xhat[o] = (X[o] - T(mean)) * is;
-        Y[o] = gamma[c] * xhat[o] + beta[c];
-      }
-    }
+    launch<cpu>::for_each(size_t(C), kernels::BatchNormForward<T>{N, C, X, gamma, beta, run_mean, run_var, training,
+                                                                  momentum, eps, xhat, inv_std, Y});
   }
   // Accumulates dgamma, dbeta and dX (training: through the batch statistics).
   template <class T>
   static void batchnorm_backward(int N, int C, const T* xhat, const T* inv_std, const T* gamma, const T* dY,
                                  bool training, T* dgamma, T* dbeta, T* dX) {
-    for (int c = 0; c < C; ++c) {
-      double sd = 0, sdx = 0;
-      for (int i = 0; i < N; ++i) {
-        const size_t o = size_t(i) * C + c;
-        sd += double(dY[o]);
-        sdx += double(dY[o]) * double(xhat[o]);
-      }
-      dgamma[c] += T(sdx);
-      dbeta[c] += T(sd);
-      if (!dX) continue;
-      const T k = gamma[c] * inv_std[c];
-      const T md = T(sd / N), mdx = T(sdx / N);
-      for (int i = 0; i < N; ++i) {
-        const size_t o = size_t(i) * C + c;
-        dX[o] += training ? k * (dY[o] - md - xhat[o] * mdx) : k * dY[o];
-      }
-    }
+    launch<cpu>::for_each(size_t(C),
+                          kernels::BatchNormBackward<T>{N, C, xhat, inv_std, gamma, dY, training, dgamma, dbeta, dX});
   }
 
   template <class T>

@@ -5,7 +5,7 @@
 // Everything is queued on the calling thread's stream (runtime.cuh); only the reductions
 // that return a number to the host (sum, sum_squares, all_finite) wait for it.
 //   GEMMs                : cuBLAS (row-major operands passed as their column-major transposes)
-//   element-wise / rows  : grid-stride kernels over the functors of kernels.cuh, or
+//   element-wise / rows  : grid-stride kernels over the bodies of backend/kernels.hpp, or
 //                          __device__ lambdas for the one-liners (nvcc --extended-lambda)
 //   softmax-cross-entropy: one block per row (max, sum of exp, loss, probabilities)
 //   scatter / segment sums: atomicAdd
@@ -22,9 +22,10 @@
 #include <cuda_runtime.h>
 
 #include "../../core/rng.hpp"
+#include "../kernels.hpp"
 #include "../tags.hpp"
 #include "buffer.cuh"
-#include "kernels.cuh"
+#include "launch.cuh"
 #include "runtime.cuh"
 
 #if defined(__CUDACC__) && !defined(__CUDACC_EXTENDED_LAMBDA__)
@@ -34,35 +35,6 @@
 namespace couplevae {
 
 namespace cuda_rt {
-
-template <class F>
-__global__ void for_each_kernel(size_t n, F f) {
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) f(i);
-}
-
-// f(i) for every i < n, on the thread's stream.
-template <class F>
-void for_each(size_t n, const F& f, const char* name) {
-  if (n == 0) return;
-  constexpr int threads = 256;
-  const size_t blocks = std::min<size_t>((n + threads - 1) / threads, size_t(1) << 16);
-  for_each_kernel<<<unsigned(blocks), threads, 0, stream()>>>(n, f);
-  COUPLEVAE_CUDA_LAUNCHED(name);
-}
-
-// Sum over a block of 256 threads (every thread gets the result).
-template <class U, class Op>
-__device__ U block_reduce(U v, Op op, U* shared /* 32 */) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  const int warps = (blockDim.x + 31) >> 5;
-  v = shared[0];
-  for (int w = 1; w < warps; ++w) v = op(v, shared[w]);
-  __syncthreads();
-  return v;
-}
 
 template <class T>
 __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T* loss, bool keep_probs) {
@@ -84,33 +56,6 @@ __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T*
     const T inv = T(1) / s;
     for (int k = threadIdx.x; k < V; k += blockDim.x) x[k] *= inv;
   }
-}
-
-// out[0] += sum of f(i) for i < n (double), out[1] += count of i with bad(i).
-template <class F>
-__global__ void reduce_kernel(size_t n, F f, double* out) {
-  __shared__ double shared[32];
-  double s = 0;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) s += f(i);
-  s = block_reduce(s, [](double a, double b) { return a + b; }, shared);
-  if (threadIdx.x == 0) atomicAdd(out, s);
-}
-
-// sum of f(i) for i < n, in double, returned to the host (waits for the stream).
-template <class F>
-double reduce_to_host(size_t n, const F& f, const char* name) {
-  Runtime& rt = runtime();
-  COUPLEVAE_CUDA(cudaMemsetAsync(rt.scratch, 0, sizeof(double), rt.stream));
-  if (n) {
-    constexpr int threads = 256;
-    const size_t blocks = std::min<size_t>((n + threads - 1) / threads, 1024);
-    reduce_kernel<<<unsigned(blocks), threads, 0, rt.stream>>>(n, f, rt.scratch);
-    COUPLEVAE_CUDA_LAUNCHED(name);
-  }
-  double out = 0;
-  COUPLEVAE_CUDA(cudaMemcpyAsync(&out, rt.scratch, sizeof(double), cudaMemcpyDeviceToHost, rt.stream));
-  rt.sync();
-  return out;
 }
 
 }  // namespace cuda_rt
@@ -139,7 +84,7 @@ struct ops<cuda> {
   static constexpr int few_rows = 64;
   template <class T>
   static void transpose(const T* x, int rows, int cols, T* y) {
-    cuda_rt::for_each(size_t(rows) * cols, cuda_k::Transpose<T>{x, rows, cols, y}, "transpose");
+    launch<cuda>::for_each(size_t(rows) * cols, kernels::Transpose<T>{x, rows, cols, y}, "transpose");
   }
   template <class T>
   static void gemm(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, const T* Bp, T beta, T* C) {
@@ -160,7 +105,7 @@ struct ops<cuda> {
   }
   template <class T>
   static void add2d(const T* src, int rows, int cols, int ld_src, T* dst, int ld_dst) {
-    cuda_rt::for_each(
+    launch<cuda>::for_each(
         size_t(rows) * cols,
         [=] __device__(size_t i) {
           const size_t r = i / cols, c = i % cols;
@@ -170,24 +115,24 @@ struct ops<cuda> {
   }
   template <class T>
   static void fill(T* y, size_t n, T v) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { y[i] = v; }, "fill");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { y[i] = v; }, "fill");
   }
   template <class T>
   static void axpy(size_t n, T alpha, const T* x, T* y) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { y[i] += alpha * x[i]; }, "axpy");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { y[i] += alpha * x[i]; }, "axpy");
   }
   template <class T>
   static void add_row_bias(T* Y, int rows, int cols, const T* b) {
-    cuda_rt::for_each(size_t(rows) * cols, [=] __device__(size_t i) { Y[i] += b[i % cols]; }, "add_row_bias");
+    launch<cuda>::for_each(size_t(rows) * cols, [=] __device__(size_t i) { Y[i] += b[i % cols]; }, "add_row_bias");
   }
   template <class T>
   static void col_sum_acc(const T* dY, int rows, int cols, T* db) {
-    cuda_rt::for_each(size_t(cols), cuda_k::ColSumAcc<T>{dY, rows, cols, db}, "col_sum_acc");
+    launch<cuda>::for_each(size_t(cols), kernels::ColSumAcc<T>{dY, rows, cols, db}, "col_sum_acc");
   }
 
   template <class T>
   static void gather_rows(const T* table, int dim, const int32_t* ids, int n, T* out, int ld_out) {
-    cuda_rt::for_each(
+    launch<cuda>::for_each(
         size_t(n) * dim,
         [=] __device__(size_t i) {
           const size_t r = i / dim, c = i % dim;
@@ -197,7 +142,7 @@ struct ops<cuda> {
   }
   template <class T>
   static void scatter_add_rows(const T* dout, int ld_dout, const int32_t* ids, int n, int dim, T* dtable) {
-    cuda_rt::for_each(
+    launch<cuda>::for_each(
         size_t(n) * dim,
         [=] __device__(size_t i) {
           const size_t r = i / dim, c = i % dim;
@@ -208,54 +153,54 @@ struct ops<cuda> {
 
   template <class T>
   static void normal(Rng& rng, T* out, size_t n) {
-    cuda_rt::for_each(n, cuda_k::NormalDraw<T>{rng.seed, rng.position, out}, "normal");
+    launch<cuda>::for_each(n, kernels::NormalDraw<T>{rng.seed, rng.position, out}, "normal");
     rng.position += Rng::blocks_for(n);
   }
   template <class T>
   static void uniform(Rng& rng, T* out, size_t n) {
-    cuda_rt::for_each(n, cuda_k::UniformDraw<T>{rng.seed, rng.position, out}, "uniform");
+    launch<cuda>::for_each(n, kernels::UniformDraw<T>{rng.seed, rng.position, out}, "uniform");
     rng.position += Rng::blocks_for(n);
   }
   template <class T>
   static void dropout_mask(Rng& rng, size_t n, T p, T* mask) {
-    cuda_rt::for_each(n, cuda_k::DropoutMask<T>{rng.seed, rng.position, p, T(1) / (T(1) - p), mask}, "dropout_mask");
+    launch<cuda>::for_each(n, kernels::DropoutMask<T>{rng.seed, rng.position, p, T(1) / (T(1) - p), mask}, "dropout_mask");
     rng.position += Rng::blocks_for(n);
   }
   template <class T>
   static void mul(size_t n, const T* a, const T* b, T* y) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { y[i] = a[i] * b[i]; }, "mul");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { y[i] = a[i] * b[i]; }, "mul");
   }
   template <class T>
   static void mul_acc(size_t n, const T* a, const T* b, T* y) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { y[i] += a[i] * b[i]; }, "mul_acc");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { y[i] += a[i] * b[i]; }, "mul_acc");
   }
   template <class T>
   static void tanh_forward(size_t n, const T* x, T* y) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { y[i] = tanh(x[i]); }, "tanh_forward");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { y[i] = tanh(x[i]); }, "tanh_forward");
   }
   template <class T>
   static void tanh_backward_acc(size_t n, const T* y, const T* dy, T* dx) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { dx[i] += dy[i] * (T(1) - y[i] * y[i]); }, "tanh_backward_acc");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { dx[i] += dy[i] * (T(1) - y[i] * y[i]); }, "tanh_backward_acc");
   }
   template <class T>
   static void relu_forward(size_t n, const T* x, T* y) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { y[i] = x[i] > T(0) ? x[i] : T(0); }, "relu_forward");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { y[i] = x[i] > T(0) ? x[i] : T(0); }, "relu_forward");
   }
   template <class T>
   static void relu_backward_acc(size_t n, const T* y, const T* dy, T* dx) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { dx[i] += y[i] > T(0) ? dy[i] : T(0); }, "relu_backward_acc");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { dx[i] += y[i] > T(0) ? dy[i] : T(0); }, "relu_backward_acc");
   }
 
   template <class T>
   static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* h, T* r, T* z, T* n, T* ghn,
                                 T* h_new) {
-    cuda_rt::for_each(size_t(a) * H, cuda_k::GruGatesForward<T>{H, gx, gh, h, r, z, n, ghn, h_new},
+    launch<cuda>::for_each(size_t(a) * H, kernels::GruGatesForward<T>{H, gx, gh, h, r, z, n, ghn, h_new},
                       "gru_gates_forward");
   }
   template <class T>
   static void gru_gates_backward(int a, int H, const T* r, const T* z, const T* n, const T* ghn, const T* h, T* dh,
                                  T* dgx, T* dgh) {
-    cuda_rt::for_each(size_t(a) * H, cuda_k::GruGatesBackward<T>{H, r, z, n, ghn, h, dh, dgx, dgh},
+    launch<cuda>::for_each(size_t(a) * H, kernels::GruGatesBackward<T>{H, r, z, n, ghn, h, dh, dgx, dgh},
                       "gru_gates_backward");
   }
 
@@ -267,94 +212,87 @@ struct ops<cuda> {
   }
   template <class T>
   static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss) {
-    cuda_rt::for_each(size_t(rows) * V, cuda_k::SoftmaxXentBackward<T>{probs, V, targets, dloss},
+    launch<cuda>::for_each(size_t(rows) * V, kernels::SoftmaxXentBackward<T>{probs, V, targets, dloss},
                       "softmax_xent_backward");
   }
   template <class T, class U>
   static void segment_sum(const T* x, const int32_t* seg, int n, U* out) {
-    cuda_rt::for_each(size_t(n), [=] __device__(size_t i) { atomicAdd(out + seg[i], U(x[i])); }, "segment_sum");
+    launch<cuda>::for_each(size_t(n), [=] __device__(size_t i) { atomicAdd(out + seg[i], U(x[i])); }, "segment_sum");
   }
   template <class T>
   static void segment_broadcast(const T* x, const int32_t* seg, int n, T* y) {
-    cuda_rt::for_each(size_t(n), [=] __device__(size_t i) { y[i] = x[seg[i]]; }, "segment_broadcast");
+    launch<cuda>::for_each(size_t(n), [=] __device__(size_t i) { y[i] = x[seg[i]]; }, "segment_broadcast");
   }
 
   template <class T>
   static void gaussian_sample(int rows, int Z, const T* mu, const T* ls, const T* eps, T* z, T* kl, T* logq, T* logp) {
-    cuda_rt::for_each(size_t(rows), cuda_k::GaussianSample<T>{Z, mu, ls, eps, z, kl, logq, logp}, "gaussian_sample");
+    launch<cuda>::for_each(size_t(rows), kernels::GaussianSample<T>{Z, mu, ls, eps, z, kl, logq, logp}, "gaussian_sample");
   }
   template <class T>
   static void gaussian_sample_backward(int rows, int Z, const T* mu, const T* ls, const T* eps, const T* dz,
                                        const T* dkl, T* dmu, T* dls) {
-    cuda_rt::for_each(size_t(rows) * Z, cuda_k::GaussianSampleBackward<T>{Z, mu, ls, eps, dz, dkl, dmu, dls},
+    launch<cuda>::for_each(size_t(rows) * Z, kernels::GaussianSampleBackward<T>{Z, mu, ls, eps, dz, dkl, dmu, dls},
                       "gaussian_sample_backward");
   }
 
-  static cuda_k::Scales scales_of(const double* scales, int n_scales) {
-    require(n_scales >= 0 && n_scales <= 8, "ops<cuda>: the coupling loss takes at most 8 scales");
-    cuda_k::Scales s{};
-    s.n = n_scales;
-    for (int i = 0; i < n_scales; ++i) s.c[i] = scales[i];
-    return s;
-  }
   template <class T>
   static void coupling_forward(int rows, int D, const T* h, const T* hc, const double* scales, int n_scales, bool rq,
                                T* loss) {
-    cuda_rt::for_each(size_t(rows), cuda_k::CouplingForward<T>{D, h, hc, scales_of(scales, n_scales), rq, loss},
+    launch<cuda>::for_each(size_t(rows), kernels::CouplingForward<T>{D, h, hc, kernels::scales_of(scales, n_scales), rq, loss},
                       "coupling_forward");
   }
   template <class T>
   static void coupling_backward(int rows, int D, const T* h, const T* hc, const double* scales, int n_scales,
                                 bool rq, const T* dloss, T* dh) {
-    cuda_rt::for_each(size_t(rows),
-                      cuda_k::CouplingBackward<T>{D, h, hc, scales_of(scales, n_scales), rq, dloss, dh},
+    launch<cuda>::for_each(size_t(rows),
+                      kernels::CouplingBackward<T>{D, h, hc, kernels::scales_of(scales, n_scales), rq, dloss, dh},
                       "coupling_backward");
   }
 
   template <class T>
   static void batchnorm_forward(int N, int C, const T* X, const T* gamma, const T* beta, T* run_mean, T* run_var,
                                 bool training, double momentum, double eps, T* xhat, T* inv_std, T* Y) {
-    cuda_rt::for_each(size_t(C),
-                      cuda_k::BatchNormForward<T>{N, C, X, gamma, beta, run_mean, run_var, training, momentum, eps,
+    launch<cuda>::for_each(size_t(C),
+                      kernels::BatchNormForward<T>{N, C, X, gamma, beta, run_mean, run_var, training, momentum, eps,
                                                   xhat, inv_std, Y},
                       "batchnorm_forward");
   }
   template <class T>
   static void batchnorm_backward(int N, int C, const T* xhat, const T* inv_std, const T* gamma, const T* dY,
                                  bool training, T* dgamma, T* dbeta, T* dX) {
-    cuda_rt::for_each(size_t(C),
-                      cuda_k::BatchNormBackward<T>{N, C, xhat, inv_std, gamma, dY, training, dgamma, dbeta, dX},
+    launch<cuda>::for_each(size_t(C),
+                      kernels::BatchNormBackward<T>{N, C, xhat, inv_std, gamma, dY, training, dgamma, dbeta, dX},
                       "batchnorm_backward");
   }
 
   template <class T>
   static double sum(const T* x, size_t n) {
-    return cuda_rt::reduce_to_host(n, [=] __device__(size_t i) { return double(x[i]); }, "sum");
+    return launch<cuda>::sum(n, [=] __device__(size_t i) { return double(x[i]); }, "sum");
   }
   template <class T>
   static void add_scalar(T* y, size_t n, T v) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { y[i] += v; }, "add_scalar");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { y[i] += v; }, "add_scalar");
   }
   template <class T>
   static double sum_squares(const T* x, size_t n) {
-    return cuda_rt::reduce_to_host(n, [=] __device__(size_t i) { return double(x[i]) * double(x[i]); },
+    return launch<cuda>::sum(n, [=] __device__(size_t i) { return double(x[i]) * double(x[i]); },
                                    "sum_squares");
   }
   template <class T>
   static void scale(T* x, size_t n, T s) {
-    cuda_rt::for_each(n, [=] __device__(size_t i) { x[i] *= s; }, "scale");
+    launch<cuda>::for_each(n, [=] __device__(size_t i) { x[i] *= s; }, "scale");
   }
   template <class T>
   static bool all_finite(const T* x, size_t n) {
-    return cuda_rt::reduce_to_host(n, [=] __device__(size_t i) { return isfinite(x[i]) ? 0.0 : 1.0; },
+    return launch<cuda>::sum(n, [=] __device__(size_t i) { return isfinite(x[i]) ? 0.0 : 1.0; },
                                    "all_finite") == 0.0;
   }
 
   template <class T>
   static void adam(size_t n, T* x, const T* g, T* m, T* v, double lr, double b1, double b2, double eps, double c1,
                    double c2) {
-    cuda_rt::for_each(n,
-                      cuda_k::AdamStep<T>{x, g, m, v, T(b1), T(b2), T(lr / c1), T(1.0 / std::sqrt(c2)), T(eps)},
+    launch<cuda>::for_each(n,
+                      kernels::AdamStep<T>{x, g, m, v, T(b1), T(b2), T(lr / c1), T(1.0 / std::sqrt(c2)), T(eps)},
                       "adam");
   }
 };

@@ -1,23 +1,26 @@
-// couplevae/backend/cuda/kernels.cuh: the per-element bodies of the cuda kernels.
+// couplevae/backend/kernels.hpp: the bodies (backend/launch.hpp) of the row-wise entries of ops<B>.
 //
 // Each body is a small functor with a COUPLEVAE_HD operator()(size_t i) over one index
-// space (elements, rows or columns, as its comment says). ops<cuda> (ops.cuh) launches it
-// with for_each() over a grid-stride loop; tests/cuda runs the same functor in a host loop
-// against ops<cpu>, so the formulas and the indexing are checked on machines without a GPU.
-// Accumulating bodies (`_acc`) add into their outputs, as on cpu.
+// space (elements, rows or columns, as its comment says). ops<cuda> launches every one of
+// them; ops<cpu> runs the posterior, coupling and BatchNorm bodies in host loops too and
+// keeps its own SIMD versions of the hot element-wise ones (GRU gates, Adam, softmax), which
+// tests/cuda compares with these bodies on the host. Accumulating bodies (`_acc` in ops)
+// add into their outputs.
 #pragma once
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
-#include "../../core/hd.hpp"
-#include "../../core/rng.hpp"
+#include "../core/error.hpp"
+#include "../core/hd.hpp"
+#include "../core/rng.hpp"
 
-namespace couplevae::cuda_k {
+namespace couplevae::kernels {
 
 template <class T>
 COUPLEVAE_HD inline T sigmoid(T x) {
-  return T(1) / (T(1) + ::exp(-x));
+  return T(1) / (T(1) + std::exp(-x));
 }
 
 // i < a*H: PyTorch's GRU gates (backend/cpu/ops.hpp gru_gates_forward).
@@ -30,7 +33,7 @@ struct GruGatesForward {
     const size_t row = i / H, k = i % H, g = row * 3 * H + k;
     const T rr = sigmoid(gx[g] + gh[g]);
     const T zz = sigmoid(gx[g + H] + gh[g + H]);
-    const T nn = ::tanh(gx[g + 2 * H] + rr * gh[g + 2 * H]);
+    const T nn = std::tanh(gx[g + 2 * H] + rr * gh[g + 2 * H]);
     r[i] = rr;
     z[i] = zz;
     n[i] = nn;
@@ -72,7 +75,7 @@ struct GaussianSample {
     T k = 0, q = 0, p = 0;
     for (int j = 0; j < Z; ++j) {
       const size_t o = i * Z + j;
-      const T s = ::exp(ls[o]);
+      const T s = std::exp(ls[o]);
       z[o] = mu[o] + s * eps[o];
       k += T(0.5) * (mu[o] * mu[o] + s * s - T(1) - T(2) * ls[o]);
       q += -T(0.5) * eps[o] * eps[o] - ls[o] - half_log_2pi;
@@ -92,18 +95,26 @@ struct GaussianSampleBackward {
   T *dmu, *dls;
   COUPLEVAE_HD void operator()(size_t o) const {
     const size_t i = o / Z;
-    const T s = ::exp(ls[o]);
+    const T s = std::exp(ls[o]);
     const T g = dz ? dz[o] : T(0);
     dmu[o] += g + dkl[i] * mu[o];
     dls[o] += g * s * eps[o] + dkl[i] * (s * s - T(1));
   }
 };
 
-// The coupling kernel's scales, by value (at most 8).
+// The scales of the coupling loss and of the IMQ kernel, by value (at most 8).
 struct Scales {
   double c[8];
   int n;
 };
+inline Scales scales_of(const double* scales, int n_scales) {
+  require(n_scales >= 0 && n_scales <= 8, "couplevae: a kernel takes at most 8 scales (got " +
+                                              std::to_string(n_scales) + ")");
+  Scales s{};
+  s.n = n_scales;
+  for (int i = 0; i < n_scales; ++i) s.c[i] = scales[i];
+  return s;
+}
 
 // i < rows: coupling loss of one row (backend/cpu/ops.hpp coupling_forward).
 template <class T>
@@ -180,7 +191,7 @@ struct BatchNormForward {
       mean = double(run_mean[c]);
       var = double(run_var[c]);
     }
-    const T is = T(1.0 / ::sqrt(var + eps));
+    const T is = T(1.0 / std::sqrt(var + eps));
     inv_std[c] = is;
     for (int i = 0; i < N; ++i) {
       const size_t o = size_t(i) * C + c;
@@ -226,7 +237,7 @@ struct AdamStep {
   COUPLEVAE_HD void operator()(size_t i) const {
     m[i] = b1 * m[i] + (T(1) - b1) * g[i];
     v[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
-    x[i] -= step * m[i] / (::sqrt(v[i]) * inv_sqrt_c2 + eps);
+    x[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps);
   }
 };
 
@@ -294,4 +305,4 @@ struct SoftmaxXentBackward {
   }
 };
 
-}  // namespace couplevae::cuda_k
+}  // namespace couplevae::kernels

@@ -1,0 +1,93 @@
+// couplevae/backend/cuda/launch.cuh: launch<cuda>, how the cuda backend runs a kernel body.
+//
+// for_each(n, body): a grid-stride kernel over i < n on the thread's stream (256 threads a
+// block, at most 65536 blocks); for_each_parallel is the same (every index runs in
+// parallel on a GPU). sum(n, body): the double sum of body(i), block reductions with warp
+// shuffles then one atomicAdd per block into the runtime's scratch, copied to the host
+// (this waits for the stream). block_reduce() is shared with the other kernels of ops.cuh.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+
+#include "../launch.hpp"
+#include "runtime.cuh"
+
+namespace couplevae {
+
+namespace cuda_rt {
+
+template <class F>
+__global__ void for_each_kernel(size_t n, F f) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) f(i);
+}
+
+// f(i) for every i < n, on the thread's stream.
+template <class F>
+void for_each(size_t n, const F& f, const char* name) {
+  if (n == 0) return;
+  constexpr int threads = 256;
+  const size_t blocks = std::min<size_t>((n + threads - 1) / threads, size_t(1) << 16);
+  for_each_kernel<<<unsigned(blocks), threads, 0, stream()>>>(n, f);
+  COUPLEVAE_CUDA_LAUNCHED(name);
+}
+
+// Sum over a block of 256 threads (every thread gets the result).
+template <class U, class Op>
+__device__ U block_reduce(U v, Op op, U* shared /* 32 */) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) >> 5;
+  v = shared[0];
+  for (int w = 1; w < warps; ++w) v = op(v, shared[w]);
+  __syncthreads();
+  return v;
+}
+
+// out[0] += sum of f(i) for i < n, in double.
+template <class F>
+__global__ void reduce_kernel(size_t n, F f, double* out) {
+  __shared__ double shared[32];
+  double s = 0;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) s += f(i);
+  s = block_reduce(s, [](double a, double b) { return a + b; }, shared);
+  if (threadIdx.x == 0) atomicAdd(out, s);
+}
+
+// sum of f(i) for i < n, in double, returned to the host (waits for the stream).
+template <class F>
+double reduce_to_host(size_t n, const F& f, const char* name) {
+  Runtime& rt = runtime();
+  COUPLEVAE_CUDA(cudaMemsetAsync(rt.scratch, 0, sizeof(double), rt.stream));
+  if (n) {
+    constexpr int threads = 256;
+    const size_t blocks = std::min<size_t>((n + threads - 1) / threads, 1024);
+    reduce_kernel<<<unsigned(blocks), threads, 0, rt.stream>>>(n, f, rt.scratch);
+    COUPLEVAE_CUDA_LAUNCHED(name);
+  }
+  double out = 0;
+  COUPLEVAE_CUDA(cudaMemcpyAsync(&out, rt.scratch, sizeof(double), cudaMemcpyDeviceToHost, rt.stream));
+  rt.sync();
+  return out;
+}
+
+}  // namespace cuda_rt
+
+template <>
+struct launch<cuda> {
+  template <class F>
+  static void for_each(size_t n, const F& f, const char* name = "couplevae kernel") {
+    cuda_rt::for_each(n, f, name);
+  }
+  template <class F>
+  static void for_each_parallel(size_t n, size_t /*cost*/, const F& f) {
+    cuda_rt::for_each(n, f, "couplevae kernel");
+  }
+  template <class F>
+  static double sum(size_t n, const F& f, const char* name = "couplevae reduction") {
+    return cuda_rt::reduce_to_host(n, f, name);
+  }
+};
+
+}  // namespace couplevae

@@ -1,0 +1,58 @@
+// couplevae/backend/launch.hpp: how a backend runs a kernel body.
+//
+// A body is a small functor with a COUPLEVAE_HD operator()(size_t i) over one index space
+// (elements, rows, columns, pairs: its comment says which). The operations of the posterior,
+// regularizer and decoder families (flow_ops, vmf_ops, mmd_ops, conv_ops) and the row-wise
+// entries of ops<B> are written once as bodies and run by launch<B>:
+//   launch<cpu>::for_each   a host loop (OpenMP over i when asked and n is large)
+//   launch<cuda>::for_each  a grid-stride kernel on the thread's stream (backend/cuda/launch.cuh)
+//   launch<B>::sum          the sum over i of a body returning double, to the host
+// So the two backends compute the same formulas with the same indexing, and the cpu tests
+// (gradient checks, independent references) check the code the GPU runs.
+// atomic_add() is how a body accumulates into an output that several indices share: an
+// atomicAdd on the device, a plain += on the host (where such bodies run serially).
+#pragma once
+#include <cstddef>
+
+#include "../core/hd.hpp"
+#include "tags.hpp"
+
+namespace couplevae {
+
+template <class T>
+COUPLEVAE_HD inline void atomic_add(T* p, T v) {
+#if defined(__CUDA_ARCH__)
+  atomicAdd(p, v);
+#else
+  *p += v;
+#endif
+}
+
+template <class B>
+struct launch;
+
+template <>
+struct launch<cpu> {
+  // f(i) for i < n, in order.
+  template <class F>
+  static void for_each(size_t n, const F& f) {
+    for (size_t i = 0; i < n; ++i) f(i);
+  }
+  // f(i) for i < n, shared among OpenMP threads when n * cost is large; f must write only
+  // its own outputs (no atomic_add).
+  template <class F>
+  static void for_each_parallel(size_t n, size_t cost, const F& f) {
+    const long m = long(n);
+#pragma omp parallel for schedule(static) if (n * cost > 400000)
+    for (long i = 0; i < m; ++i) f(size_t(i));
+  }
+  // sum over i < n of f(i) (double), in order.
+  template <class F>
+  static double sum(size_t n, const F& f) {
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s += f(i);
+    return s;
+  }
+};
+
+}  // namespace couplevae
