@@ -122,6 +122,15 @@ expect eval-split "split" -- eval --checkpoint "$ck" --data "$w/ok" --split dev
 expect eval-samples "samples" -- eval --checkpoint "$ck" --data "$w/ok" --samples 0
 expect eval-metric "unknown metric 'rouge'" -- eval --checkpoint "$ck" --data "$w/ok" --metrics rouge
 expect eval-no-split-file "no-train/train.txt" -- eval --checkpoint "$ck" --data "$w/no-train" --split train
+expect backend-unknown "--backend: gpu not in" -- train --model vae --data "$w/ok" "${small[@]}" --backend gpu
+# --backend cuda where it cannot be had (a build without the cuda backend, or no GPU): an
+# error naming the reason, never a run on the CPU. Where a GPU is usable these would run.
+if [ ! -e /dev/nvidia0 ]; then
+  cuda_no="(built without the cuda backend|needs a CUDA device).*--backend cpu"
+  expect backend-cuda-train "$cuda_no" -- train --model vae --data "$w/ok" "${small[@]}" --out "$w/out-cuda" --backend cuda
+  expect backend-cuda-eval "$cuda_no" -- eval --checkpoint "$ck" --data "$w/ok" --backend cuda
+  expect backend-cuda-sample "$cuda_no" -- sample --checkpoint "$ck" --backend cuda
+fi
 
 # Tolerated inputs.
 dataset "$w/crlf"; printf 'the cat sat\r\na dog ran\r\n' >"$w/crlf/train.txt"

@@ -12,6 +12,11 @@
 #                     fail to configure
 #   add_subdirectory  the consumer adds SOURCE_DIR with add_subdirectory()
 #   fetchcontent      the consumer takes SOURCE_DIR through FetchContent (SOURCE_DIR, no download)
+#   cuda_missing      find_package(couplevae COMPONENTS cuda) in PREFIX (installed without the
+#                     cuda backend) must fail, saying how to get it
+#   cuda              install a build of SOURCE_DIR with COUPLEVAE_WITH_CUDA=ON into
+#                     WORK_DIR/prefix, then build and run tests/consumer/cuda against it
+#                     (needs nvcc: -DCUDA_COMPILER=...; the program itself skips without a GPU)
 #
 # Every step that fails stops the script with FATAL_ERROR and the command's whole output.
 cmake_minimum_required(VERSION 3.20)
@@ -35,6 +40,9 @@ if(GENERATOR)
 endif()
 if(CXX_COMPILER)
   list(APPEND common_args "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}")
+endif()
+if(CUDA_COMPILER)
+  list(APPEND common_args "-DCMAKE_CUDA_COMPILER=${CUDA_COMPILER}")
 endif()
 if(MAKE_PROGRAM)
   list(APPEND common_args "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
@@ -145,6 +153,45 @@ elseif(MODE STREQUAL "version_mismatch")
     file(REMOVE_RECURSE "${dir}")
   endforeach()
   message(STATUS "[version_mismatch] versions ${major}.${next_minor} and ${next_major}.0 refused")
+
+elseif(MODE STREQUAL "cuda_missing")
+  require_prefix()
+  set(dir "${WORK_DIR}/build")
+  file(REMOVE_RECURSE "${dir}")
+  execute_process(COMMAND "${CMAKE_COMMAND}" -S "${CONSUMER_DIR}" -B "${dir}" ${consumer_args}
+                          "-DCMAKE_PREFIX_PATH=${PREFIX}" -DCOUPLEVAE_CONSUMER_MODE=find_package
+                          "-DCOUPLEVAE_REQUIRED_VERSION=${VERSION}" -DCOUPLEVAE_COMPONENTS=cuda
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  string(FIND "${out}" "installed without its cuda component" at)
+  if(rc EQUAL 0 OR at EQUAL -1)
+    message("---- configure output ----\n${out}---- end of output ----")
+    message(FATAL_ERROR "[cuda_missing] find_package(couplevae COMPONENTS cuda) did not fail with the "
+                        "missing-component message (exit ${rc}), the output is above")
+  endif()
+  message(STATUS "[cuda_missing] refused: installed without its cuda component")
+
+elseif(MODE STREQUAL "cuda")
+  set(lib_build "${WORK_DIR}/lib-build")
+  set(cuda_prefix "${WORK_DIR}/prefix")
+  file(REMOVE_RECURSE "${lib_build}" "${cuda_prefix}")
+  run_step("configure couplevae with cuda (minimal)" "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${lib_build}"
+           ${common_args} -DCMAKE_BUILD_TYPE=Release -DCOUPLEVAE_BUILD_TESTS=OFF -DCOUPLEVAE_BUILD_EXAMPLES=OFF
+           -DCOUPLEVAE_BUILD_BENCH=OFF -DCOUPLEVAE_WITH_CUDA=ON "-DCMAKE_INSTALL_PREFIX=${cuda_prefix}")
+  run_step("install couplevae with cuda" "${CMAKE_COMMAND}" --install "${lib_build}" --prefix "${cuda_prefix}")
+  file(GLOB_RECURSE found "${cuda_prefix}/*/cmake/couplevae/couplevaeCudaTargets.cmake")
+  if(NOT found)
+    message(FATAL_ERROR "[cuda] no cmake/couplevae/couplevaeCudaTargets.cmake under ${cuda_prefix}")
+  endif()
+  set(dir "${WORK_DIR}/build")
+  file(REMOVE_RECURSE "${dir}")
+  run_step("configure cuda consumer" "${CMAKE_COMMAND}" -S "${CONSUMER_DIR}/cuda" -B "${dir}" ${common_args}
+           -DCMAKE_BUILD_TYPE=Release -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF "-DCMAKE_PREFIX_PATH=${cuda_prefix}")
+  run_step("build cuda consumer" "${CMAKE_COMMAND}" --build "${dir}")
+  run_step("run cuda consumer" "${dir}/couplevae_consumer_cuda")
+  if(NOT step_output MATCHES "(skipped: no CUDA device|ok: loss)")
+    message(FATAL_ERROR "[cuda] unexpected output of the cuda consumer:\n${step_output}")
+  endif()
+  message(STATUS "[cuda] consumer output:\n${step_output}")
 
 elseif(MODE STREQUAL "add_subdirectory" OR MODE STREQUAL "fetchcontent")
   configure_build_run("${WORK_DIR}/build" "-DCOUPLEVAE_CONSUMER_MODE=${MODE}")

@@ -231,7 +231,7 @@ struct SampleW {
       }
     }
     w[i] = T(wi);
-    r[i] = T(std::sqrt(std::max(qi, detail::vmf_min_one_minus_w2)));
+    r[i] = T(std::sqrt(std::max(qi, double(detail::vmf_min_one_minus_w2))));  // a copy: device code cannot bind the host constant
     eps[i] = T(ei);
     T* vi = v + i * (Z - 1);
     double s = 0;

@@ -50,7 +50,7 @@ inline void require_device() {
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0) {
     (void)cudaGetLastError();
-    throw Error(std::string("couplevae: the cuda backend needs a CUDA device, and none is usable here (") +
+    throw Error(std::string("the cuda backend needs a CUDA device, and none is usable here (") +
                 (e != cudaSuccess ? std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e)
                                   : std::string("cudaGetDeviceCount found 0 devices")) +
                 "); use --backend cpu");
