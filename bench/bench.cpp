@@ -1,5 +1,9 @@
-// couplevae_bench: CPU speed benchmark of the couplevae library, the C++ side of
-// bench/compare.sh (the PyTorch side is bench/torch_ref.py `bench` / `bench-eval`).
+// couplevae_bench: speed benchmark of the couplevae library, the C++ side of
+// bench/compare.sh (CPU) and bench/compare_gpu.sh (GPU; the PyTorch side is
+// bench/torch_ref.py `bench` / `bench-eval`, with --device cuda on the GPU). This file is
+// also compiled by nvcc as couplevae_bench_cuda (bench_cuda.cu), the same program on the
+// cuda backend: timings then wait for the device, GEMM rates are cuBLAS's, and the JSON
+// adds peak_device_mb (device memory in use at the end, from cudaMemGetInfo).
 //
 //   couplevae_bench train --model vae|couple-vae --data DIR [--steps 20] [--warmup 3]
 //                         [--threads T] [--seed 0] [--gemm-reps 5]
@@ -38,6 +42,7 @@
 #include <cstdlib>
 #include <exception>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -48,6 +53,9 @@
 #include <nlohmann/json.hpp>
 
 #include <couplevae/couplevae.hpp>
+#if defined(__CUDACC__)
+#include <couplevae/cuda.cuh>
+#endif
 
 using namespace couplevae;
 
@@ -73,11 +81,12 @@ struct Args {
   long max_sentences = 500;
   uint64_t seed = 0;
   int gemm_reps = 5;
+  int batch_size = 0;  // 0: the preset's 32
 };
 
 constexpr const char* usage_text =
     "usage: couplevae_bench train --model vae|couple-vae --data DIR [--steps N] [--warmup W] "
-    "[--threads T] [--seed S] [--gemm-reps R]\n"
+    "[--threads T] [--seed S] [--gemm-reps R] [--batch-size B]\n"
     "       couplevae_bench eval --model vae|couple-vae --data DIR [--samples N] "
     "[--max-sentences M] [--threads T] [--seed S]\n";
 
@@ -119,6 +128,7 @@ Args parse_args(int argc, char** argv) {
     else if (a.cmd == "train" && f == "--steps") a.steps = parse_long(f, v, 1);
     else if (a.cmd == "train" && f == "--warmup") a.warmup = parse_long(f, v, 0);
     else if (a.cmd == "train" && f == "--gemm-reps") a.gemm_reps = int(parse_long(f, v, 1));
+    else if (a.cmd == "train" && f == "--batch-size") a.batch_size = int(parse_long(f, v, 1));
     else if (a.cmd == "eval" && f == "--samples") a.samples = int(parse_long(f, v, 1));
     else if (a.cmd == "eval" && f == "--max-sentences") a.max_sentences = parse_long(f, v, 1);
     else usage_error("unknown flag '" + f + "' for " + a.cmd);
@@ -163,17 +173,38 @@ double step_flops(const Config& c, const Batch& b, bool coupled) {
   return 3.0 * fwd;
 }
 
+// Waits for the backend's queued work (timings must include it).
+template <class B>
+void backend_sync() {
+#if defined(__CUDACC__)
+  if constexpr (std::is_same_v<B, cuda>) cuda_rt::runtime().sync();
+#endif
+}
+// Peak device memory in MB (cudaMemGetInfo's used memory at the end of the run; 0 on cpu).
+template <class B>
+double peak_device_mb() {
+#if defined(__CUDACC__)
+  if constexpr (std::is_same_v<B, cuda>) {
+    size_t free = 0, total = 0;
+    COUPLEVAE_CUDA(cudaMemGetInfo(&free, &total));
+    return double(total - free) / (1024.0 * 1024.0);
+  }
+#endif
+  return 0;
+}
+
 struct GemmRate {
   double gflops = 0, fwd = 0, dx = 0, dw = 0;  // combined and per-shape GFLOP/s
   int M = 0, K = 0, N = 0;
 };
 
-// Sustained float GEMM rate through ops<cpu>::gemm (Eigen) on the output layer's shapes,
+// Sustained float GEMM rate through ops<B>::gemm (Eigen / cuBLAS) on the output layer's shapes,
 // with the layouts nn::Linear uses (row-major, W (N, K)):
 //   forward Y (M, N)  = X (M, K) W^T
 //   dX      (M, K)   += dY (M, N) W
 //   dW      (N, K)   += dY^T X
 // Best of `reps` timings per shape; the combined rate is 3 * 2MNK / (sum of the best times).
+template <class B>
 GemmRate measure_gemm(int M, int K, int N, int reps) {
   GemmRate r;
   r.M = M, r.K = K, r.N = N;
@@ -182,37 +213,40 @@ GemmRate measure_gemm(int M, int K, int N, int reps) {
     rng.uniform(v.data(), v.size());
     for (auto& x : v) x -= 0.5f;
   };
-  std::vector<float> X(size_t(M) * K), W(size_t(N) * K), Y(size_t(M) * N), dX(size_t(M) * K), dW(size_t(N) * K);
-  fill(X), fill(W), fill(Y);
-  std::fill(dX.begin(), dX.end(), 0.f);
-  std::fill(dW.begin(), dW.end(), 0.f);
+  std::vector<float> hX(size_t(M) * K), hW(size_t(N) * K), hY(size_t(M) * N);
+  fill(hX), fill(hW), fill(hY);
+  Buffer<float, B> X, W, Y, dXb, dWb;
+  X.from_host(hX.data(), hX.size());
+  W.from_host(hW.data(), hW.size());
+  Y.from_host(hY.data(), hY.size());
+  dXb.zeros(M, K);
+  dWb.zeros(N, K);
   auto best_of = [&](auto&& f) {
-    f();  // warm-up (page faults, Eigen's blocking buffers)
+    f();  // warm-up (page faults, Eigen's blocking buffers, cuBLAS's kernel choice)
+    backend_sync<B>();
     double best = 1e300;
     for (int i = 0; i < reps; ++i) {
       const auto t0 = Clock::now();
       f();
+      backend_sync<B>();
       best = std::min(best, seconds_since(t0));
     }
     return best;
   };
   const double t_fwd = best_of([&] {
-    ops<cpu>::gemm(false, true, M, N, K, 1.f, X.data(), K, W.data(), K, 0.f, Y.data(), N);
+    ops<B>::gemm(false, true, M, N, K, 1.f, X.data(), K, W.data(), K, 0.f, Y.data(), N);
   });
   const double t_dx = best_of([&] {
-    ops<cpu>::gemm(false, false, M, K, N, 1.f, Y.data(), N, W.data(), K, 1.f, dX.data(), K);
+    ops<B>::gemm(false, false, M, K, N, 1.f, Y.data(), N, W.data(), K, 1.f, dXb.data(), K);
   });
   const double t_dw = best_of([&] {
-    ops<cpu>::gemm(true, false, N, K, M, 1.f, Y.data(), N, X.data(), K, 1.f, dW.data(), K);
+    ops<B>::gemm(true, false, N, K, M, 1.f, Y.data(), N, X.data(), K, 1.f, dWb.data(), K);
   });
   const double f = 2.0 * M * N * K;
   r.fwd = f / t_fwd * 1e-9;
   r.dx = f / t_dx * 1e-9;
   r.dw = f / t_dw * 1e-9;
   r.gflops = 3 * f / (t_fwd + t_dx + t_dw) * 1e-9;
-  // Keep the results observable so nothing is optimised away.
-  volatile float sink = Y[0] + dX[0] + dW[0];
-  (void)sink;
   return r;
 }
 
@@ -226,12 +260,14 @@ Dataset load(const Args& a, Config& cfg) {
   return d;
 }
 
+template <class B>
 int run_train(const Args& a, int threads) {
   Config cfg = model_config(a.model, "ptb");
+  if (a.batch_size > 0) cfg.batch_size = a.batch_size;
   Dataset data = load(a, cfg);
-  return with_model(a.model, [&]<class M>() {
+  return with_model(a.model, [&]<class M0>() {
+    using M = with_backend_t<M0, B>;
     using T = typename M::scalar;
-    using B = typename M::backend;
     M model(cfg, a.seed);
     Adam<T, B> adam(model.arena(), cfg);
     Batcher batcher(data.train, cfg.vocab_size, a.seed, cfg.batch_size);
@@ -259,19 +295,23 @@ int run_train(const Args& a, int threads) {
       tokens += batch.target_tokens();
       flops += step_flops(cfg, batch, M::is_coupled);  // a few multiplications
     }
+    backend_sync<B>();
     const double dt = seconds_since(t0);
     const double flops_per_step = flops / double(a.steps);
     const int m_tokens = std::max(1, int(double(tokens) / double(a.steps) + 0.5));
-    const GemmRate g = measure_gemm(m_tokens, cfg.embed, cfg.vocab_size, a.gemm_reps);
+    const GemmRate g = measure_gemm<B>(m_tokens, cfg.embed, cfg.vocab_size, a.gemm_reps);
     const double floor_s = flops_per_step / (g.gflops * 1e9);
     if (nonfinite) std::fprintf(stderr, "couplevae_bench: %ld non-finite steps (update skipped)\n", nonfinite);
     nlohmann::json j = {{"impl", "couplevae"},
+                        {"backend", B::name},
                         {"model", a.model},
+                        {"batch_size", cfg.batch_size},
                         {"steps", a.steps},
                         {"warmup", a.warmup},
                         {"steps_per_s", double(a.steps) / dt},
                         {"tokens_per_s", double(tokens) / dt},
                         {"peak_rss_mb", peak_rss_mb()},
+                        {"peak_device_mb", peak_device_mb<B>()},
                         {"threads", threads},
                         {"flops_per_step", flops_per_step},
                         {"gemm_gflops", g.gflops},
@@ -287,18 +327,22 @@ int run_train(const Args& a, int threads) {
   });
 }
 
+template <class B>
 int run_eval(const Args& a, int threads) {
   Config cfg = model_config(a.model, "ptb");
   Dataset data = load(a, cfg);
-  return with_model(a.model, [&]<class M>() {
+  return with_model(a.model, [&]<class M0>() {
+    using M = with_backend_t<M0, B>;
     M model(cfg, a.seed);
     const auto t0 = Clock::now();
     const NllReport r = evaluate_nll(model, data.test, a.samples, a.seed, size_t(a.max_sentences), cfg.batch_size);
+    backend_sync<B>();
     const double dt = seconds_since(t0);
-    nlohmann::json j = {{"impl", "couplevae"},       {"model", a.model},
+    nlohmann::json j = {{"impl", "couplevae"},       {"backend", B::name},         {"model", a.model},
                         {"seconds", dt},             {"sentences_per_s", double(r.sentences) / dt},
                         {"sentences", r.sentences},  {"samples", r.samples},
                         {"nll", r.nll},              {"peak_rss_mb", peak_rss_mb()},
+                        {"peak_device_mb", peak_device_mb<B>()},
                         {"threads", threads}};
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
@@ -308,12 +352,20 @@ int run_eval(const Args& a, int threads) {
 
 }  // namespace
 
+#if !defined(COUPLEVAE_BENCH_BACKEND)
+#define COUPLEVAE_BENCH_BACKEND cpu
+#endif
+
 int main(int argc, char** argv) {
   const Args a = parse_args(argc, argv);
   try {
+    using B = COUPLEVAE_BENCH_BACKEND;
+#if defined(__CUDACC__)
+    cuda_rt::require_device();
+#endif
     const int threads = setup_threads(a.threads);
-    if (a.cmd == "train") return run_train(a, threads);
-    return run_eval(a, threads);
+    if (a.cmd == "train") return run_train<B>(a, threads);
+    return run_eval<B>(a, threads);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "couplevae_bench: error: %s\n", e.what());
     return 2;

@@ -61,7 +61,10 @@ model on the test split (rec_c is null for the plain VAE).
 (timed steps include building the padded batch tensors; tokens = sum(len+1)).
 ``bench-eval`` prints {"model","seconds","sentences_per_s","peak_rss_mb"} for a
 randomly initialised model.  Common flags: --threads (default 2),
---dtype float32|float64, --eval-batch (default 32).
+--dtype float32|float64, --eval-batch (default 32), --device cpu|cuda (default cpu;
+with cuda the model and every batch live on the GPU, timings wait for it with
+torch.cuda.synchronize(), and bench / bench-eval add "peak_device_mb" =
+torch.cuda.max_memory_allocated; cuDNN's GRU kernels are used as PyTorch chooses).
 """
 
 import argparse
@@ -278,6 +281,19 @@ class TextVAE(nn.Module):
 # Training
 # --------------------------------------------------------------------------- #
 
+DEVICE = torch.device("cpu")
+
+
+def to_device(*tensors):
+    """The batch tensors on DEVICE; pack_padded_sequence wants lengths on the CPU."""
+    return tuple(t.to(DEVICE, non_blocking=True) for t in tensors)
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def lambda_kl_at(step, start, anneal_steps=40000):
     return min(max(round((step - start) / anneal_steps, 6), 0.0), 1.0)
 
@@ -306,6 +322,7 @@ class Trainer:
         self.step_num += 1
         t = self.step_num
         enc, lengths, dec_in, target = make_batch(batch)
+        enc, dec_in, target = to_device(enc, dec_in, target)
         self.model.train()
         lam = lambda_kl_at(t, a.kl_start, a.kl_anneal_steps)
         total, parts = self.model.loss(enc, lengths, dec_in, target, lam)
@@ -340,6 +357,7 @@ def evaluate(model, sents, n_samples, batch_size=32, token_budget=8192, generato
     for i in range(0, len(sents), batch_size):
         batch = sents[i:i + batch_size]
         enc, lengths, dec_in, target = make_batch(batch)
+        enc, dec_in, target = to_device(enc, dec_in, target)
         b, t = target.shape
         e = model.encode(enc, lengths)
         emb_in = model.embedding(dec_in)
@@ -350,7 +368,7 @@ def evaluate(model, sents, n_samples, batch_size=32, token_budget=8192, generato
         done = 0
         while done < n_samples:
             k = min(chunk, n_samples - done)
-            eps = torch.randn((k, b, model.latent), generator=generator, dtype=mu.dtype)
+            eps = torch.randn((k, b, model.latent), generator=generator, dtype=mu.dtype).to(DEVICE)
             z = mu.unsqueeze(0) + sigma.unsqueeze(0) * eps  # (k, B, D)
             log_q = (-0.5 * eps * eps - log_sigma.unsqueeze(0) - 0.5 * LOG_2PI).sum(-1)
             log_p = (-0.5 * z * z - 0.5 * LOG_2PI).sum(-1)
@@ -390,7 +408,11 @@ def peak_rss_mb():
 
 
 def setup(args):
+    global DEVICE
     torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("torch_ref.py: --device cuda: torch sees no CUDA device")
+    DEVICE = torch.device(args.device)
     if args.dtype == "float64":
         torch.set_default_dtype(torch.float64)
     torch.manual_seed(args.seed)
@@ -398,7 +420,7 @@ def setup(args):
     model = TextVAE(len(vocab), embed=args.embed, hidden=args.hidden, latent=args.latent,
                     dropout=args.dropout, couple=(args.model == "couple-vae"),
                     lambda_c=args.lambda_c)
-    return vocab, model
+    return vocab, model.to(DEVICE)
 
 
 def split_path(args, name):
@@ -452,34 +474,50 @@ def cmd_bench(args):
     for _ in range(args.warmup):
         trainer.step(next(stream))
     tokens = 0
+    sync()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         parts = trainer.step(next(stream))  # batch tensors are built inside step()
         tokens += parts["tokens"]
+    sync()
     dt = time.perf_counter() - t0
-    print(json.dumps({
+    out = {
         "model": args.model,
+        "device": args.device,
+        "batch_size": args.batch,
         "steps_per_s": args.steps / dt,
         "tokens_per_s": tokens / dt,
         "peak_rss_mb": peak_rss_mb(),
         "threads": args.threads,
-    }), flush=True)
+    }
+    if DEVICE.type == "cuda":
+        out["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu"] = torch.cuda.get_device_name()
+        out["torch"] = torch.__version__
+        out["cudnn"] = torch.backends.cudnn.version()
+    print(json.dumps(out), flush=True)
 
 
 def cmd_bench_eval(args):
     vocab, model = setup(args)
     test = load_split(split_path(args, "test"), vocab, args.max_len)[:args.max_sentences]
     gen = torch.Generator().manual_seed(args.seed)
+    sync()
     t0 = time.perf_counter()
     res = evaluate(model, test, args.samples, batch_size=args.eval_batch,
                    token_budget=args.eval_token_budget, generator=gen)
+    sync()
     dt = time.perf_counter() - t0
-    print(json.dumps({
+    out = {
         "model": args.model,
+        "device": args.device,
         "seconds": dt,
         "sentences_per_s": res["sentences"] / dt,
         "peak_rss_mb": peak_rss_mb(),
-    }), flush=True)
+    }
+    if DEVICE.type == "cuda":
+        out["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out), flush=True)
 
 
 def build_parser():
@@ -489,6 +527,7 @@ def build_parser():
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--threads", type=int, default=2)
     common.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    common.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     common.add_argument("--embed", type=int, default=200)
     common.add_argument("--hidden", type=int, default=128, help="encoder hidden per direction H (decoder 2H)")
     common.add_argument("--latent", type=int, default=32)

@@ -53,7 +53,7 @@ inline void require_device() {
     throw Error(std::string("the cuda backend needs a CUDA device, and none is usable here (") +
                 (e != cudaSuccess ? std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e)
                                   : std::string("cudaGetDeviceCount found 0 devices")) +
-                "); use --backend cpu");
+                "); use the cpu backend instead (the couplevae tool: --backend cpu)");
   }
 }
 

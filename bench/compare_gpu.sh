@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench/compare_gpu.sh: couplevae's cuda backend against PyTorch on the same GPU (bench/torch_ref.py
+# --device cuda, PyTorch 2.x with cuDNN as installed there), for vae and couple-vae:
+#   1. training steps/s at batch 32 (PTB preset), the ratio, and the projected time of a
+#      60K-step PTB run;
+#   2. training tokens/s at batch 512, the ratio;
+#   3. importance-sampled NLL over the first M test sentences x S samples, the ratio.
+#
+#   bench/compare_gpu.sh [--data DIR] [--steps N] [--warmup W] [--eval-sentences M]
+#                        [--eval-samples S] [--rounds R]
+#
+# Defaults: --data ../shared/data/ptb, --steps 200, --warmup 20, --eval-sentences 500,
+# --eval-samples 100, --rounds 2 (best round kept). The benchmark binary is $BENCH, or
+# build-cuda/bin/couplevae_bench_cuda (configured with COUPLEVAE_WITH_CUDA=ON and built when
+# missing; pass CMAKE_PREFIX_PATH for the unpacked Debian headers on a machine without
+# them). PyTorch runs with $PYTHON (default: python3). The JSON of every run goes to a log
+# whose path is printed; the table is printed last.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="$ROOT/../shared/data/ptb"
+STEPS=200
+WARMUP=20
+EVAL_SENTENCES=500
+EVAL_SAMPLES=100
+ROUNDS=2
+PYTHON="${PYTHON:-python3}"
+
+die() { echo "compare_gpu.sh: error: $*" >&2; exit 2; }
+need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+posint() { [[ "$2" =~ ^[0-9]+$ ]] && (( $2 >= $3 )) || die "$1 must be an integer >= $3 (got '$2')"; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --data) need_value "$@"; DATA="$2"; shift 2 ;;
+    --steps) need_value "$@"; posint "$1" "$2" 1; STEPS="$2"; shift 2 ;;
+    --warmup) need_value "$@"; posint "$1" "$2" 0; WARMUP="$2"; shift 2 ;;
+    --eval-sentences) need_value "$@"; posint "$1" "$2" 1; EVAL_SENTENCES="$2"; shift 2 ;;
+    --eval-samples) need_value "$@"; posint "$1" "$2" 1; EVAL_SAMPLES="$2"; shift 2 ;;
+    --rounds) need_value "$@"; posint "$1" "$2" 1; ROUNDS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+for f in train.txt valid.txt test.txt; do
+  [[ -f "$DATA/$f" ]] || die "dataset not found: $DATA/$f is missing (pass --data DIR)"
+done
+DATA="$(cd "$DATA" && pwd)"
+command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this comparison needs an NVIDIA GPU"
+"$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null \
+  || die "$PYTHON has no PyTorch with CUDA"
+TORCH_REF="$ROOT/bench/torch_ref.py"
+
+if [[ -n "${BENCH:-}" ]]; then
+  [[ -x "$BENCH" ]] || die "\$BENCH=$BENCH is not an executable"
+else
+  BENCH="$ROOT/build-cuda/bin/couplevae_bench_cuda"
+  if [[ ! -x "$BENCH" ]]; then
+    echo "# $BENCH missing: configuring and building it in $ROOT/build-cuda" >&2
+    cmake -S "$ROOT" -B "$ROOT/build-cuda" -DCMAKE_BUILD_TYPE=Release -DCOUPLEVAE_WITH_CUDA=ON \
+      -DCOUPLEVAE_BUILD_TESTS=OFF -DCOUPLEVAE_BUILD_EXAMPLES=OFF >&2
+    cmake --build "$ROOT/build-cuda" --target couplevae_bench_cuda -j"$(nproc)" >&2
+    [[ -x "$BENCH" ]] || die "build finished but $BENCH is missing"
+  fi
+fi
+
+LOG="$(mktemp "${TMPDIR:-/tmp}/couplevae-compare-gpu.XXXXXX")"
+echo "machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
+"$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
+echo "log: $LOG"
+
+# run NAME CMD...: one JSON line (the last line of stdout) appended to the log as "NAME <json>".
+run() {
+  local name=$1
+  shift
+  local out
+  out="$("$@" 2>>"$LOG.stderr" | tail -n 1)" || die "$name failed (stderr in $LOG.stderr)"
+  echo "$name $out" >>"$LOG"
+  echo "$out"
+}
+# best KEY MODE JSON...: the max (MODE=max) or min (MODE=min) of KEY over the JSON lines.
+best() {
+  local key=$1 mode=$2
+  shift 2
+  printf '%s\n' "$@" | "$PYTHON" -c "
+import json, sys
+v = [json.loads(l)['$key'] for l in sys.stdin if l.strip()]
+print(max(v) if '$mode' == 'max' else min(v))"
+}
+
+declare -A R
+for model in vae couple-vae; do
+  for batch in 32 512; do
+    cpp=() py=()
+    for ((r = 0; r < ROUNDS; r++)); do
+      cpp+=("$(run "cpp-train-$model-$batch" "$BENCH" train --model "$model" --data "$DATA" --steps "$STEPS" \
+              --warmup "$WARMUP" --batch-size "$batch" --gemm-reps 3)")
+      py+=("$(run "torch-train-$model-$batch" "$PYTHON" "$TORCH_REF" bench --device cuda --model "$model" \
+              --data "$DATA" --steps "$STEPS" --warmup "$WARMUP" --batch "$batch")")
+    done
+    R[$model,$batch,cpp_steps]=$(best steps_per_s max "${cpp[@]}")
+    R[$model,$batch,py_steps]=$(best steps_per_s max "${py[@]}")
+    R[$model,$batch,cpp_tok]=$(best tokens_per_s max "${cpp[@]}")
+    R[$model,$batch,py_tok]=$(best tokens_per_s max "${py[@]}")
+  done
+  cpp=() py=()
+  for ((r = 0; r < ROUNDS; r++)); do
+    cpp+=("$(run "cpp-eval-$model" "$BENCH" eval --model "$model" --data "$DATA" --samples "$EVAL_SAMPLES" \
+            --max-sentences "$EVAL_SENTENCES")")
+    py+=("$(run "torch-eval-$model" "$PYTHON" "$TORCH_REF" bench-eval --device cuda --model "$model" --data "$DATA" \
+            --samples "$EVAL_SAMPLES" --max-sentences "$EVAL_SENTENCES")")
+  done
+  R[$model,cpp_eval]=$(best seconds min "${cpp[@]}")
+  R[$model,py_eval]=$(best seconds min "${py[@]}")
+done
+
+ratio() { "$PYTHON" -c "print('%.2fx' % ($1 / $2))"; }
+fmt() { "$PYTHON" -c "print('%.1f' % $1)"; }
+echo
+echo "Training at batch 32 (best of $ROUNDS; ratio = couplevae / torch, > 1 is faster)"
+echo "| model | couplevae steps/s | torch steps/s | ratio | 60K steps, couplevae (projected) |"
+echo "|---|---|---|---|---|"
+for model in vae couple-vae; do
+  c=${R[$model,32,cpp_steps]} p=${R[$model,32,py_steps]}
+  echo "| $model | $(fmt "$c") | $(fmt "$p") | $(ratio "$c" "$p") | $("$PYTHON" -c "print('%.1f min' % (60000 / $c / 60))") |"
+done
+echo
+echo "Training at batch 512: tokens/s"
+echo "| model | couplevae tokens/s | torch tokens/s | ratio |"
+echo "|---|---|---|---|"
+for model in vae couple-vae; do
+  c=${R[$model,512,cpp_tok]} p=${R[$model,512,py_tok]}
+  echo "| $model | $(fmt "$c") | $(fmt "$p") | $(ratio "$c" "$p") |"
+done
+echo
+echo "Evaluation, $EVAL_SENTENCES sentences x $EVAL_SAMPLES samples (ratio = torch s / couplevae s)"
+echo "| model | couplevae s | torch s | ratio |"
+echo "|---|---|---|---|"
+for model in vae couple-vae; do
+  c=${R[$model,cpp_eval]} p=${R[$model,py_eval]}
+  echo "| $model | $(fmt "$c") | $(fmt "$p") | $(ratio "$p" "$c") |"
+done
