@@ -27,9 +27,8 @@ ROUNDS=2
 THREADS=2
 PYTHON="${PYTHON:-/usr/bin/python3}"
 
-die() { echo "compare.sh: error: $*" >&2; exit 2; }
-need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
-posint() { [[ "$2" =~ ^[0-9]+$ ]] && (( $2 >= $3 )) || die "$1 must be an integer >= $3 (got '$2')"; }
+# shellcheck source=bench/args.sh
+source "$ROOT/bench/args.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

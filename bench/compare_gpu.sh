@@ -26,9 +26,8 @@ EVAL_SAMPLES=100
 ROUNDS=2
 PYTHON="${PYTHON:-python3}"
 
-die() { echo "compare_gpu.sh: error: $*" >&2; exit 2; }
-need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
-posint() { [[ "$2" =~ ^[0-9]+$ ]] && (( $2 >= $3 )) || die "$1 must be an integer >= $3 (got '$2')"; }
+# shellcheck source=bench/args.sh
+source "$ROOT/bench/args.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -107,6 +107,38 @@ TEST_SUITE("host") {
     CHECK(rel_err(p2, logits) < 1e-6);
   }
 
+  TEST_CASE("the row-major to column-major GEMM mapping of ops<cuda>::gemm equals ops<cpu>::gemm") {
+    // cuBLAS's contract, written out: C (m x n, column-major, ldc) = alpha op1(X) op2(Y) + beta C
+    // with X (ld1) and Y (ld2) column-major; op = transpose when asked.
+    auto colmajor_gemm = [](bool t1, bool t2, int m, int n, int k, float alpha, const float* X, int ld1,
+                            const float* Y, int ld2, float beta, float* C, int ldc) {
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+          double s = 0;
+          for (int p = 0; p < k; ++p) {
+            const double x = t1 ? X[p + size_t(i) * ld1] : X[i + size_t(p) * ld1];
+            const double y = t2 ? Y[j + size_t(p) * ld2] : Y[p + size_t(j) * ld2];
+            s += x * y;
+          }
+          C[i + size_t(j) * ldc] = float(alpha * s + beta * C[i + size_t(j) * ldc]);
+        }
+    };
+    const int M = 7, N = 5, K = 4, pad = 2;
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.f, 1.f}) {
+          const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+          const auto A = random_vec(size_t(ta ? K : M) * lda, 61), B = random_vec(size_t(tb ? N : K) * ldb, 62);
+          auto expect = random_vec(size_t(M) * ldc, 63), got = expect;
+          C::gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, beta, expect.data(), ldc);
+          const auto g = cuda_rt::column_major_gemm(ta, tb, M, N, K);
+          // ops<cuda>::gemm passes (B, ldb) first and (A, lda) second, C with ldc.
+          colmajor_gemm(g.trans_first, g.trans_second, g.m, g.n, g.k, 0.5f, B.data(), ldb, A.data(), lda, beta,
+                        got.data(), ldc);
+          CHECK(rel_err(got, expect) < 1e-6);
+        }
+  }
+
   TEST_CASE("no device: device_count is 0 and require_device names the problem") {
     const int n = cuda_rt::device_count();
     CHECK(n >= 0);

@@ -102,6 +102,17 @@ struct GaussianSampleBackward {
   }
 };
 
+// ||x - y||^2 over D entries, in double (the coupling loss, the MMD kernel).
+template <class T>
+COUPLEVAE_HD inline double squared_distance(int D, const T* x, const T* y) {
+  double d = 0;
+  for (int k = 0; k < D; ++k) {
+    const double e = double(x[k]) - double(y[k]);
+    d += e * e;
+  }
+  return d;
+}
+
 // The scales of the coupling loss and of the IMQ kernel, by value (at most 8).
 struct Scales {
   double c[8];
@@ -125,11 +136,7 @@ struct CouplingForward {
   bool rq;
   T* loss;
   COUPLEVAE_HD void operator()(size_t i) const {
-    double d = 0;
-    for (int k = 0; k < D; ++k) {
-      const double e = double(h[i * D + k]) - double(hc[i * D + k]);
-      d += e * e;
-    }
+    const double d = squared_distance(D, h + i * D, hc + i * D);
     double l = 0;
     if (rq)
       for (int j = 0; j < s.n; ++j) l -= s.c[j] / (s.c[j] + d);
@@ -149,11 +156,7 @@ struct CouplingBackward {
   const T* dloss;
   T* dh;
   COUPLEVAE_HD void operator()(size_t i) const {
-    double d = 0;
-    for (int k = 0; k < D; ++k) {
-      const double e = double(h[i * D + k]) - double(hc[i * D + k]);
-      d += e * e;
-    }
+    const double d = squared_distance(D, h + i * D, hc + i * D);
     double dd = 1;
     if (rq) {
       dd = 0;

@@ -26,16 +26,7 @@ namespace couplevae {
 
 namespace mmd_kernels {
 
-// ||x - y||^2 over Z entries, in double.
-template <class T>
-COUPLEVAE_HD inline double squared_distance(int Z, const T* x, const T* y) {
-  double d = 0;
-  for (int k = 0; k < Z; ++k) {
-    const double e = double(x[k]) - double(y[k]);
-    d += e * e;
-  }
-  return d;
-}
+using kernels::squared_distance;
 // K(r2) = sum_s C_s / (C_s + r2).
 COUPLEVAE_HD inline double imq(double r2, const kernels::Scales& C) {
   double s = 0;

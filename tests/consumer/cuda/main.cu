@@ -13,7 +13,7 @@ using CoupleVAE = Coupled<Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<GR
 
 int main() try {
   if (cuda_rt::device_count() == 0) {
-    std::printf("skipped: no CUDA device (built against couplevae::cuda)\n");
+    std::printf("no CUDA device: built against couplevae::cuda, not run\n");
     return 0;
   }
   Config cfg = Config::preset("ptb");

@@ -5,6 +5,7 @@
 // order themselves after the queued kernels (to_host waits for them). Copies are deep
 // (device to device); moves hand the allocation over.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -45,18 +46,20 @@ class Buffer<T, cuda> {
     std::swap(capacity_, o.capacity_);
   }
 
-  // Grows (keeping the contents) or shrinks the logical size.
+  // Grows (keeping the contents) or shrinks the logical size. Growth reserves 1.5x, so a
+  // buffer sized per batch settles after a few batches (cudaFree waits for the device).
   void resize(size_t n) {
     if (n > capacity_) {
+      const size_t cap = capacity_ ? std::max(n, capacity_ + capacity_ / 2) : n;
       T* p = nullptr;
-      COUPLEVAE_CUDA(cudaMalloc(&p, n * sizeof(T)));
+      COUPLEVAE_CUDA(cudaMalloc(&p, cap * sizeof(T)));
       if (size_) COUPLEVAE_CUDA(cudaMemcpyAsync(p, data_, size_ * sizeof(T), cudaMemcpyDeviceToDevice, cuda_rt::stream()));
       if (data_) {
         cuda_rt::runtime().sync();  // the old block may still be read by queued work
         COUPLEVAE_CUDA(cudaFree(data_));
       }
       data_ = p;
-      capacity_ = n;
+      capacity_ = cap;
     }
     size_ = n;
   }

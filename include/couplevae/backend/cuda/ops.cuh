@@ -36,6 +36,15 @@ namespace couplevae {
 
 namespace cuda_rt {
 
+// The column-major GEMM that computes row-major C (M x N) = op(A) op(B): C^T (N x M) =
+// op(B)^T op(A)^T, so the first operand is B as stored (transposed iff tb) with its row
+// stride as leading dimension, the second A as stored (transposed iff ta), m = N, n = M.
+struct ColumnMajorGemm {
+  bool trans_first, trans_second;
+  int m, n, k;
+};
+inline ColumnMajorGemm column_major_gemm(bool ta, bool tb, int M, int N, int K) { return {tb, ta, N, M, K}; }
+
 template <class T>
 __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T* loss, bool keep_probs) {
   __shared__ T shared[32];
@@ -63,17 +72,20 @@ __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T*
 template <>
 struct ops<cuda> {
   // C (M x N) = alpha op(A) op(B) + beta C, row-major with row strides: cuBLAS computes the
-  // column-major C^T = op(B)^T op(A)^T, whose operands are the row-major arrays as stored.
+  // column-major C^T = op(B)^T op(A)^T, whose operands are the row-major arrays as stored
+  // (cuda_rt::column_major_gemm gives the arguments; tests/cuda checks the mapping on the host).
   template <class T>
   static void gemm(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int lda, const T* Bp, int ldb, T beta,
                    T* C, int ldc) {
     if (M == 0 || N == 0) return;
     cublasHandle_t h = cuda_rt::runtime().blas;
-    const cublasOperation_t oa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cuda_rt::ColumnMajorGemm g = cuda_rt::column_major_gemm(ta, tb, M, N, K);
+    const cublasOperation_t oa = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t ob = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
     if constexpr (sizeof(T) == 4)
-      COUPLEVAE_CUBLAS(cublasSgemm(h, oa, ob, N, M, K, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
+      COUPLEVAE_CUBLAS(cublasSgemm(h, oa, ob, g.m, g.n, g.k, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
     else
-      COUPLEVAE_CUBLAS(cublasDgemm(h, oa, ob, N, M, K, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
+      COUPLEVAE_CUBLAS(cublasDgemm(h, oa, ob, g.m, g.n, g.k, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
   }
   // C = A Bt (+ C): on the GPU every product is a cuBLAS GEMM.
   template <class T>
