@@ -26,8 +26,8 @@ struct ops {
   static_assert(is_backend_v<B>,
                 "couplevae: ops<B> needs a backend tag: couplevae::cpu or couplevae::cuda");
   static_assert(!std::is_same_v<B, cuda>,
-                "couplevae: ops<cuda> is not visible: include <couplevae/backend/cuda/ops.cuh> "
-                "and compile this translation unit with nvcc (COUPLEVAE_WITH_CUDA=ON)");
+                "couplevae: ops<cuda> is not visible: include <couplevae/cuda.cuh> and compile this "
+                "translation unit with nvcc, linked to couplevae::cuda (COUPLEVAE_WITH_CUDA=ON)");
 };
 
 }  // namespace couplevae

@@ -29,8 +29,15 @@ struct View {
   explicit operator bool() const { return data != nullptr; }
 };
 
+// The primary template is never used: cpu's specialisation is below, cuda's in
+// backend/cuda/buffer.cuh.
 template <class T, class B = cpu>
-class Buffer;
+class Buffer {
+  static_assert(is_backend_v<B>, "couplevae: Buffer<T, B> needs a backend tag: couplevae::cpu or couplevae::cuda");
+  static_assert(!std::is_same_v<B, cuda>,
+                "couplevae: Buffer<T, cuda> is not visible: include <couplevae/cuda.cuh> and compile this "
+                "translation unit with nvcc, linked to couplevae::cuda (COUPLEVAE_WITH_CUDA=ON)");
+};
 
 template <class T>
 class Buffer<T, cpu> {

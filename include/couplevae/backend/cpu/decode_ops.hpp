@@ -33,8 +33,8 @@ template <class B>
 struct decode_ops {
   static_assert(is_backend_v<B>, "couplevae: decode_ops<B> needs a backend tag: couplevae::cpu or couplevae::cuda");
   static_assert(!std::is_same_v<B, cuda>,
-                "couplevae: decode_ops<cuda> is not visible: include the cuda backend's decode_ops header and "
-                "compile this translation unit with nvcc (COUPLEVAE_WITH_CUDA=ON)");
+                "couplevae: decode_ops<cuda> is not visible: include <couplevae/cuda.cuh> and compile this "
+                "translation unit with nvcc, linked to couplevae::cuda (COUPLEVAE_WITH_CUDA=ON)");
 };
 
 template <>
