@@ -4,7 +4,8 @@
 #   1. configure with COUPLEVAE_WITH_CUDA=ON against the unpacked headers, build the cuda
 #      tests, the tool and the GPU benchmark;
 #   2. ctest -L cuda (host bodies, device parity of every op and every model, 200 training
-#      steps of couple-vae tracking the cpu run) and the cuda consumer;
+#      steps of couple-vae tracking the cpu run, the tool with --backend cuda against cpu
+#      evaluation of the same checkpoints);
 #   3. compute-sanitizer (memcheck) over the device tests;
 #   4. bench/compare_gpu.sh against PyTorch on the same GPU;
 #   5. with --full: the 60K-step PTB training of couple-vae through the tool, timed.
