@@ -7,6 +7,8 @@
 // cuBLAS handle bound to it, and a small device scratch for reductions. device_count()
 // never throws (0 without a driver or device); require_device() throws the error the
 // command-line tool prints for --backend cuda on a machine without a GPU.
+// A cuda model and its buffers belong to the host thread that uses them (its stream orders
+// their work); evaluation on cuda runs its batches on one thread (eval/nll.hpp).
 #pragma once
 #include <cstddef>
 #include <string>
