@@ -1,4 +1,33 @@
-# bench/args.sh: the argument checks bench/compare.sh and bench/compare_gpu.sh share (sourced).
+# bench/args.sh: the command line bench/compare.sh and bench/compare_gpu.sh share (sourced
+# after the defaults are set). parse_args handles --data, --steps, --warmup,
+# --eval-sentences, --eval-samples, --rounds, --threads (only where THREADS has a default)
+# and --help (the script's header lines 2..HELP_LINES); check_data makes DATA absolute.
 die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 posint() { [[ "$2" =~ ^[0-9]+$ ]] && (( $2 >= $3 )) || die "$1 must be an integer >= $3 (got '$2')"; }
+
+parse_args() {
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --data) need_value "$@"; DATA="$2"; shift 2 ;;
+      --steps) need_value "$@"; posint "$1" "$2" 1; STEPS="$2"; shift 2 ;;
+      --warmup) need_value "$@"; posint "$1" "$2" 0; WARMUP="$2"; shift 2 ;;
+      --eval-sentences) need_value "$@"; posint "$1" "$2" 1; EVAL_SENTENCES="$2"; shift 2 ;;
+      --eval-samples) need_value "$@"; posint "$1" "$2" 1; EVAL_SAMPLES="$2"; shift 2 ;;
+      --rounds) need_value "$@"; posint "$1" "$2" 1; ROUNDS="$2"; shift 2 ;;
+      --threads)
+        [[ -v THREADS ]] || die "unknown argument '$1' (see --help)"
+        need_value "$@"; posint "$1" "$2" 1; THREADS="$2"; shift 2 ;;
+      -h|--help) sed -n "2,${HELP_LINES}p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      *) die "unknown argument '$1' (see --help)" ;;
+    esac
+  done
+}
+
+check_data() {
+  local f
+  for f in train.txt valid.txt test.txt; do
+    [[ -f "$DATA/$f" ]] || die "dataset not found: $DATA/$f is missing (pass --data DIR, a folder with train.txt valid.txt test.txt; the default is ../shared/data/ptb next to the repository)"
+  done
+  DATA="$(cd "$DATA" && pwd)"
+}

@@ -27,27 +27,11 @@ ROUNDS=2
 THREADS=2
 PYTHON="${PYTHON:-/usr/bin/python3}"
 
+HELP_LINES=17
 # shellcheck source=bench/args.sh
 source "$ROOT/bench/args.sh"
-
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --data) need_value "$@"; DATA="$2"; shift 2 ;;
-    --steps) need_value "$@"; posint "$1" "$2" 1; STEPS="$2"; shift 2 ;;
-    --warmup) need_value "$@"; posint "$1" "$2" 0; WARMUP="$2"; shift 2 ;;
-    --eval-sentences) need_value "$@"; posint "$1" "$2" 1; EVAL_SENTENCES="$2"; shift 2 ;;
-    --eval-samples) need_value "$@"; posint "$1" "$2" 1; EVAL_SAMPLES="$2"; shift 2 ;;
-    --rounds) need_value "$@"; posint "$1" "$2" 1; ROUNDS="$2"; shift 2 ;;
-    --threads) need_value "$@"; posint "$1" "$2" 1; THREADS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$1' (see --help)" ;;
-  esac
-done
-
-for f in train.txt valid.txt test.txt; do
-  [[ -f "$DATA/$f" ]] || die "dataset not found: $DATA/$f is missing (pass --data DIR, a folder with train.txt valid.txt test.txt; the default is ../shared/data/ptb next to the repository)"
-done
-DATA="$(cd "$DATA" && pwd)"
+parse_args "$@"
+check_data
 [[ -x "$PYTHON" ]] || die "$PYTHON not found (PyTorch side; set PYTHON=...)"
 TORCH_REF="$ROOT/bench/torch_ref.py"
 

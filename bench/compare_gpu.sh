@@ -26,26 +26,11 @@ EVAL_SAMPLES=100
 ROUNDS=2
 PYTHON="${PYTHON:-python3}"
 
+HELP_LINES=19
 # shellcheck source=bench/args.sh
 source "$ROOT/bench/args.sh"
-
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --data) need_value "$@"; DATA="$2"; shift 2 ;;
-    --steps) need_value "$@"; posint "$1" "$2" 1; STEPS="$2"; shift 2 ;;
-    --warmup) need_value "$@"; posint "$1" "$2" 0; WARMUP="$2"; shift 2 ;;
-    --eval-sentences) need_value "$@"; posint "$1" "$2" 1; EVAL_SENTENCES="$2"; shift 2 ;;
-    --eval-samples) need_value "$@"; posint "$1" "$2" 1; EVAL_SAMPLES="$2"; shift 2 ;;
-    --rounds) need_value "$@"; posint "$1" "$2" 1; ROUNDS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$1' (see --help)" ;;
-  esac
-done
-
-for f in train.txt valid.txt test.txt; do
-  [[ -f "$DATA/$f" ]] || die "dataset not found: $DATA/$f is missing (pass --data DIR)"
-done
-DATA="$(cd "$DATA" && pwd)"
+parse_args "$@"
+check_data
 command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this comparison needs an NVIDIA GPU"
 "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null \
   || die "$PYTHON has no PyTorch with CUDA"
