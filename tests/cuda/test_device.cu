@@ -206,18 +206,24 @@ TEST_SUITE("device") {
     const int a = 19, H = 33;
     const auto gx = random_vec(a * 3 * H, 1, -2, 2), gh = random_vec(a * 3 * H, 2, -2, 2), h = random_vec(a * H, 3);
     std::vector<float> r(a * H), z(a * H), nv(a * H), ghn(a * H), hn(a * H);
-    Dev<float> dgx(gx), dgh(gh), dh(h);
+    const auto bh = random_vec(3 * H, 30);
+    Dev<float> dgx(gx), dgh(gh), dh(h), dbh(bh);
     Buffer<float, cuda> dr(a * H), dz(a * H), dnv(a * H), dghn(a * H), dhn(a * H);
-    C::gru_gates_forward(a, H, gx.data(), gh.data(), h.data(), r.data(), z.data(), nv.data(), ghn.data(), hn.data());
-    G::gru_gates_forward(a, H, dgx.p(), dgh.p(), dh.p(), dr.data(), dz.data(), dnv.data(), dghn.data(), dhn.data());
+    C::gru_gates_forward(a, H, gx.data(), gh.data(), bh.data(), h.data(), r.data(), z.data(), nv.data(), ghn.data(),
+                         hn.data());
+    G::gru_gates_forward(a, H, dgx.p(), dgh.p(), dbh.p(), dh.p(), dr.data(), dz.data(), dnv.data(), dghn.data(),
+                         dhn.data());
     CHECK(rel_err(dhn.to_host(), hn) < 1e-5);
     auto dd = random_vec(a * H, 4);
     Dev<float> ddd(dd);
     std::vector<float> gxo(a * 3 * H), gho(a * 3 * H);
     Buffer<float, cuda> dgxo(gxo.size()), dgho(gho.size());
-    C::gru_gates_backward(a, H, r.data(), z.data(), nv.data(), ghn.data(), h.data(), dd.data(), gxo.data(), gho.data());
-    G::gru_gates_backward(a, H, dr.data(), dz.data(), dnv.data(), dghn.data(), dh.p(), ddd.p(), dgxo.data(),
-                          dgho.data());
+    const auto ds = random_vec(a * H, 31);
+    Dev<float> dds(ds);
+    C::gru_gates_backward(a, H, r.data(), z.data(), nv.data(), ghn.data(), h.data(), ds.data(), H, dd.data(),
+                          gxo.data(), gho.data());
+    G::gru_gates_backward(a, H, dr.data(), dz.data(), dnv.data(), dghn.data(), dh.p(), dds.p(), H, ddd.p(),
+                          dgxo.data(), dgho.data());
     CHECK(rel_err(dgxo.to_host(), gxo) < 1e-5);
     CHECK(rel_err(dgho.to_host(), gho) < 1e-5);
     CHECK(rel_err(ddd.host(), dd) < 1e-5);

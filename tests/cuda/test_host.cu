@@ -42,26 +42,31 @@ TEST_SUITE("host") {
   TEST_CASE("GRU gate bodies equal ops<cpu>") {
     const int a = 5, H = 7;
     const auto gx = random_vec(a * 3 * H, 1, -2, 2), gh = random_vec(a * 3 * H, 2, -2, 2), h = random_vec(a * H, 3);
+    const auto bh = random_vec(3 * H, 5);
     std::vector<float> r(a * H), z(a * H), n(a * H), ghn(a * H), hn(a * H);
     auto r2 = r, z2 = z, n2 = n, ghn2 = ghn, hn2 = hn;
-    C::gru_gates_forward(a, H, gx.data(), gh.data(), h.data(), r.data(), z.data(), n.data(), ghn.data(), hn.data());
-    host_loop(size_t(a) * H, kernels::GruGatesForward<float>{H, gx.data(), gh.data(), h.data(), r2.data(), z2.data(),
-                                                            n2.data(), ghn2.data(), hn2.data()});
+    C::gru_gates_forward(a, H, gx.data(), gh.data(), bh.data(), h.data(), r.data(), z.data(), n.data(), ghn.data(),
+                         hn.data());
+    host_loop(size_t(a) * H, kernels::GruGatesForward<float>{H, gx.data(), gh.data(), bh.data(), h.data(), r2.data(),
+                                                            z2.data(), n2.data(), ghn2.data(), hn2.data()});
     CHECK(rel_err(r2, r) < 1e-6);
     CHECK(rel_err(z2, z) < 1e-6);
     CHECK(rel_err(n2, n) < 1e-6);
     CHECK(rel_err(ghn2, ghn) == 0);
     CHECK(rel_err(hn2, hn) < 1e-6);
 
-    const auto dh0 = random_vec(a * H, 4);
-    auto dh = dh0, dh2 = dh0;
-    std::vector<float> dgx(a * 3 * H, 9.f), dgh(a * 3 * H, 9.f), dgx2 = dgx, dgh2 = dgh;
-    C::gru_gates_backward(a, H, r.data(), z.data(), n.data(), ghn.data(), h.data(), dh.data(), dgx.data(), dgh.data());
-    host_loop(size_t(a) * H, kernels::GruGatesBackward<float>{H, r.data(), z.data(), n.data(), ghn.data(), h.data(),
-                                                             dh2.data(), dgx2.data(), dgh2.data()});
-    CHECK(rel_err(dh2, dh) == 0);
-    CHECK(rel_err(dgx2, dgx) == 0);
-    CHECK(rel_err(dgh2, dgh) == 0);
+    const auto dh0 = random_vec(a * H, 4), ds = random_vec(a * (H + 3), 6);
+    for (const float* dsp : {static_cast<const float*>(nullptr), ds.data()}) {  // without and with dstates
+      auto dh = dh0, dh2 = dh0;
+      std::vector<float> dgx(a * 3 * H, 9.f), dgh(a * 3 * H, 9.f), dgx2 = dgx, dgh2 = dgh;
+      C::gru_gates_backward(a, H, r.data(), z.data(), n.data(), ghn.data(), h.data(), dsp, H + 3, dh.data(), dgx.data(),
+                            dgh.data());
+      host_loop(size_t(a) * H, kernels::GruGatesBackward<float>{H, r.data(), z.data(), n.data(), ghn.data(), h.data(),
+                                                               dsp, H + 3, dh2.data(), dgx2.data(), dgh2.data()});
+      CHECK(rel_err(dh2, dh) == 0);
+      CHECK(rel_err(dgx2, dgx) == 0);
+      CHECK(rel_err(dgh2, dgh) == 0);
+    }
   }
 
   TEST_CASE("Adam, dropout, column sums, transpose and softmax backward bodies equal ops<cpu>") {

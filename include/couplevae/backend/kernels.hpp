@@ -23,34 +23,37 @@ COUPLEVAE_HD inline T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
-// i < a*H: PyTorch's GRU gates (backend/cpu/ops.hpp gru_gates_forward).
+// i < a*H: PyTorch's GRU gates (backend/cpu/ops.hpp gru_gates_forward; gh without its bias bh).
 template <class T>
 struct GruGatesForward {
   int H;
-  const T *gx, *gh, *h;
+  const T *gx, *gh, *bh, *h;
   T *r, *z, *n, *ghn, *h_new;
   COUPLEVAE_HD void operator()(size_t i) const {
     const size_t row = i / H, k = i % H, g = row * 3 * H + k;
-    const T rr = sigmoid(gx[g] + gh[g]);
-    const T zz = sigmoid(gx[g + H] + gh[g + H]);
-    const T nn = std::tanh(gx[g + 2 * H] + rr * gh[g + 2 * H]);
+    const T rr = sigmoid(gx[g] + gh[g] + bh[k]);
+    const T zz = sigmoid(gx[g + H] + gh[g + H] + bh[k + H]);
+    const T gn = gh[g + 2 * H] + bh[k + 2 * H];
+    const T nn = std::tanh(gx[g + 2 * H] + rr * gn);
     r[i] = rr;
     z[i] = zz;
     n[i] = nn;
-    ghn[i] = gh[g + 2 * H];
+    ghn[i] = gn;
     h_new[i] = (T(1) - zz) * nn + zz * h[i];
   }
 };
 
-// i < a*H: backward of the gates; dh in: dL/dh', out: the z path (dL/dh minus dgh W_hh).
+// i < a*H: backward of the gates; dh in: dL/dh' (plus ds[row * ld_ds + k] when ds is given),
+// out: the z path (dL/dh minus dgh W_hh).
 template <class T>
 struct GruGatesBackward {
   int H;
-  const T *r, *z, *n, *ghn, *h;
+  const T *r, *z, *n, *ghn, *h, *ds;
+  int ld_ds;
   T *dh, *dgx, *dgh;
   COUPLEVAE_HD void operator()(size_t i) const {
     const size_t row = i / H, k = i % H, g = row * 3 * H + k;
-    const T d = dh[i], rk = r[i], zk = z[i], nk = n[i];
+    const T d = dh[i] + (ds ? ds[row * ld_ds + k] : T(0)), rk = r[i], zk = z[i], nk = n[i];
     const T dan = d * (T(1) - zk) * (T(1) - nk * nk);
     const T daz = d * (h[i] - nk) * zk * (T(1) - zk);
     const T dar = dan * ghn[i] * rk * (T(1) - rk);

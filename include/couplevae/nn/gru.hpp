@@ -11,7 +11,8 @@
 // the first, so its final state is the one at t = 0.
 // The input projection X W_ih^T for all rows is one GEMM outside the recurrence; each step
 // does one (active, H) x (H, 3H) product over the rows still running (ops::gemm_few_rows,
-// against a transposed copy of W_hh made once per pass). The forward pass keeps
+// against a transposed copy of W_hh made once per pass) and one gate kernel that adds b_hh
+// (and, backward, the outside gradient dstates) itself. The forward pass keeps
 // every row's previous state h_{t-1}, so backward runs only dh_{t-1} = dgh_t W_hh inside
 // the recurrence and forms the weight gradients after it, each as one GEMM over all rows:
 //   dW_hh += dGH^T H_prev,  db_hh += colsum(dGH),  dW_ih += dGX^T X,  db_ih += colsum(dGX).
@@ -72,9 +73,8 @@ struct GRU {
       View<T> hp{hp_all.row(pk.offset[t]), a, H};
       previous_states(pk, t, st, hp);
       ops<B>::gemm_few_rows(a, G, H, hp.data, H, whh_t.data, G, gh.data, G, /*accumulate=*/false);
-      ops<B>::add_row_bias(gh.data, a, G, ar.value(b_hh));
       const size_t o = size_t(pk.offset[t]) * H;
-      ops<B>::gru_gates_forward(a, H, gx.row(pk.offset[t]), gh.data, hp.data, c.r.data() + o,
+      ops<B>::gru_gates_forward(a, H, gx.row(pk.offset[t]), gh.data, ar.value(b_hh), hp.data, c.r.data() + o,
                                 c.z.data() + o, c.n.data() + o, c.ghn.data() + o, st.data + o);
     }
     c.last_row.assign(pk.batch, 0);
@@ -98,10 +98,10 @@ struct GRU {
       const int t = reverse ? pk.steps - 1 - s : s;
       const int a = pk.active[t];
       const size_t o = size_t(pk.offset[t]) * H;
-      if (dstates) ops<B>::add2d(dstates.row(pk.offset[t]), a, H, dstates.cols, dh.data, H);
       T* dgh = dgh_all.row(pk.offset[t]);
-      ops<B>::gru_gates_backward(a, H, c.r.data() + o, c.z.data() + o, c.n.data() + o,
-                                 c.ghn.data() + o, hp_all.row(pk.offset[t]), dh.data, dgx.row(pk.offset[t]), dgh);
+      ops<B>::gru_gates_backward(a, H, c.r.data() + o, c.z.data() + o, c.n.data() + o, c.ghn.data() + o,
+                                 hp_all.row(pk.offset[t]), dstates ? dstates.row(pk.offset[t]) : nullptr,
+                                 dstates.cols, dh.data, dgx.row(pk.offset[t]), dgh);
       ops<B>::gemm_few_rows(a, H, G, dgh, G, ar.value(W_hh), H, dh.data, H, /*accumulate=*/true);
     }
     ops<B>::gemm(true, false, G, H, pk.rows, T(1), dgh_all.data, G, hp_all.data, H, T(1), ar.grad(W_hh), H);
@@ -119,9 +119,8 @@ struct GRU {
     ops<B>::gemm(false, true, a, G, in, T(1), X.data, X.cols, ar.value(W_ih), in, T(0), gx.data, G);
     ops<B>::add_row_bias(gx.data, a, G, ar.value(b_ih));
     ops<B>::gemm(false, true, a, G, H, T(1), h_prev.data, h_prev.cols, ar.value(W_hh), H, T(0), gh.data, G);
-    ops<B>::add_row_bias(gh.data, a, G, ar.value(b_hh));
-    ops<B>::gru_gates_forward(a, H, gx.data, gh.data, h_prev.data, c.r.shape(a, H).data, c.z.shape(a, H).data,
-                              c.n.shape(a, H).data, c.ghn.shape(a, H).data, h_new.data);
+    ops<B>::gru_gates_forward(a, H, gx.data, gh.data, ar.value(b_hh), h_prev.data, c.r.shape(a, H).data,
+                              c.z.shape(a, H).data, c.n.shape(a, H).data, c.ghn.shape(a, H).data, h_new.data);
   }
 
  private:

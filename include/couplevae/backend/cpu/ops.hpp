@@ -198,12 +198,14 @@ struct ops<cpu> {
     for (size_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
   }
 
-  // GRU gates for `a` rows (PyTorch's gate order r, z, n):
-  //   r = s(gx_r + gh_r), z = s(gx_z + gh_z), n = tanh(gx_n + r * gh_n),
+  // GRU gates for `a` rows (PyTorch's gate order r, z, n), with g = gh + bh:
+  //   r = s(gx_r + g_r), z = s(gx_z + g_z), n = tanh(gx_n + r * g_n),
   //   h' = (1 - z) * n + z * h.
-  // gx, gh: (a, 3H) with biases included; h, h_new: (a, H). Saves r, z, n, gh_n.
+  // gx: (a, 3H) with b_ih included; gh: (a, 3H) = h W_hh^T without its bias bh (3H), which
+  // is added here (one pass less than a separate bias kernel); h, h_new: (a, H). Saves r, z,
+  // n and g_n (ghn).
   template <class T>
-  static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* h, T* r, T* z,
+  static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* bh, const T* h, T* r, T* z,
                                 T* n, T* ghn, T* h_new) {
     using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
     using C = Eigen::Map<const Arr>;
@@ -212,25 +214,27 @@ struct ops<cpu> {
       const T* x = gx + size_t(i) * 3 * H;
       const T* g = gh + size_t(i) * 3 * H;
       const size_t o = size_t(i) * H;
-      M R(r + o, H), Z(z + o, H), N(n + o, H);
-      R = (C(x, H) + C(g, H)).logistic();
-      Z = (C(x + H, H) + C(g + H, H)).logistic();
-      N = (C(x + 2 * H, H) + R * C(g + 2 * H, H)).tanh();
-      M(ghn + o, H) = C(g + 2 * H, H);
+      M R(r + o, H), Z(z + o, H), N(n + o, H), G(ghn + o, H);
+      R = (C(x, H) + C(g, H) + C(bh, H)).logistic();
+      Z = (C(x + H, H) + C(g + H, H) + C(bh + H, H)).logistic();
+      G = C(g + 2 * H, H) + C(bh + 2 * H, H);
+      N = (C(x + 2 * H, H) + R * G).tanh();
       M(h_new + o, H) = (T(1) - Z) * N + Z * C(h + o, H);
     }
   }
-  // Backward of gru_gates_forward. dh (a, H): in dL/dh', out dL/dh through the z path only
-  // (the caller adds dgh * W_hh). dgx, dgh (a, 3H) are overwritten.
+  // Backward of gru_gates_forward. dh (a, H): in dL/dh' (plus ds, the gradient on the states
+  // from outside the recurrence, rows with stride ld_ds, when given), out dL/dh through the
+  // z path only (the caller adds dgh * W_hh). dgx, dgh (a, 3H) are overwritten.
   template <class T>
   static void gru_gates_backward(int a, int H, const T* r, const T* z, const T* n, const T* ghn,
-                                 const T* h, T* dh, T* dgx, T* dgh) {
+                                 const T* h, const T* ds, int ld_ds, T* dh, T* dgx, T* dgh) {
     for (int i = 0; i < a; ++i) {
       const size_t o = size_t(i) * H;
       T* dx = dgx + size_t(i) * 3 * H;
       T* dg = dgh + size_t(i) * 3 * H;
+      const T* dsi = ds ? ds + size_t(i) * ld_ds : nullptr;
       for (int k = 0; k < H; ++k) {
-        const T d = dh[o + k], rk = r[o + k], zk = z[o + k], nk = n[o + k];
+        const T d = dh[o + k] + (dsi ? dsi[k] : T(0)), rk = r[o + k], zk = z[o + k], nk = n[o + k];
         const T dan = d * (T(1) - zk) * (T(1) - nk * nk);
         const T daz = d * (h[o + k] - nk) * zk * (T(1) - zk);
         const T dar = dan * ghn[o + k] * rk * (T(1) - rk);

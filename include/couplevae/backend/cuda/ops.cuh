@@ -204,15 +204,15 @@ struct ops<cuda> {
   }
 
   template <class T>
-  static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* h, T* r, T* z, T* n, T* ghn,
-                                T* h_new) {
-    launch<cuda>::for_each(size_t(a) * H, kernels::GruGatesForward<T>{H, gx, gh, h, r, z, n, ghn, h_new},
+  static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* bh, const T* h, T* r, T* z, T* n,
+                                T* ghn, T* h_new) {
+    launch<cuda>::for_each(size_t(a) * H, kernels::GruGatesForward<T>{H, gx, gh, bh, h, r, z, n, ghn, h_new},
                       "gru_gates_forward");
   }
   template <class T>
-  static void gru_gates_backward(int a, int H, const T* r, const T* z, const T* n, const T* ghn, const T* h, T* dh,
-                                 T* dgx, T* dgh) {
-    launch<cuda>::for_each(size_t(a) * H, kernels::GruGatesBackward<T>{H, r, z, n, ghn, h, dh, dgx, dgh},
+  static void gru_gates_backward(int a, int H, const T* r, const T* z, const T* n, const T* ghn, const T* h,
+                                 const T* ds, int ld_ds, T* dh, T* dgx, T* dgh) {
+    launch<cuda>::for_each(size_t(a) * H, kernels::GruGatesBackward<T>{H, r, z, n, ghn, h, ds, ld_ds, dh, dgx, dgh},
                       "gru_gates_backward");
   }
 
