@@ -21,6 +21,7 @@ mkdir -p "$LOGS"
 PTB="$CARRY/ptb"
 [[ -f "$PTB/train.txt" ]] || PTB=""
 nvidia-smi | tee "$LOGS/nvidia-smi.txt" | head -15
+export PATH="$PATH:/usr/local/cuda/bin"  # nvcc, compute-sanitizer
 export CMAKE_PREFIX_PATH="$CARRY/root/usr"
 export CPLUS_INCLUDE_PATH="$CARRY/root/usr/include${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}"
 step() { echo "== $*"; }
@@ -57,7 +58,8 @@ fi
 if ((FULL)) && [[ -n "$PTB" ]]; then
   step "60K steps of couple-vae on PTB"
   rm -rf "$ROOT/gpu-run"
-  /usr/bin/time -v "$ROOT/build-gpu/bin/couplevae" train --backend cuda --model couple-vae --data "$PTB" \
+  TIMEFORMAT="60K steps (with validation every 1000): %R s wall"
+  time "$ROOT/build-gpu/bin/couplevae" train --backend cuda --model couple-vae --data "$PTB" \
     --out "$ROOT/gpu-run" --log-every 5000 >"$LOGS/full-run.log" 2>&1
-  tail -5 "$LOGS/full-run.log"; grep -E "Elapsed" "$LOGS/full-run.log"
+  tail -5 "$LOGS/full-run.log"
 fi
