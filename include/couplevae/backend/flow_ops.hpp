@@ -219,13 +219,6 @@ struct GaussianQuery {
 
 template <class B>
 struct flow_ops {
-  static constexpr double logdet_eps = flow_kernels::logdet_eps;
-
-  template <class T>
-  static T softplus(T x) {
-    return flow_kernels::softplus(x);
-  }
-
   // uhat (Z) = u + (m(w.u) - w.u) w / ||w||^2 (overwritten).
   template <class T>
   static void planar_uhat(int Z, const T* u, const T* w, T* uhat) {

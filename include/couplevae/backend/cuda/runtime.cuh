@@ -62,14 +62,14 @@ inline void require_device() {
 struct Runtime {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
-  double* scratch = nullptr;  // 2 doubles for reductions
+  double* scratch = nullptr;  // one double: the target of launch<cuda>::sum
 
   Runtime() {
     require_device();
     COUPLEVAE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     COUPLEVAE_CUBLAS(cublasCreate(&blas));
     COUPLEVAE_CUBLAS(cublasSetStream(blas, stream));
-    COUPLEVAE_CUDA(cudaMalloc(&scratch, 2 * sizeof(double)));
+    COUPLEVAE_CUDA(cudaMalloc(&scratch, sizeof(double)));
   }
   ~Runtime() {
     if (scratch) cudaFree(scratch);
