@@ -144,10 +144,8 @@ TEST_SUITE("host") {
         }
   }
 
-  TEST_CASE("no device: device_count is 0 and require_device names the problem") {
-    const int n = cuda_rt::device_count();
-    CHECK(n >= 0);
-    if (n == 0) {
+  TEST_CASE("require_device: an error naming the problem exactly when device_count is 0") {
+    if (cuda_rt::device_count() == 0) {
       CHECK_THROWS_WITH_AS(cuda_rt::require_device(), doctest::Contains("needs a CUDA device"), Error);
       CHECK_THROWS_WITH_AS(cuda_rt::require_device(), doctest::Contains("--backend cpu"), Error);
     } else {

@@ -93,7 +93,6 @@ struct ops<cuda> {
                             bool accumulate) {
     gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
   }
-  static constexpr int few_rows = 64;
   template <class T>
   static void transpose(const T* x, int rows, int cols, T* y) {
     launch<cuda>::for_each(size_t(rows) * cols, kernels::Transpose<T>{x, rows, cols, y}, "transpose");
