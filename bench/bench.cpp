@@ -41,6 +41,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -274,18 +275,11 @@ int run_train(const Args& a, int threads) {
     Adam<T, B> adam(model.arena(), cfg);
     Batcher batcher(data.train, cfg.vocab_size, a.seed, cfg.batch_size);
     Context<B> ctx(Rng(a.seed).derive(0x747261696eull).seed, true);
-    long t = 0, nonfinite = 0;
-    auto step = [&](const Batch& batch) {
-      ++t;
-      model.zero_grad();
-      const Losses l = model.forward(ctx, batch, t);
-      model.backward(ctx);
-      const double norm = clip_grad_norm(model.arena(), cfg.clip_norm);
-      if (std::isfinite(l.loss) && std::isfinite(norm))
-        adam.step(model.arena(), learning_rate(cfg, t));
-      else
-        ++nonfinite;  // the trainer skips such an update; so do we
-    };
+    // The trainer's step (train/trainer.hpp train_step): clipping and the skipping of
+    // non-finite updates are decided on the backend, so the loop never waits for it.
+    StepGuard<B> guard(cfg.clip_norm, std::numeric_limits<int>::max());
+    long t = 0;
+    auto step = [&](const Batch& batch) { train_step(model, ctx, batch, ++t, adam, guard); };
     for (long i = 0; i < a.warmup; ++i) step(batcher.next());
 
     long tokens = 0;
@@ -303,7 +297,8 @@ int run_train(const Args& a, int threads) {
     const int m_tokens = std::max(1, int(double(tokens) / double(a.steps) + 0.5));
     const GemmRate g = measure_gemm<B>(m_tokens, cfg.embed, cfg.vocab_size, a.gemm_reps);
     const double floor_s = flops_per_step / (g.gflops * 1e9);
-    if (nonfinite) std::fprintf(stderr, "couplevae_bench: %ld non-finite steps (update skipped)\n", nonfinite);
+    if (const long long skipped = guard.read().skipped)
+      std::fprintf(stderr, "couplevae_bench: %lld non-finite steps (update skipped)\n", skipped);
     nlohmann::json j = {{"impl", "couplevae"},
                         {"backend", B::name},
                         {"model", a.model},

@@ -36,6 +36,16 @@ using DAEd = Model<Posterior<Deterministic>, Regularizer<Zero>, Decoder<GRU>, cp
 static_assert(!Posterior<Deterministic>::stochastic, "the DAE's posterior is deterministic");
 static_assert(Regularizer<MMD>::mmd_weight == 10.0 && Regularizer<MMD>::kl_cap == 0.8);
 
+// start + L_reg of one forward: forward accumulates L_reg into a double of the backend's
+// memory (a host double on cpu).
+template <class Reg>
+double reg_value(const Reg& reg, Context<>& ctx, long step, View<double> kl, View<double> z, typename Reg::Cache& c,
+                 double start = 0) {
+  double out = start;
+  reg.forward(ctx, step, kl, z, &out, c);
+  return out;
+}
+
 std::vector<double> randn(size_t n, uint64_t seed, double mean = 0, double sd = 1) {
   std::vector<double> v(n);
   Rng(seed).normal(v.data(), n);
@@ -143,7 +153,7 @@ TEST_CASE("mmd: the kernel and the regulariser equal a straightforward recomputa
   Context<> ctx(77);
   ctx.rng.position = 40;
   MMDReg::Cache cache;
-  const double L = reg.forward(ctx, 5, {kl.data(), n, 1}, {z.data(), n, Z}, cache);
+  const double L = reg_value(reg, ctx, 5, {kl.data(), n, 1}, {z.data(), n, Z}, cache);
   CHECK(ctx.rng.position == 40 + Rng::blocks_for(n * Z));
   std::vector<double> prior(n * Z);
   Rng(77, 40).normal(prior.data(), prior.size());
@@ -151,10 +161,13 @@ TEST_CASE("mmd: the kernel and the regulariser equal a straightforward recomputa
   double mean_kl = 0;
   for (double v : kl) mean_kl += v / n;
   CHECK(cache.weight == 0.5);
-  CHECK(cache.mmd == doctest::Approx(mmd).epsilon(1e-13));
+  CHECK(mmd_ops<cpu>::imq_mmd(n, n, Z, z.data(), cache.prior.data(), C, 7) == doctest::Approx(mmd).epsilon(1e-13));
   CHECK(L == doctest::Approx(10 * mmd + 0.5 * mean_kl).epsilon(1e-13));
+  // forward accumulates into its output.
+  ctx.rng.position = 40;
+  CHECK(reg_value(reg, ctx, 5, {kl.data(), n, 1}, {z.data(), n, Z}, cache, 2.5) == doctest::Approx(2.5 + L).epsilon(1e-13));
   // Fresh prior samples every forward.
-  const double L2 = reg.forward(ctx, 5, {kl.data(), n, 1}, {z.data(), n, Z}, cache);
+  const double L2 = reg_value(reg, ctx, 5, {kl.data(), n, 1}, {z.data(), n, Z}, cache);
   CHECK(L2 != L);
 }
 
@@ -193,8 +206,7 @@ TEST_CASE("mmd: B = 1 defines MMD = 0 with no gradient and no division by zero")
   std::vector<double> z = {0.3, -1.2}, kl = {2.0}, dz = {0.5, 0.25}, dkl = {1.0};
   Context<> ctx(5);
   MMDReg::Cache c;
-  const double L = reg.forward(ctx, 5, {kl.data(), 1, 1}, {z.data(), 1, 2}, c);
-  CHECK(c.mmd == 0);
+  const double L = reg_value(reg, ctx, 5, {kl.data(), 1, 1}, {z.data(), 1, 2}, c);
   CHECK(L == doctest::Approx(0.5 * 2.0));
   reg.backward(ctx, {kl.data(), 1, 1}, {z.data(), 1, 2}, {dkl.data(), 1, 1}, {dz.data(), 1, 2}, c);
   CHECK(dz[0] == 0.5);
@@ -214,7 +226,7 @@ TEST_CASE("mmd: finite-difference gradient in z and kl (prior replayed), accumul
     MMDReg::Cache c;
     auto loss = [&] {
       ctx.rng.position = 7;
-      return reg.forward(ctx, 5, {kl.data(), n, 1}, {z.data(), n, Z}, c);
+      return reg_value(reg, ctx, 5, {kl.data(), n, 1}, {z.data(), n, Z}, c);
     };
     auto dz = randn(n * Z, 23), dkl = randn(n, 24);
     const auto dz0 = dz, dkl0 = dkl;
@@ -249,13 +261,17 @@ TEST_CASE("mmd: the KL weight anneals like Regularizer<KL> up to the cap 0.8") {
     CAPTURE(step);
     MMDReg::Cache c;
     Regularizer<KL>::module<double, cpu>::Cache ck;
-    const double L = reg.forward(ctx, step, {kl.data(), n, 1}, {z.data(), n, Z}, c);
-    kl_reg.forward(ctx, step, {kl.data(), n, 1}, {z.data(), n, Z}, ck);
+    const double L = reg_value(reg, ctx, step, {kl.data(), n, 1}, {z.data(), n, Z}, c);
+    const double Lk = reg_value(kl_reg, ctx, step, {kl.data(), n, 1}, {z.data(), n, Z}, ck);
+    CHECK(Lk == doctest::Approx(ck.weight * mean_kl).epsilon(1e-12));
     const double ramp = std::clamp((step - 100) / 1000.0, 0.0, 1.0);
     CHECK(ck.weight == doctest::Approx(ramp).epsilon(1e-12));
     CHECK(c.weight == doctest::Approx(std::min(ramp, 0.8)).epsilon(1e-12));
     CHECK(c.weight <= 0.8);
-    CHECK(L == doctest::Approx(10 * c.mmd + c.weight * mean_kl).epsilon(1e-12));
+    double C[7];
+    Regularizer<MMD>::kernel_constants(Z, C);
+    const double mmd = mmd_ops<cpu>::imq_mmd(n, n, Z, z.data(), c.prior.data(), C, 7);
+    CHECK(L == doctest::Approx(10 * mmd + c.weight * mean_kl).epsilon(1e-12));
   }
   CHECK(Regularizer<MMD>::weight(cfg, 950) == 0.8);
   CHECK(Regularizer<MMD>::weight(cfg, 1000000) == 0.8);
@@ -270,7 +286,7 @@ TEST_CASE("zero regularizer: L_reg = 0, weight 0, no gradient, no noise") {
   Context<> ctx(3);
   Regularizer<Zero>::module<double, cpu>::Cache c;
   c.weight = 7;
-  CHECK(reg.forward(ctx, 100000, {kl.data(), 2, 1}, {z.data(), 2, 2}, c) == 0);
+  CHECK(reg_value(reg, ctx, 100000, {kl.data(), 2, 1}, {z.data(), 2, 2}, c) == 0);
   CHECK(c.weight == 0);
   CHECK(ctx.rng.position == 0);
   reg.backward(ctx, {kl.data(), 2, 1}, {z.data(), 2, 2}, {dkl.data(), 2, 1}, {dz.data(), 2, 2}, c);

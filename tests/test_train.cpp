@@ -93,6 +93,151 @@ TEST_CASE("clipping, learning-rate and KL schedules") {
   CHECK(kl_weight(2003, 2000, 40000, 1.0) == doctest::Approx(0.000075));
 }
 
+TEST_CASE("step guard: clips like clip_grad_norm, skips non-finite steps, stops after a run of them, sums windows") {
+  auto make = [](Arena<double>& ar) {
+    Param p = ar.add("x", {2}, Init::constant_value(1.0));
+    ar.finalize();
+    ar.initialise(0);
+    return p;
+  };
+  Arena<double> a, b;
+  const Param pa = make(a), pb = make(b);
+  Config c;
+  Adam<double> oa(a, c), ob(b, c);
+  StepGuard<cpu> guard(/*max_norm=*/10, /*max_nonfinite=*/3);
+  // The parts buffer a forward would leave: rec, kl, reg, rec_c, couple.
+  double parts[loss_parts] = {4.0, 2.0, 0.5, 3.0, -1.5};
+  PendingLosses l{parts, /*lambda_c=*/0.1, /*kl_weight=*/0.25, /*sentences=*/7, /*tokens=*/40};
+  auto step = [&](double g0, double g1, long t) {
+    a.grad(pa)[0] = g0, a.grad(pa)[1] = g1;
+    guard.check(a, l, t);
+    oa.step(a, 0.01, guard.gate());
+    return guard.read();
+  };
+
+  // Step 1: norm 50 > 10, clipped by 10 / (50 + 1e-6): the same update as clip_grad_norm + Adam.
+  StepTally s = step(30, 40, 1);
+  CHECK(s.norm == 50);
+  CHECK(s.gate.apply == 1);
+  CHECK(s.gate.scale == 10 / (50 + 1e-6));
+  b.grad(pb)[0] = 30, b.grad(pb)[1] = 40;
+  CHECK(clip_grad_norm(b, 10.0) == 50);
+  ob.step(b, 0.01);
+  CHECK(a.value(pa)[0] == b.value(pb)[0]);
+  CHECK(a.value(pa)[1] == b.value(pb)[1]);
+  CHECK(a.value(pa)[0] != 1.0);
+  CHECK(oa.steps() == 1);
+  CHECK(s.last.loss == doctest::Approx(4.0 + 0.5 + 3.0 - 0.15).epsilon(1e-15));
+  CHECK(s.last.kl == 2.0);
+  CHECK(s.last.kl_weight == 0.25);
+  CHECK(s.last.tokens == 40);
+
+  // Step 2: a small gradient is not clipped.
+  s = step(0.3, -0.4, 2);
+  CHECK(s.gate.scale == 1.0);
+  CHECK(s.norm == doctest::Approx(0.5).epsilon(1e-15));
+  b.grad(pb)[0] = 0.3, b.grad(pb)[1] = -0.4;
+  clip_grad_norm(b, 10.0);
+  ob.step(b, 0.01);
+  CHECK(a.value(pa)[0] == b.value(pb)[0]);
+  CHECK(s.window_steps == 2);
+  CHECK(s.window.loss == doctest::Approx(2 * (4.0 + 0.5 + 3.0 - 0.15)).epsilon(1e-15));
+  CHECK(s.window.rec == 8.0);
+  CHECK(s.window_norm == doctest::Approx(50.5).epsilon(1e-15));
+
+  // A non-finite loss part or gradient skips the update entirely (moments and t too).
+  const double x0 = a.value(pa)[0];
+  const std::vector<double> m0 = oa.first_moment().to_host();
+  parts[part_reg] = std::numeric_limits<double>::quiet_NaN();
+  s = step(1, 1, 3);
+  CHECK(s.gate.apply == 0);
+  CHECK(s.skipped == 1);
+  CHECK(s.run == 1);
+  parts[part_reg] = 0.5;
+  s = step(std::numeric_limits<double>::infinity(), 1, 4);
+  CHECK(s.gate.apply == 0);
+  CHECK(s.skipped == 2);
+  CHECK(s.run == 2);
+  CHECK(a.value(pa)[0] == x0);
+  CHECK(oa.first_moment().to_host() == m0);
+  CHECK(oa.steps() == 2);
+  CHECK(s.window_steps == 2);  // skipped steps are not in the window
+  CHECK(s.stop_step == 0);
+  // A finite step ends the run.
+  s = step(0.1, 0.1, 5);
+  CHECK(s.gate.apply == 1);
+  CHECK(s.run == 0);
+  CHECK(s.skipped == 2);
+  CHECK(oa.steps() == 3);
+
+  // A new window keeps the counters and the last step.
+  guard.start_window();
+  s = guard.read();
+  CHECK(s.window_steps == 0);
+  CHECK(s.window.loss == 0);
+  CHECK(s.window_norm == 0);
+  CHECK(s.skipped == 2);
+  CHECK(s.last.rec == 4.0);
+
+  // Three non-finite steps in a row stop the run at the third; nothing applies afterwards.
+  parts[part_rec] = std::numeric_limits<double>::infinity();
+  for (long t = 6; t <= 8; ++t) s = step(1, 1, t);
+  CHECK(s.stop_step == 8);
+  CHECK(s.run == 3);
+  parts[part_rec] = 4.0;
+  const double x1 = a.value(pa)[0];
+  s = step(1, 1, 9);
+  CHECK(s.gate.apply == 0);
+  CHECK(s.stop_step == 8);
+  CHECK(a.value(pa)[0] == x1);
+  CHECK(oa.steps() == 3);
+
+  // restore() starts a fresh tally with the skipped count of a resumed run.
+  guard.restore(5);
+  s = guard.read();
+  CHECK(s.skipped == 5);
+  CHECK(s.stop_step == 0);
+  CHECK(s.run == 0);
+}
+
+TEST_CASE("train(): the backend-side guard gives the same parameters as the host loop it replaced") {
+  const Dataset d = small_dataset();
+  Config c = small_config(int(d.vocab.size()));
+  c.clip_norm = 0.5;  // small enough that most steps are clipped
+  const uint64_t seed = 4;
+  CVAE m(c, 1), ref(c, 1);
+  std::ostringstream log;
+  TrainOptions o;
+  o.model_name = "couple-vae";
+  o.seed = seed;
+  o.steps = 12;
+  o.log_every = 5;
+  o.log = &log;
+  const TrainResult r = train(m, d, o);
+  // The same steps on the host: forward, backward, clip_grad_norm, Adam (no validation:
+  // it draws from its own generator and does not touch training).
+  Adam<float> adam(ref.arena(), c);
+  Batcher batcher(d.train, c.vocab_size, seed, c.batch_size);
+  Context<> ctx(Rng(seed).derive(0x747261696eull).seed, true);
+  long clipped = 0;
+  Losses last;
+  for (long t = 1; t <= o.steps; ++t) {
+    const Batch batch = batcher.next();
+    ref.zero_grad();
+    last = ref.forward(ctx, batch, t);
+    ref.backward(ctx);
+    clipped += clip_grad_norm(ref.arena(), c.clip_norm) > c.clip_norm;
+    adam.step(ref.arena(), learning_rate(c, t));
+  }
+  CHECK(clipped > 6);
+  CHECK(std::equal(m.arena().values().data(), m.arena().values().data() + m.arena().total(),
+                   ref.arena().values().data()));
+  CHECK(r.last.loss == last.loss);
+  CHECK(r.last.couple == last.couple);
+  CHECK(r.nonfinite_skipped == 0);
+  CHECK(log.str().find("step 5/12 | loss") != std::string::npos);
+}
+
 TEST_CASE("importance-sampled NLL: N = 1 gives nll = rec + kl per sentence; PPL is corpus level") {
   const Dataset d = small_dataset();
   Config c = small_config(int(d.vocab.size()));

@@ -292,8 +292,15 @@ TEST_SUITE("device") {
     const auto gg = random_vec(na, 19);
     auto x = random_vec(na, 20), m = random_vec(na, 21), v = random_vec(na, 22, 0, 1);
     Dev<float> dgg(gg), dxx(x), dmm(m), dvv(v);
-    C::adam(na, x.data(), gg.data(), m.data(), v.data(), 1e-3, 0.9, 0.999, 1e-8, 0.271, 0.003);
-    G::adam(na, dxx.p(), dgg.p(), dmm.p(), dvv.p(), 1e-3, 0.9, 0.999, 1e-8, 0.271, 0.003);
+    kernels::AdamClock clock;
+    clock.t = 3;
+    clock.step = 1e-3 / 0.271;
+    clock.inv_sqrt_c2 = 1 / std::sqrt(0.003);
+    clock.grad_scale = 0.6;  // clipped
+    clock.apply = 1;
+    Dev<kernels::AdamClock> dclock({clock});
+    C::adam(na, x.data(), gg.data(), m.data(), v.data(), &clock, 0.9, 0.999, 1e-8);
+    G::adam(na, dxx.p(), dgg.p(), dmm.p(), dvv.p(), dclock.p(), 0.9, 0.999, 1e-8);
     CHECK(rel_err(dxx.host(), x) < 1e-6);
     CHECK(rel_err(dvv.host(), v) < 1e-6);
   }
@@ -359,21 +366,22 @@ TEST_SUITE("device") {
     Mc b(cfg, 1);
     Adam<float, cpu> oa(a.arena(), cfg);
     Adam<float, cuda> ob(b.arena(), cfg);
+    StepGuard<cpu> ga(cfg.clip_norm, 20);
+    StepGuard<cuda> gb(cfg.clip_norm, 20);
     Batcher batches(train, V, 11, cfg.batch_size);
     Context<cpu> ca(3, true);
     Context<cuda> cb(3, true);
     double worst = 0;
     for (long step = 1; step <= 200; ++step) {
       const Batch batch = batches.next();
-      a.zero_grad();
-      b.zero_grad();
-      const Losses la = a.forward(ca, batch, step), lb = b.forward(cb, batch, step);
-      a.backward(ca);
-      b.backward(cb);
-      clip_grad_norm(a.arena(), cfg.clip_norm);
-      clip_grad_norm(b.arena(), cfg.clip_norm);
-      oa.step(a.arena(), learning_rate(cfg, step));
-      ob.step(b.arena(), learning_rate(cfg, step));
+      // train_step on each backend, the guard's tally read back after every step.
+      train_step(a, ca, batch, step, oa, ga);
+      train_step(b, cb, batch, step, ob, gb);
+      const StepTally ta = ga.read(), tb = gb.read();
+      REQUIRE(ta.skipped == 0);
+      REQUIRE(tb.skipped == 0);
+      const Losses &la = ta.last, &lb = tb.last;
+      if (step == 1) CHECK(tb.norm == doctest::Approx(ta.norm).epsilon(1e-3));  // same weights, batch and noise
       const double d = std::abs(lb.loss - la.loss) / std::abs(la.loss);
       worst = std::max(worst, d);
       if (step % 50 == 0) MESSAGE("step " << step << ": cpu " << la.loss << ", cuda " << lb.loss);

@@ -74,13 +74,25 @@ TEST_SUITE("host") {
     const auto g = random_vec(n, 41);
     auto x = random_vec(n, 42), m = random_vec(n, 43), v = random_vec(n, 44, 0, 1);
     auto x2 = x, m2 = m, v2 = v;
-    const double c1 = 1 - std::pow(0.9, 3), c2 = 1 - std::pow(0.999, 3);
-    C::adam(n, x.data(), g.data(), m.data(), v.data(), 1e-3, 0.9, 0.999, 1e-8, c1, c2);
-    host_loop(n, kernels::AdamStep<float>{x2.data(), g.data(), m2.data(), v2.data(), 0.9f, 0.999f, float(1e-3 / c1),
-                                         float(1.0 / std::sqrt(c2)), 1e-8f});
+    // The third update, its gradients clipped by 0.7.
+    kernels::AdamClock clock;
+    clock.t = 2;
+    const kernels::UpdateGate gate{0.7, 1};
+    host_loop(1, kernels::AdamTick{&clock, &gate, 1e-3, 0.9, 0.999});
+    CHECK(clock.t == 3);
+    CHECK(clock.step == doctest::Approx(1e-3 / (1 - std::pow(0.9, 3))).epsilon(1e-15));
+    C::adam(n, x.data(), g.data(), m.data(), v.data(), &clock, 0.9, 0.999, 1e-8);
+    host_loop(n, kernels::AdamStep<float>{x2.data(), g.data(), m2.data(), v2.data(), &clock, 0.9f, 0.999f, 1e-8f});
     CHECK(rel_err(x2, x) < 1e-7);
     CHECK(rel_err(m2, m) == 0);
     CHECK(rel_err(v2, v) == 0);
+    // A closed gate skips the update, t included.
+    const kernels::UpdateGate shut{1.0, 0};
+    host_loop(1, kernels::AdamTick{&clock, &shut, 1e-3, 0.9, 0.999});
+    CHECK(clock.t == 3);
+    const auto x3 = x2;
+    host_loop(n, kernels::AdamStep<float>{x2.data(), g.data(), m2.data(), v2.data(), &clock, 0.9f, 0.999f, 1e-8f});
+    CHECK(rel_err(x3, x2) == 0);
 
     Rng r(77, 9);
     std::vector<float> mask(n), mask2(n);

@@ -233,16 +233,54 @@ struct BatchNormBackward {
   }
 };
 
-// i < n: one Adam update (backend/cpu/ops.hpp adam); step = lr / c1.
+// Whether an update applies and the factor its gradients are scaled by first (clipping),
+// kept in the backend's memory so that a training step decides it without the host
+// (train/step_guard.hpp writes it, AdamTick reads it).
+struct UpdateGate {
+  double scale = 1;
+  int apply = 1;
+};
+
+// Adam's numbers for the current update, in the backend's memory (train/adam.hpp): written
+// by AdamTick, read by every element of the update.
+struct AdamClock {
+  long long t = 0;           // updates applied so far
+  double step = 0;           // lr / (1 - b1^t)
+  double inv_sqrt_c2 = 0;    // 1 / sqrt(1 - b2^t)
+  double grad_scale = 1;     // the gradients' factor for this update
+  int apply = 0;             // 0: this update is skipped (moments and values untouched)
+};
+
+// i < 1: decides the next update: skipped when gate->apply is 0, else t += 1 and the bias
+// corrections c1 = 1 - b1^t, c2 = 1 - b2^t (PyTorch's formulation). gate may be null.
+struct AdamTick {
+  AdamClock* clock;
+  const UpdateGate* gate;
+  double lr, b1, b2;
+  COUPLEVAE_HD void operator()(size_t) const {
+    clock->apply = gate ? gate->apply : 1;
+    clock->grad_scale = gate ? gate->scale : 1.0;
+    if (!clock->apply) return;
+    clock->t += 1;
+    const double c1 = 1 - std::pow(b1, double(clock->t)), c2 = 1 - std::pow(b2, double(clock->t));
+    clock->step = lr / c1;
+    clock->inv_sqrt_c2 = 1.0 / std::sqrt(c2);
+  }
+};
+
+// i < n: one Adam update (backend/cpu/ops.hpp adam) with the clock's numbers.
 template <class T>
 struct AdamStep {
   T *x;
   const T* g;
   T *m, *v;
-  T b1, b2, step, inv_sqrt_c2, eps;
+  const AdamClock* clock;
+  T b1, b2, eps;
   COUPLEVAE_HD void operator()(size_t i) const {
-    m[i] = b1 * m[i] + (T(1) - b1) * g[i];
-    v[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
+    if (!clock->apply) return;
+    const T gi = g[i] * T(clock->grad_scale), step = T(clock->step), inv_sqrt_c2 = T(clock->inv_sqrt_c2);
+    m[i] = b1 * m[i] + (T(1) - b1) * gi;
+    v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
     x[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps);
   }
 };

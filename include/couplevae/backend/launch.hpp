@@ -7,6 +7,7 @@
 //   launch<cpu>::for_each   a host loop (OpenMP over i when asked and n is large)
 //   launch<cuda>::for_each  a grid-stride kernel on the thread's stream (backend/cuda/launch.cuh)
 //   launch<B>::sum          the sum over i of a body returning double, to the host
+//   launch<B>::sum_into     out[0] += scale * that sum, out in the backend's memory (no wait)
 // So the two backends compute the same formulas with the same indexing, and the cpu tests
 // (gradient checks, independent references) check the code the GPU runs.
 // atomic_add() is how a body accumulates into an output that several indices share: an
@@ -52,6 +53,11 @@ struct launch<cpu> {
     double s = 0;
     for (size_t i = 0; i < n; ++i) s += f(i);
     return s;
+  }
+  // out[0] += scale * (sum over i < n of f(i)).
+  template <class F>
+  static void sum_into(size_t n, const F& f, double scale, double* out) {
+    *out += scale * sum(n, f);
   }
 };
 

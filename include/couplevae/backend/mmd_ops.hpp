@@ -18,6 +18,7 @@
 #pragma once
 #include <cstddef>
 
+#include "../core/buffer.hpp"
 #include "../core/hd.hpp"
 #include "kernels.hpp"
 #include "launch.hpp"
@@ -83,18 +84,27 @@ struct MmdRowBackward {
 
 template <class B>
 struct mmd_ops {
-  // The unbiased IMQ MMD estimate between q (n, Z) and p (m, Z), summed over the scales
-  // C[0..n_scales) (at most 8); 0 when n < 2 or m < 2.
+  // out[0] += alpha * the unbiased IMQ MMD estimate between q (n, Z) and p (m, Z), summed
+  // over the scales C[0..n_scales) (at most 8); the estimate is 0 when n < 2 or m < 2. out
+  // is a double in the backend's memory (three sum_into reductions, no host wait).
   template <class T>
-  static double imq_mmd(int n, int m, int Z, const T* q, const T* p, const double* C, int n_scales) {
-    if (n < 2 || m < 2) return 0;
+  static void imq_mmd_into(int n, int m, int Z, const T* q, const T* p, const double* C, int n_scales, double alpha,
+                           double* out) {
+    if (n < 2 || m < 2) return;
     using mmd_kernels::KernelRowSum;
     const kernels::Scales s = kernels::scales_of(C, n_scales);
-    const double qq = launch<B>::sum(size_t(n), KernelRowSum<T>{n, Z, q, q, s, true});
-    const double pp = launch<B>::sum(size_t(m), KernelRowSum<T>{m, Z, p, p, s, true});
-    const double qp = launch<B>::sum(size_t(n), KernelRowSum<T>{m, Z, q, p, s, false});
-    // Unordered pairs counted once above: the ordered sums are twice these.
-    return 2 * qq / (double(n) * (n - 1)) + 2 * pp / (double(m) * (m - 1)) - 2 * qp / (double(n) * m);
+    // Unordered pairs are counted once by the row sums: the ordered sums are twice these.
+    launch<B>::sum_into(size_t(n), KernelRowSum<T>{n, Z, q, q, s, true}, alpha * 2 / (double(n) * (n - 1)), out);
+    launch<B>::sum_into(size_t(m), KernelRowSum<T>{m, Z, p, p, s, true}, alpha * 2 / (double(m) * (m - 1)), out);
+    launch<B>::sum_into(size_t(n), KernelRowSum<T>{m, Z, q, p, s, false}, -alpha * 2 / (double(n) * m), out);
+  }
+  // The estimate itself, on the host (waits for the backend).
+  template <class T>
+  static double imq_mmd(int n, int m, int Z, const T* q, const T* p, const double* C, int n_scales) {
+    Buffer<double, B> out;
+    out.zeros(1, 1);
+    imq_mmd_into(n, m, Z, q, p, C, n_scales, 1.0, out.data());
+    return out.to_host()[0];
   }
 
   // dq += alpha * dMMD/dq for the estimate of imq_mmd (p is a constant); nothing when

@@ -73,18 +73,21 @@ class Coupled : public M {
 
   static std::string structure() { return "coupled-" + M::structure(); }
 
-  Losses forward(Context<B>& ctx, const Batch& batch, long step) {
-    Losses l;
-    this->forward_stochastic(ctx, batch, step, l);
+  PendingLosses forward_async(Context<B>& ctx, const Batch& batch, long step) {
+    PendingLosses l = this->forward_stochastic(ctx, batch, step);
     deterministic_forward(ctx, batch);
     const int nb = batch.size();
-    l.rec_c = ops<B>::sum(rec_c_buf.data(), size_t(nb)) / nb;
+    double* parts = this->parts_buf.data();
+    ops<B>::sum_into(rec_c_buf.data(), size_t(nb), 1.0 / nb, parts + part_rec_c);
     View<T> cl = couple_buf.shape(nb, 1);
     for (int i = 0; i < 7; ++i) C_[i] = scales[i] * this->cfg_.coupling_c();
     ops<B>::coupling_forward(nb, this->cfg_.embed, this->h_buf.data(), target(), C_, 7, rq(), cl.data);
-    l.couple = ops<B>::sum(cl.data, size_t(nb)) / nb;
-    l.loss = l.rec + l.reg + l.rec_c + this->cfg_.lambda_c * l.couple;
+    ops<B>::sum_into(cl.data, size_t(nb), 1.0 / nb, parts + part_couple);
+    l.lambda_c = this->cfg_.lambda_c;
     return l;
+  }
+  Losses forward(Context<B>& ctx, const Batch& batch, long step) {
+    return read_losses(this->parts_buf, forward_async(ctx, batch, step));
   }
 
   void backward(Context<B>& ctx) {

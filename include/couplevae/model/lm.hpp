@@ -87,16 +87,20 @@ class LanguageModel {
   // "lm-gru", the structure a checkpoint must match.
   static std::string structure() { return std::string("lm-") + D::name; }
 
-  Losses forward(Context<B>& ctx, const Batch& batch, long step) {
-    (void)step;
-    Losses l;
+  // The loss parts (model/losses.hpp): rec only.
+  PendingLosses forward_async(Context<B>& ctx, const Batch& batch, long /*step*/) {
     const int nb = batch.size();
+    double* parts = parts_buf.zeros(1, loss_parts).data;
     run(ctx, batch);
-    l.rec = ops<B>::sum(rec_buf.data(), size_t(nb)) / nb;
-    l.loss = l.rec;
+    ops<B>::sum_into(rec_buf.data(), size_t(nb), 1.0 / nb, parts + part_rec);
+    PendingLosses l;
+    l.parts = parts;
     l.sentences = nb;
     l.tokens = batch.target_tokens();
     return l;
+  }
+  Losses forward(Context<B>& ctx, const Batch& batch, long step) {
+    return read_losses(parts_buf, forward_async(ctx, batch, step));
   }
 
   void backward(Context<B>& ctx) {
@@ -245,6 +249,7 @@ class LanguageModel {
   const int32_t *items_ = nullptr, *inputs_ = nullptr, *targets_ = nullptr;
   Buffer<T, B> x_buf, o_buf, a_buf, logits_buf, loss_buf, rec_buf, drec_buf, dloss_buf, da_buf, dp_buf, do_buf,
       dst_buf, dx_buf;
+  Buffer<double, B> parts_buf;  // the last forward's loss parts (model/losses.hpp)
   typename nn::GRU<T, B>::Cache rnn_cache;
   typename nn::Dropout<T, B>::Cache in_drop_cache, out_drop_cache;
 };

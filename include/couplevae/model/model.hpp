@@ -6,9 +6,11 @@
 //   h    = MLP(z)                                    (B, E)       §4
 //   rec  = Decoder(h, x)                             (B)          §4-5
 //   L    = mean_b rec[b] + L_reg(kl, z, step)                     §7
-// forward(ctx, batch, step) runs the whole model and keeps what backward needs;
-// backward(ctx) accumulates dL/dtheta into arena().grads() (the caller zeroes). Noise comes
-// from ctx.rng, so restoring ctx.rng.position replays a step exactly.
+// forward_async(ctx, batch, step) runs the whole model, keeps what backward needs and leaves
+// the loss parts on the backend (model/losses.hpp, no host wait); forward() is the same
+// and reads them back. backward(ctx) accumulates dL/dtheta into arena().grads() (the
+// caller zeroes). Noise comes from ctx.rng, so restoring ctx.rng.position replays a step
+// exactly.
 // importance_weights() gives the per-sample terms of the importance-sampled NLL (§13).
 // Coupled<Model> (model/coupled.hpp) derives from it and adds the deterministic path.
 #pragma once
@@ -29,21 +31,9 @@
 #include "../nn/gru.hpp"
 #include "../nn/mlp.hpp"
 #include "../policies.hpp"
+#include "losses.hpp"
 
 namespace couplevae {
-
-// The loss parts of one forward pass, each a batch mean (per sentence).
-struct Losses {
-  double loss = 0;       // the objective that backward differentiates
-  double rec = 0;        // L_rec
-  double reg = 0;        // L_reg (weighted)
-  double kl = 0;         // unweighted mean KL
-  double kl_weight = 0;  // lambda_KL(step)
-  double rec_c = 0;      // L_rec^c (Coupled)
-  double couple = 0;     // L_couple (Coupled, unweighted)
-  int sentences = 0;
-  long tokens = 0;       // predicted tokens, sum of (L + 1)
-};
 
 // Per-sentence squared gradient norms with respect to the encoded text e (reference.md §14,
 // paper Table 4), in the batch's sorted order. Loss parts are sums over the batch, so each
@@ -95,11 +85,11 @@ class Model {
     return std::string(P::name) + "-" + R::name + "-" + D::name;
   }
 
+  PendingLosses forward_async(Context<B>& ctx, const Batch& batch, long step) {
+    return forward_stochastic(ctx, batch, step);
+  }
   Losses forward(Context<B>& ctx, const Batch& batch, long step) {
-    Losses l;
-    forward_stochastic(ctx, batch, step, l);
-    l.loss = l.rec + l.reg;
-    return l;
+    return read_losses(parts_buf, forward_async(ctx, batch, step));
   }
   void backward(Context<B>& ctx) { backward_stochastic(ctx, View<T>{}, View<T>{}); }
 
@@ -291,10 +281,7 @@ class Model {
     encoder.forward(ctx, arena_, x, batch.enc, e(), enc_cache);
   }
 
-  void forward_parts(Context<B>& ctx, const Batch& batch) {
-    Losses l;
-    forward_stochastic(ctx, batch, 0, l);
-  }
+  void forward_parts(Context<B>& ctx, const Batch& batch) { forward_stochastic(ctx, batch, 0); }
 
   // Squared row norms of a (B, C) host matrix.
   static std::vector<double> row_sq_norms(const std::vector<T>& m, int rows, int cols) {
@@ -345,19 +332,25 @@ class Model {
   }
   std::vector<T> last_de_rec_;
 
-  void forward_stochastic(Context<B>& ctx, const Batch& batch, long step, Losses& l) {
+  // The stochastic path; its parts (rec, kl, reg) go into parts_buf, the others are 0.
+  PendingLosses forward_stochastic(Context<B>& ctx, const Batch& batch, long step) {
     batch_ = &batch;
     const int nb = batch.size();
+    double* parts = parts_buf.zeros(1, loss_parts).data;
     encode(ctx, batch);
     post.sample(ctx, arena_, e(), post_cache);
-    l.reg = reg.forward(ctx, step, View<T>{post_cache.kl.data(), nb, 1}, z(), reg_cache);
-    l.kl_weight = reg_cache.weight;
-    l.kl = ops<B>::sum(post_cache.kl.data(), size_t(nb)) / nb;
+    View<T> kl{post_cache.kl.data(), nb, 1};
+    reg.forward(ctx, step, kl, z(), parts + part_reg, reg_cache);
+    ops<B>::sum_into(kl.data, size_t(nb), 1.0 / nb, parts + part_kl);
     mlp.forward(ctx, arena_, z(), h(), mlp_cache);
     dec.forward(ctx, arena_, emb, batch, h(), rec_view(), dec_cache);
-    l.rec = ops<B>::sum(rec_buf.data(), size_t(nb)) / nb;
+    ops<B>::sum_into(rec_buf.data(), size_t(nb), 1.0 / nb, parts + part_rec);
+    PendingLosses l;
+    l.parts = parts;
+    l.kl_weight = reg_cache.weight;
     l.sentences = nb;
     l.tokens = batch.target_tokens();
+    return l;
   }
 
   // Accumulates the gradient of mean(rec) + L_reg, plus extra_dh on h and extra_de on e
@@ -391,6 +384,7 @@ class Model {
   const int32_t* enc_ids_ = nullptr;  // the last encoded batch's tokens, readable by B's kernels
   Buffer<T, B> gen_h_buf, gen_z_buf;
   typename nn::MLP<T, B>::Cache gen_mlp_cache;
+  Buffer<double, B> parts_buf;  // the last forward's loss parts (model/losses.hpp)
   Buffer<T, B> x_buf, e_buf, e_rep_buf, h_buf, rec_buf, drec_buf, dh_buf, dz_buf, dkl_buf, de_buf, dx_buf;
   typename nn::Dropout<T, B>::Cache emb_drop_cache;
   typename nn::BiGRU<T, B>::Cache enc_cache;

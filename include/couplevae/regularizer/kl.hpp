@@ -4,6 +4,7 @@
 // where kl[b] is the posterior's own KL(q(z|x_b) || p(z)) (analytic for the Gaussian) and
 // lambda_KL is the annealed weight (regularizer/annealing.hpp) with cap 1 for KL and
 // cap = config.beta for Beta (beta-VAE: 0.8 and 1.2 in the paper).
+// forward accumulates L_reg into out[0], a double in the backend's memory (model/losses.hpp);
 // backward gives the per-row weight dkl[b] = lambda_KL / B (no gradient through z).
 #pragma once
 #include "../config.hpp"
@@ -30,10 +31,10 @@ struct AnnealedKL {
     module() = default;
     module(Arena<T, B>&, const std::string&, const Config& c) : cfg(&c) {}
 
-    // kl: (B, 1) per-row KL; returns L_reg (batch mean, weighted).
-    double forward(Context<B>&, long step, View<T> kl, View<T> /*z*/, Cache& c) const {
+    // kl: (B, 1) per-row KL; out[0] += L_reg (batch mean, weighted).
+    void forward(Context<B>&, long step, View<T> kl, View<T> /*z*/, double* out, Cache& c) const {
       c.weight = weight(*cfg, step);
-      return c.weight * ops<B>::sum(kl.data, size_t(kl.rows)) / kl.rows;
+      ops<B>::sum_into(kl.data, size_t(kl.rows), c.weight / kl.rows, out);
     }
     // dkl[b] += weight / B; dz untouched.
     void backward(Context<B>&, View<T> kl, View<T> /*z*/, View<T> dkl, View<T> /*dz*/, const Cache& c) const {

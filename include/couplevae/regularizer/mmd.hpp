@@ -15,7 +15,8 @@
 // (Gaussian's analytic KL, Flow<K>'s single-sample log q - log p, ...).
 // forward: requires kl (B, 1), z (B, Z), B >= 1; draws B*Z normals from ctx.rng (also when
 //   B = 1, so the generator advances the same way for every batch size); fills the cache
-//   (weight = lambda_KL, mmd, the prior samples) and returns L_reg.
+//   (weight = lambda_KL, the prior samples) and accumulates L_reg into out[0], a double in
+//   the backend's memory (model/losses.hpp; no host wait).
 // backward: accumulates dkl[b] += lambda_KL / B and dz += 10 * dMMD/dz, holding the prior
 //   samples of the cache fixed (no gradient flows into them).
 #pragma once
@@ -60,23 +61,22 @@ struct Regularizer<MMD> {
 
     struct Cache {
       double weight = 0;  // lambda_KL(step)
-      double mmd = 0;     // MMD_IMQ(z, p), unweighted
       Buffer<T, B> prior; // (B, Z) the prior samples p of the last forward
     };
 
     module() = default;
     module(Arena<T, B>&, const std::string&, const Config& c) : cfg(&c) {}
 
-    // kl: (B, 1) per-row KL, z: (B, Z); returns L_reg.
-    double forward(Context<B>& ctx, long step, View<T> kl, View<T> z, Cache& c) const {
+    // kl: (B, 1) per-row KL, z: (B, Z); out[0] += L_reg.
+    void forward(Context<B>& ctx, long step, View<T> kl, View<T> z, double* out, Cache& c) const {
       const int n = z.rows, Z = z.cols;
       c.weight = weight(*cfg, step);
       View<T> p = c.prior.shape(n, Z);
       ops<B>::normal(ctx.rng, p.data, p.size());
       double C[n_scales];
       kernel_constants(Z, C);
-      c.mmd = mmd_ops<B>::imq_mmd(n, n, Z, z.data, p.data, C, n_scales);
-      return mmd_weight * c.mmd + c.weight * ops<B>::sum(kl.data, size_t(kl.rows)) / kl.rows;
+      mmd_ops<B>::imq_mmd_into(n, n, Z, z.data, p.data, C, n_scales, mmd_weight, out);
+      ops<B>::sum_into(kl.data, size_t(kl.rows), c.weight / kl.rows, out);
     }
 
     // dkl[b] += lambda_KL / B; dz += 10 * dMMD/dz (prior samples fixed).

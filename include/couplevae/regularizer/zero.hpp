@@ -5,8 +5,8 @@
 // With Posterior<Deterministic> it makes the deterministic autoencoder:
 //   using DAE = Model<Posterior<Deterministic>, Regularizer<Zero>, Decoder<GRU>>;
 // whose loss is its reconstruction cross-entropy alone.
-// forward: requires nothing of kl (B, 1) and z (B, Z); sets Cache.weight = 0, returns 0,
-//   draws no noise.
+// forward: requires nothing of kl (B, 1) and z (B, Z); sets Cache.weight = 0, adds nothing
+//   to out, draws no noise.
 // backward: adds nothing (no gradient to kl, z or any parameter; it owns none).
 #pragma once
 #include <string>
@@ -32,9 +32,8 @@ struct Regularizer<Zero> {
     module() = default;
     module(Arena<T, B>&, const std::string&, const Config&) {}
 
-    double forward(Context<B>&, long /*step*/, View<T> /*kl*/, View<T> /*z*/, Cache& c) const {
+    void forward(Context<B>&, long /*step*/, View<T> /*kl*/, View<T> /*z*/, double* /*out*/, Cache& c) const {
       c.weight = 0;
-      return 0;
     }
     void backward(Context<B>&, View<T> /*kl*/, View<T> /*z*/, View<T> /*dkl*/, View<T> /*dz*/,
                   const Cache&) const {}

@@ -6,9 +6,16 @@
 // element's moments decay every step (also rows of the embedding that the batch did not
 // touch), exactly as dense Adam. The moments are arena-shaped buffers, so they travel in
 // checkpoints under the parameters' names.
+// The step count t and the bias corrections live in the backend's memory (an AdamClock,
+// backend/kernels.hpp), so step(ar, lr, gate) can be told by a device-side UpdateGate
+// (train/step_guard.hpp) to clip the gradients by gate->scale or to skip the update, t
+// included, without the host reading anything. steps() / set_steps() copy t (checkpoints).
 #pragma once
 #include <cmath>
 
+#include "../backend/cpu/ops.hpp"
+#include "../backend/kernels.hpp"
+#include "../backend/launch.hpp"
 #include "../config.hpp"
 #include "../core/arena.hpp"
 
@@ -17,32 +24,37 @@ namespace couplevae {
 template <class T, class B = cpu>
 class Adam {
  public:
-  Adam() = default;
   Adam(const Arena<T, B>& ar, const Config& cfg)
       : beta1_(cfg.adam_beta1), beta2_(cfg.adam_beta2), eps_(cfg.adam_eps) {
     m_.resize(ar.total());
     v_.resize(ar.total());
     m_.fill_zero();
     v_.fill_zero();
+    set_steps(0);
   }
 
-  // One update with learning rate lr; increments the step count first.
-  void step(Arena<T, B>& ar, double lr) {
-    ++t_;
-    const double c1 = 1 - std::pow(beta1_, double(t_)), c2 = 1 - std::pow(beta2_, double(t_));
-    ops<B>::adam(ar.total(), ar.values().data(), ar.grads().data(), m_.data(), v_.data(), lr, beta1_, beta2_,
-                 eps_, c1, c2);
+  // One update with learning rate lr: t += 1 and the update, or nothing when gate (the
+  // backend's memory, may be null) says so; gradients scaled by gate->scale first.
+  void step(Arena<T, B>& ar, double lr, const kernels::UpdateGate* gate = nullptr) {
+    launch<B>::for_each(1, kernels::AdamTick{clock_.data(), gate, lr, beta1_, beta2_});
+    ops<B>::adam(ar.total(), ar.values().data(), ar.grads().data(), m_.data(), v_.data(), clock_.data(), beta1_,
+                 beta2_, eps_);
   }
 
-  long steps() const { return t_; }
-  void set_steps(long t) { t_ = t; }
+  // Updates applied so far (waits for the backend).
+  long steps() const { return long(clock_.to_host()[0].t); }
+  void set_steps(long t) {
+    kernels::AdamClock c;
+    c.t = t;
+    clock_.from_host(&c, 1);
+  }
   Buffer<T, B>& first_moment() { return m_; }
   Buffer<T, B>& second_moment() { return v_; }
 
  private:
   double beta1_ = 0.9, beta2_ = 0.999, eps_ = 1e-8;
-  long t_ = 0;
   Buffer<T, B> m_, v_;
+  Buffer<kernels::AdamClock, B> clock_;
 };
 
 // Global L2 norm of all gradients; when it exceeds max_norm every gradient is scaled by

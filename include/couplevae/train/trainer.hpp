@@ -1,10 +1,13 @@
 // couplevae/train/trainer.hpp: the training loop of reference.md §9, as a convenience over
 // the public forward / backward / Adam / clipping pieces.
 //
-// Each step t = 1..steps: next shuffled batch of 32; zero gradients; forward at step t (KL
-// annealing); backward; global-norm clipping at 30; Adam with lr(t) (halved every 2K steps
-// after 30K). A non-finite loss or gradient skips the update (counted, reported); after
-// `max_nonfinite` in a row the run stops with an Error, the last good checkpoint kept.
+// Each step t = 1..steps (train_step): next shuffled batch of 32; zero gradients; forward at
+// step t (KL annealing); backward; global-norm clipping at 30; Adam with lr(t) (halved every
+// 2K steps after 30K). A non-finite loss or gradient skips the update (counted, reported);
+// after `max_nonfinite` in a row the run stops with an Error, the last good checkpoint kept.
+// The clipping, the skipping and the loss sums of the progress lines are decided on the
+// backend (train/step_guard.hpp), so a step never waits for it; the host reads the tally at
+// progress lines, validations and every max_nonfinite steps.
 // Every valid_every steps and at the final step: importance-sampled validation NLL (N = 10)
 // with a generator of its own (training noise is untouched), best.safetensors when it
 // improves, and last.safetensors (model + Adam + training state) so a killed run resumes
@@ -32,6 +35,7 @@
 #include "../eval/nll.hpp"
 #include "adam.hpp"
 #include "checkpoint.hpp"
+#include "step_guard.hpp"
 
 namespace couplevae {
 
@@ -96,6 +100,18 @@ inline void prepare_out_dir(const TrainOptions& o) {
   fs::remove(probe, ec);
 }
 
+// One training step t on `batch` with no host wait: forward, backward, the guard's checks,
+// and the update it allows (the loop of train() and of bench/).
+template <class M>
+void train_step(M& model, Context<typename M::backend>& ctx, const Batch& batch, long t,
+                Adam<typename M::scalar, typename M::backend>& adam, StepGuard<typename M::backend>& guard) {
+  model.zero_grad();
+  const PendingLosses l = model.forward_async(ctx, batch, t);
+  model.backward(ctx);
+  guard.check(model.arena(), l, t);
+  adam.step(model.arena(), learning_rate(model.config(), t), guard.gate());
+}
+
 template <class M>
 TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   using T = typename M::scalar;
@@ -113,6 +129,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   std::ostream& log = *opt.log;
 
   Adam<T, B> adam(model.arena(), cfg);
+  StepGuard<B> guard(cfg.clip_norm, opt.max_nonfinite);
   Batcher batcher(data.train, cfg.vocab_size, opt.seed, cfg.batch_size);
   Context<B> ctx(Rng(opt.seed).derive(0x747261696eull).seed, true);  // "train"
   TrainState st;
@@ -132,6 +149,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
                                   ", beyond --steps " + std::to_string(steps));
     ctx.rng.position = st.rng_position;
     batcher.restore(st.epoch, st.position);
+    guard.restore(st.nonfinite_skipped);
     log << "resumed " << opt.resume << " at step " << st.step << "\n";
   }
 
@@ -224,38 +242,29 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   TrainResult res;
   const auto t0 = std::chrono::steady_clock::now();
   auto window_start = t0;
-  long window_steps = 0, nonfinite_run = 0, last_logged = st.step;
-  Losses acc;
-  double acc_norm = 0;
+  long last_logged = st.step;
   const long first = st.step + 1;
+  const long poll_every = std::max(1, opt.max_nonfinite);
   for (long t = first; t <= steps; ++t) {
-    const Batch batch = batcher.next();
-    model.zero_grad();
-    const Losses l = model.forward(ctx, batch, t);
-    model.backward(ctx);
-    const double norm = clip_grad_norm(model.arena(), cfg.clip_norm);
+    train_step(model, ctx, batcher.next(), t, adam, guard);
     st.step = t;
-    if (!std::isfinite(l.loss) || !std::isfinite(norm)) {
-      ++st.nonfinite_skipped;
-      if (++nonfinite_run >= opt.max_nonfinite)
-        throw Error("train: " + std::to_string(nonfinite_run) + " non-finite losses or gradients in a row at step " +
-                    std::to_string(t) + "; stopped (the last good checkpoint is kept)");
-    } else {
-      nonfinite_run = 0;
-      adam.step(model.arena(), learning_rate(cfg, t));
-      acc.loss += l.loss, acc.rec += l.rec, acc.kl += l.kl, acc.reg += l.reg, acc.rec_c += l.rec_c,
-          acc.couple += l.couple;
-      acc_norm += norm;
-      acc.kl_weight = l.kl_weight;
-      ++window_steps;
-      res.last = l;
-    }
-    if (opt.log_every > 0 && (t % opt.log_every == 0 || t == steps)) {
+    const bool log_now = opt.log_every > 0 && (t % opt.log_every == 0 || t == steps);
+    const bool track_now = tracking && t % opt.track_every == 0;
+    const bool valid_now = t % cfg.valid_every == 0 || t == steps;
+    if (!(log_now || track_now || valid_now || t % poll_every == 0)) continue;
+    const StepTally tally = guard.read();
+    if (tally.stop_step)
+      throw Error("train: " + std::to_string(tally.run) + " non-finite losses or gradients in a row at step " +
+                  std::to_string(tally.stop_step) + "; stopped (the last good checkpoint is kept)");
+    st.nonfinite_skipped = tally.skipped;
+    res.last = tally.last;
+    if (log_now) {
       const auto now = std::chrono::steady_clock::now();
       const double dt = std::chrono::duration<double>(now - window_start).count();
       const double done = std::chrono::duration<double>(now - t0).count();
       const double rate = double(t - first + 1) / std::max(done, 1e-9);
-      const double n = std::max<long>(window_steps, 1);
+      const double n = double(std::max<long long>(tally.window_steps, 1));
+      const Losses& acc = tally.window;
       char line[512];
       std::snprintf(line, sizeof line,
                     "step %ld/%ld | loss %.3f rec %.3f kl %.3f (w %.4f)%s | |g| %.2f lr %.2g | %.2f steps/s | ETA %s%s",
@@ -264,19 +273,17 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
                                      std::to_string(acc.couple / n).substr(0, 7))
                                         .c_str()
                                   : "",
-                    acc_norm / n, learning_rate(cfg, t), double(t - last_logged) / std::max(dt, 1e-9),
+                    tally.window_norm / n, learning_rate(cfg, t), double(t - last_logged) / std::max(dt, 1e-9),
                     detail::format_duration(double(steps - t) / rate).c_str(),
                     st.nonfinite_skipped ? (" | skipped " + std::to_string(st.nonfinite_skipped) + " non-finite").c_str() : "");
       log << line << std::endl;
-      acc = Losses{};
-      acc_norm = 0;
-      window_steps = 0;
+      guard.start_window();
       window_start = now;
       last_logged = t;
     }
     // Before validation: last.safetensors at step t then always has its dynamics row on disk.
-    if (tracking && t % opt.track_every == 0) track(t);
-    if (t % cfg.valid_every == 0 || t == steps) validate();
+    if (track_now) track(t);
+    if (valid_now) validate();
   }
   res.steps = st.step;
   res.best_valid = st.best_valid;

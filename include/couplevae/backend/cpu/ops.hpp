@@ -353,6 +353,15 @@ struct ops<cpu> {
     for (size_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
     return s;
   }
+  // out[0] += scale * sum(x), out[0] += scale * sum_squares(x): out in the backend's memory.
+  template <class T>
+  static void sum_into(const T* x, size_t n, double scale, double* out) {
+    *out += scale * sum(x, n);
+  }
+  template <class T>
+  static void sum_squares_into(const T* x, size_t n, double scale, double* out) {
+    *out += scale * sum_squares(x, n);
+  }
   template <class T>
   static void scale(T* x, size_t n, T s) {
     for (size_t i = 0; i < n; ++i) x[i] *= s;
@@ -364,20 +373,24 @@ struct ops<cpu> {
     return true;
   }
 
-  // One Adam step over a whole arena (values, grads, moments m and v of n elements):
-  //   m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, x -= lr * mhat / (sqrt(vhat) + eps)
-  // with bias corrections c1 = 1 - b1^t, c2 = 1 - b2^t (PyTorch's formulation).
+  // One Adam step over a whole arena (values, grads, moments m and v of n elements) with the
+  // numbers of `clock` (backend/kernels.hpp AdamTick), skipped when clock->apply is 0:
+  //   g' = grad_scale * g, m = b1 m + (1-b1) g', v = b2 v + (1-b2) g'^2,
+  //   x -= lr * mhat / (sqrt(vhat) + eps)   (step = lr / c1, inv_sqrt_c2 = 1 / sqrt(c2))
   template <class T>
-  static void adam(size_t n, T* x, const T* g, T* m, T* v, double lr, double b1, double b2,
-                   double eps, double c1, double c2) {
+  static void adam(size_t n, T* x, const T* g, T* m, T* v, const kernels::AdamClock* clock, double b1, double b2,
+                   double eps) {
+    if (!clock->apply) return;
     const T tb1 = T(b1), tb2 = T(b2);
-    const T step = T(lr / c1);
-    const T inv_sqrt_c2 = T(1.0 / std::sqrt(c2));
+    const T step = T(clock->step);
+    const T inv_sqrt_c2 = T(clock->inv_sqrt_c2);
     const T teps = T(eps);
+    const T gs = T(clock->grad_scale);
 #pragma omp parallel for simd schedule(static) if (n > 100000)
     for (size_t i = 0; i < n; ++i) {
-      m[i] = tb1 * m[i] + (T(1) - tb1) * g[i];
-      v[i] = tb2 * v[i] + (T(1) - tb2) * g[i] * g[i];
+      const T gi = g[i] * gs;
+      m[i] = tb1 * m[i] + (T(1) - tb1) * gi;
+      v[i] = tb2 * v[i] + (T(1) - tb2) * gi * gi;
       x[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + teps);
     }
   }

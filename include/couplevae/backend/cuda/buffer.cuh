@@ -2,7 +2,7 @@
 //
 // The same interface as Buffer<T, cpu> (core/buffer.hpp): shape() grows without clearing,
 // zeros() and fill_zero() clear on the thread's stream, to_host() / from_host() copy and
-// order themselves after the queued kernels (to_host waits for them). Copies are deep
+// order themselves after the queued kernels (to_host waits for them; from_host does not). Copies are deep
 // (device to device); moves hand the allocation over.
 #pragma once
 #include <algorithm>
@@ -87,10 +87,11 @@ class Buffer<T, cuda> {
     }
     return h;
   }
-  // From pageable host memory: the source may be reused as soon as this returns.
+  // Through the runtime's pinned staging: queued, not waited for; the source may be reused
+  // as soon as this returns.
   void from_host(const T* src, size_t n) {
     resize(n);
-    if (n) COUPLEVAE_CUDA(cudaMemcpyAsync(data_, src, n * sizeof(T), cudaMemcpyHostToDevice, cuda_rt::stream()));
+    cuda_rt::runtime().upload(data_, src, n * sizeof(T));
   }
 
  private:

@@ -2,8 +2,9 @@
 //
 // for_each(n, body): a grid-stride kernel over i < n on the thread's stream (256 threads a
 // block, at most 65536 blocks); for_each_parallel is the same (every index runs in
-// parallel on a GPU). sum(n, body): the double sum of body(i), block reductions with warp
-// shuffles then one atomicAdd per block into the runtime's scratch, copied to the host
+// parallel on a GPU). sum_into(n, body, scale, out): out[0] += scale * the double sum of
+// body(i), block reductions with warp shuffles then one atomicAdd per block, in stream
+// order (no wait). sum(n, body): the same into the runtime's scratch, copied to the host
 // (this waits for the stream). block_reduce() is shared with the other kernels of ops.cuh.
 #pragma once
 #include <algorithm>
@@ -45,14 +46,24 @@ __device__ U block_reduce(U v, Op op, U* shared /* 32 */) {
   return v;
 }
 
-// out[0] += sum of f(i) for i < n, in double.
+// out[0] += scale * (sum of f(i) for i < n), in double.
 template <class F>
-__global__ void reduce_kernel(size_t n, F f, double* out) {
+__global__ void reduce_kernel(size_t n, F f, double scale, double* out) {
   __shared__ double shared[32];
   double s = 0;
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) s += f(i);
   s = block_reduce(s, [](double a, double b) { return a + b; }, shared);
-  if (threadIdx.x == 0) atomicAdd(out, s);
+  if (threadIdx.x == 0) atomicAdd(out, scale * s);
+}
+
+// out[0] += scale * (sum of f(i) for i < n), on the thread's stream; out is device memory.
+template <class F>
+void reduce_into(size_t n, const F& f, double scale, double* out, const char* name) {
+  if (n == 0) return;
+  constexpr int threads = 256;
+  const size_t blocks = std::min<size_t>((n + threads - 1) / threads, 1024);
+  reduce_kernel<<<unsigned(blocks), threads, 0, stream()>>>(n, f, scale, out);
+  COUPLEVAE_CUDA_LAUNCHED(name);
 }
 
 // sum of f(i) for i < n, in double, returned to the host (waits for the stream).
@@ -60,12 +71,7 @@ template <class F>
 double reduce_to_host(size_t n, const F& f, const char* name) {
   Runtime& rt = runtime();
   COUPLEVAE_CUDA(cudaMemsetAsync(rt.scratch, 0, sizeof(double), rt.stream));
-  if (n) {
-    constexpr int threads = 256;
-    const size_t blocks = std::min<size_t>((n + threads - 1) / threads, 1024);
-    reduce_kernel<<<unsigned(blocks), threads, 0, rt.stream>>>(n, f, rt.scratch);
-    COUPLEVAE_CUDA_LAUNCHED(name);
-  }
+  reduce_into(n, f, 1.0, rt.scratch, name);
   double out = 0;
   COUPLEVAE_CUDA(cudaMemcpyAsync(&out, rt.scratch, sizeof(double), cudaMemcpyDeviceToHost, rt.stream));
   rt.sync();
@@ -87,6 +93,10 @@ struct launch<cuda> {
   template <class F>
   static double sum(size_t n, const F& f, const char* name = "couplevae reduction") {
     return cuda_rt::reduce_to_host(n, f, name);
+  }
+  template <class F>
+  static void sum_into(size_t n, const F& f, double scale, double* out, const char* name = "couplevae reduction") {
+    cuda_rt::reduce_into(n, f, scale, out, name);
   }
 };
 

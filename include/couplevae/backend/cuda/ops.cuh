@@ -3,7 +3,8 @@
 // The same signatures as ops<cpu> (backend/cpu/ops.hpp), with every pointer in device
 // memory (Buffer<T, cuda>) except `scales` of the coupling loss, which is read on the host.
 // Everything is queued on the calling thread's stream (runtime.cuh); only the reductions
-// that return a number to the host (sum, sum_squares, all_finite) wait for it.
+// that return a number to the host (sum, sum_squares, all_finite) wait for it; their
+// `_into` forms accumulate into device memory instead and do not.
 //   GEMMs                : cuBLAS (row-major operands passed as their column-major transposes)
 //   element-wise / rows  : grid-stride kernels over the bodies of backend/kernels.hpp, or
 //                          __device__ lambdas for the one-liners (nvcc --extended-lambda)
@@ -290,6 +291,15 @@ struct ops<cuda> {
                                    "sum_squares");
   }
   template <class T>
+  static void sum_into(const T* x, size_t n, double scale, double* out) {
+    launch<cuda>::sum_into(n, [=] __device__(size_t i) { return double(x[i]); }, scale, out, "sum_into");
+  }
+  template <class T>
+  static void sum_squares_into(const T* x, size_t n, double scale, double* out) {
+    launch<cuda>::sum_into(n, [=] __device__(size_t i) { return double(x[i]) * double(x[i]); }, scale, out,
+                           "sum_squares_into");
+  }
+  template <class T>
   static void scale(T* x, size_t n, T s) {
     launch<cuda>::for_each(n, [=] __device__(size_t i) { x[i] *= s; }, "scale");
   }
@@ -300,11 +310,9 @@ struct ops<cuda> {
   }
 
   template <class T>
-  static void adam(size_t n, T* x, const T* g, T* m, T* v, double lr, double b1, double b2, double eps, double c1,
-                   double c2) {
-    launch<cuda>::for_each(n,
-                      kernels::AdamStep<T>{x, g, m, v, T(b1), T(b2), T(lr / c1), T(1.0 / std::sqrt(c2)), T(eps)},
-                      "adam");
+  static void adam(size_t n, T* x, const T* g, T* m, T* v, const kernels::AdamClock* clock, double b1, double b2,
+                   double eps) {
+    launch<cuda>::for_each(n, kernels::AdamStep<T>{x, g, m, v, clock, T(b1), T(b2), T(eps)}, "adam");
   }
 };
 

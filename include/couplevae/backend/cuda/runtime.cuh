@@ -4,13 +4,16 @@
 // failure into couplevae::Error naming the call, the source place and the driver's message.
 // Runtime is per host thread: one non-blocking stream that every kernel, copy and cuBLAS
 // call of the thread is queued on (so work is ordered without host synchronisation), one
-// cuBLAS handle bound to it, and a small device scratch for reductions. device_count()
+// cuBLAS handle bound to it, a small device scratch for reductions, and the pinned staging
+// of host-to-device copies (upload(): a training step never waits for the device).
+// device_count()
 // never throws (0 without a driver or device); require_device() throws the error the
 // command-line tool prints for --backend cuda on a machine without a GPU.
 // A cuda model and its buffers belong to the host thread that uses them (its stream orders
 // their work); evaluation on cuda runs its batches on one thread (eval/nll.hpp).
 #pragma once
 #include <cstddef>
+#include <cstring>
 #include <string>
 
 #include <cublas_v2.h>
@@ -59,10 +62,64 @@ inline void require_device() {
   }
 }
 
+// Host-to-device copies of small host arrays (token ids, row maps: a few KB a step) go
+// through two pinned halves, so that the copy is asynchronous: from pageable memory the
+// driver may wait for the stream first. The source is copied into the current half at once
+// (the caller may reuse it on return) and the DMA is queued on the stream. When a half is
+// full the other one is reused, after the copies queued from it have run (an event recorded
+// when it filled up, normally long done). Copies larger than a half go directly.
+class Staging {
+ public:
+  static constexpr size_t half_bytes = size_t(1) << 18;
+
+  Staging() = default;
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+  ~Staging() {
+    if (!base_) return;
+    cudaEventSynchronize(filled_[0]);
+    cudaEventSynchronize(filled_[1]);
+    cudaEventDestroy(filled_[0]);
+    cudaEventDestroy(filled_[1]);
+    cudaFreeHost(base_);
+  }
+
+  void upload(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+    if (bytes == 0) return;
+    if (bytes > half_bytes) {
+      COUPLEVAE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+      return;
+    }
+    if (!base_) {
+      COUPLEVAE_CUDA(cudaMallocHost(&base_, 2 * half_bytes));
+      COUPLEVAE_CUDA(cudaEventCreateWithFlags(&filled_[0], cudaEventDisableTiming));
+      COUPLEVAE_CUDA(cudaEventCreateWithFlags(&filled_[1], cudaEventDisableTiming));
+    }
+    size_t at = (used_ + 255) & ~size_t(255);
+    if (at + bytes > half_bytes) {
+      COUPLEVAE_CUDA(cudaEventRecord(filled_[half_], s));
+      half_ ^= 1;
+      COUPLEVAE_CUDA(cudaEventSynchronize(filled_[half_]));  // returns at once if never recorded
+      at = 0;
+    }
+    char* p = base_ + half_ * half_bytes + at;
+    std::memcpy(p, src, bytes);
+    COUPLEVAE_CUDA(cudaMemcpyAsync(dst, p, bytes, cudaMemcpyHostToDevice, s));
+    used_ = at + bytes;
+  }
+
+ private:
+  char* base_ = nullptr;
+  cudaEvent_t filled_[2] = {nullptr, nullptr};
+  int half_ = 0;
+  size_t used_ = 0;
+};
+
 struct Runtime {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   double* scratch = nullptr;  // one double: the target of launch<cuda>::sum
+  Staging staging;
 
   Runtime() {
     require_device();
@@ -72,6 +129,7 @@ struct Runtime {
     COUPLEVAE_CUDA(cudaMalloc(&scratch, sizeof(double)));
   }
   ~Runtime() {
+    if (stream) cudaStreamSynchronize(stream);
     if (scratch) cudaFree(scratch);
     if (blas) cublasDestroy(blas);
     if (stream) cudaStreamDestroy(stream);
@@ -80,6 +138,8 @@ struct Runtime {
   Runtime& operator=(const Runtime&) = delete;
 
   void sync() { COUPLEVAE_CUDA(cudaStreamSynchronize(stream)); }
+  // dst (device) = src (host, bytes), queued on the stream; src may be reused on return.
+  void upload(void* dst, const void* src, size_t bytes) { staging.upload(dst, src, bytes, stream); }
 };
 
 // This host thread's runtime, created on first use.
