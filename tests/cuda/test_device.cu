@@ -148,6 +148,13 @@ TEST_SUITE("device") {
     same(0);
     CHECK(G::sum(dx.p(), n) == doctest::Approx(C::sum(x.data(), n)).epsilon(1e-9));
     CHECK(G::sum_squares(dx.p(), n) == doctest::Approx(C::sum_squares(x.data(), n)).epsilon(1e-9));
+    // The reductions of a training step accumulate into device memory.
+    Dev<double> into({0.5, -1.0});
+    G::sum_into(dx.p(), n, 0.25, into.p());
+    G::sum_squares_into(dx.p(), n, 2.0, into.p() + 1);
+    const auto sums = into.host();
+    CHECK(sums[0] == doctest::Approx(0.5 + 0.25 * C::sum(x.data(), n)).epsilon(1e-9));
+    CHECK(sums[1] == doctest::Approx(-1.0 + 2.0 * C::sum_squares(x.data(), n)).epsilon(1e-9));
     CHECK(G::all_finite(dx.p(), n));
     G::fill(dy.p() + 17, 1, std::numeric_limits<float>::quiet_NaN());
     CHECK_FALSE(G::all_finite(dy.p(), n));
