@@ -241,6 +241,13 @@ struct UpdateGate {
   int apply = 1;
 };
 
+// The global-norm clipping factor of PyTorch's clip_grad_norm_: gradients of norm `norm`
+// are scaled by min(1, max_norm / (norm + 1e-6)) (train/adam.hpp, train/step_guard.hpp).
+COUPLEVAE_HD inline double clip_factor(double norm, double max_norm) {
+  const double coef = max_norm / (norm + 1e-6);
+  return coef < 1 ? coef : 1.0;
+}
+
 // Adam's numbers for the current update, in the backend's memory (train/adam.hpp): written
 // by AdamTick, read by every element of the update.
 struct AdamClock {

@@ -62,7 +62,7 @@ class Adam {
 template <class T, class B>
 double clip_grad_norm(Arena<T, B>& ar, double max_norm) {
   const double norm = std::sqrt(ops<B>::sum_squares(ar.grads().data(), ar.total()));
-  const double coef = max_norm / (norm + 1e-6);
+  const double coef = kernels::clip_factor(norm, max_norm);
   if (coef < 1) ops<B>::scale(ar.grads().data(), ar.total(), T(coef));
   return norm;
 }

@@ -66,8 +66,7 @@ struct Decide {
       if (++s->run >= max_nonfinite) s->stop_step = step;
       return;
     }
-    const double coef = max_norm / (norm + 1e-6);
-    s->gate.scale = coef < 1 ? coef : 1.0;
+    s->gate.scale = kernels::clip_factor(norm, max_norm);
     s->gate.apply = 1;
     s->run = 0;
     Losses& w = s->window;
