@@ -27,6 +27,13 @@
 //   floor_s_per_step              flops_per_step / (gemm_gflops * 1e9): the time the step's
 //                                 GEMMs alone would take at that rate
 //   s_per_step                    1 / steps_per_s
+//   issue_s_per_step              host time inside the step calls of the timed loop (on cuda
+//                                 the time to queue the work: near s_per_step means the host
+//                                 is the bottleneck, well under it the device)
+// --phases N adds "phases_ms": N more steps, each phase waited for and timed alone (batch,
+// forward, backward, guard + Adam), mean ms per step. --composed-recurrence 1 (cuda) runs
+// the GRU recurrence as copy + cuBLAS GEMM + gate kernel per step (the runtime's
+// fused_recurrence off), for comparison with the fused kernels.
 // eval: evaluate_nll of a randomly initialised model on the first M test sentences with N
 // importance samples (same as torch_ref bench-eval); reports seconds and sentences_per_s.
 //
@@ -83,11 +90,13 @@ struct Args {
   uint64_t seed = 0;
   int gemm_reps = 5;
   int batch_size = 0;  // 0: the preset's 32
+  long phases = 0;     // steps timed phase by phase after the timed run
+  bool composed_recurrence = false;
 };
 
 constexpr const char* usage_text =
     "usage: couplevae_bench train --model vae|couple-vae --data DIR [--steps N] [--warmup W] "
-    "[--threads T] [--seed S] [--gemm-reps R] [--batch-size B]\n"
+    "[--threads T] [--seed S] [--gemm-reps R] [--batch-size B] [--phases N] [--composed-recurrence 0|1]\n"
     "       couplevae_bench eval --model vae|couple-vae --data DIR [--samples N] "
     "[--max-sentences M] [--threads T] [--seed S]\n";
 
@@ -130,6 +139,8 @@ Args parse_args(int argc, char** argv) {
     else if (a.cmd == "train" && f == "--warmup") a.warmup = parse_long(f, v, 0);
     else if (a.cmd == "train" && f == "--gemm-reps") a.gemm_reps = int(parse_long(f, v, 1));
     else if (a.cmd == "train" && f == "--batch-size") a.batch_size = int(parse_long(f, v, 1));
+    else if (a.cmd == "train" && f == "--phases") a.phases = parse_long(f, v, 0);
+    else if (a.cmd == "train" && f == "--composed-recurrence") a.composed_recurrence = parse_long(f, v, 0) != 0;
     else if (a.cmd == "eval" && f == "--samples") a.samples = int(parse_long(f, v, 1));
     else if (a.cmd == "eval" && f == "--max-sentences") a.max_sentences = parse_long(f, v, 1);
     else usage_error("unknown flag '" + f + "' for " + a.cmd);
@@ -283,16 +294,40 @@ int run_train(const Args& a, int threads) {
     for (long i = 0; i < a.warmup; ++i) step(batcher.next());
 
     long tokens = 0;
-    double flops = 0;
+    double flops = 0, issue = 0;
     const auto t0 = Clock::now();
     for (long i = 0; i < a.steps; ++i) {
+      const auto ti = Clock::now();
       const Batch batch = batcher.next();  // packing is part of the timed step
       step(batch);
+      issue += seconds_since(ti);
       tokens += batch.target_tokens();
       flops += step_flops(cfg, batch, M::is_coupled);  // a few multiplications
     }
     backend_sync<B>();
     const double dt = seconds_since(t0);
+    // Phase by phase, each waited for: where a step's time goes.
+    double ph[4] = {0, 0, 0, 0};
+    for (long i = 0; i < a.phases; ++i) {
+      auto lap = [&](int k, auto&& f) {
+        const auto tp = Clock::now();
+        f();
+        backend_sync<B>();
+        ph[k] += seconds_since(tp) * 1e3 / double(a.phases);
+      };
+      Batch batch;
+      lap(0, [&] { batch = batcher.next(); });
+      PendingLosses l;
+      lap(1, [&] {
+        model.zero_grad();
+        l = model.forward_async(ctx, batch, ++t);
+      });
+      lap(2, [&] { model.backward(ctx); });
+      lap(3, [&] {
+        guard.check(model.arena(), l, t);
+        adam.step(model.arena(), learning_rate(model.config(), t), guard.gate());
+      });
+    }
     const double flops_per_step = flops / double(a.steps);
     const int m_tokens = std::max(1, int(double(tokens) / double(a.steps) + 0.5));
     const GemmRate g = measure_gemm<B>(m_tokens, cfg.embed, cfg.vocab_size, a.gemm_reps);
@@ -317,7 +352,13 @@ int run_train(const Args& a, int threads) {
                         {"gemm_gflops_dw", g.dw},
                         {"gemm_shape", {g.M, g.K, g.N}},
                         {"floor_s_per_step", floor_s},
-                        {"s_per_step", dt / double(a.steps)}};
+                        {"s_per_step", dt / double(a.steps)},
+                        {"issue_s_per_step", issue / double(a.steps)}};
+    if (a.phases)
+      j["phases_ms"] = {{"batch", ph[0]}, {"forward", ph[1]}, {"backward", ph[2]}, {"guard_adam", ph[3]}};
+#if defined(__CUDACC__)
+    if constexpr (std::is_same_v<B, cuda>) j["recurrence"] = cuda_rt::runtime().fused_recurrence ? "fused" : "composed";
+#endif
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
     return 0;
@@ -359,6 +400,9 @@ int main(int argc, char** argv) {
     using B = COUPLEVAE_BENCH_BACKEND;
 #if defined(__CUDACC__)
     cuda_rt::require_device();
+    if (a.composed_recurrence) cuda_rt::runtime().fused_recurrence = false;
+#else
+    if (a.composed_recurrence) usage_error("--composed-recurrence is for the cuda build (couplevae_bench_cuda)");
 #endif
     const int threads = setup_threads(a.threads);
     if (a.cmd == "train") return run_train<B>(a, threads);

@@ -1,65 +1,159 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh: everything issue #6 checks on a GPU, in one command for the device
 # tool (after scripts/gpu_prepare.sh, with carry=[".gpu-carry"]):
-#   1. configure with COUPLEVAE_WITH_CUDA=ON against the unpacked headers, build the cuda
-#      tests, the tool and the GPU benchmark;
-#   2. ctest -L cuda (host bodies, device parity of every op and every model, 200 training
-#      steps of couple-vae tracking the cpu run, the tool with --backend cuda against cpu
-#      evaluation of the same checkpoints);
-#   3. compute-sanitizer (memcheck) over the device tests;
+#   1. the binaries: those gpu_prepare.sh --prebuilt put in .gpu-carry/bin (built on the
+#      Debian machine for sm_90 without -march=native, so no device time goes to nvcc), or
+#      else configure with COUPLEVAE_WITH_CUDA=ON against the unpacked headers and build;
+#   2. the cuda test program: host bodies, then device parity of every op and every model and
+#      200 training steps of couple-vae tracking the cpu run;
+#   3. the tool with --backend cuda against cpu evaluation of the same checkpoints;
 #   4. bench/compare_gpu.sh against PyTorch on the same GPU;
-#   5. with --full: the 60K-step PTB training of couple-vae through the tool, timed.
-# Logs go to $OUT (the device tool brings them back) or ./gpu-logs.
+#   5. profile: couplevae_bench_cuda phase by phase (--phases), fused and composed recurrence;
+#   6. compute-sanitizer (memcheck) over the device tests but the long run (or those matching
+#      --memcheck PATTERN);
+#   7. with --full: the 60K-step PTB training of couple-vae through the tool, timed.
+#
+#   bash scripts/gpu_check.sh [--full] [--only STAGES] [--rounds R] [--steps N] [--memcheck PATTERN]
+#
+# STAGES is a comma list of test,cli,bench,profile,memcheck,full (default: all but full;
+# --full adds it). Each stage has a time limit so one hang cannot eat the call. Logs go to $OUT (the
+# device tool brings them back) as logs.tgz, or ./gpu-logs.tgz; a summary is printed last.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRY="$ROOT/.gpu-carry"
-LOGS="${OUT:-$ROOT/gpu-logs}"
-FULL=0
-[[ "${1:-}" == "--full" ]] && FULL=1
+LOGS=/tmp/gpu-logs  # many files: they go back as one archive, $OUT/logs.tgz (or ./gpu-logs.tgz)
+rm -rf "$LOGS"
+STAGES="test,cli,bench,profile,memcheck"
+MEMCHECK="*"
+ROUNDS=2
+STEPS=200
+while (($#)); do
+  case $1 in
+    --full) STAGES="$STAGES,full" ;;
+    --only) STAGES=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --steps) STEPS=$2; shift ;;
+    --memcheck) MEMCHECK=$2; shift ;;
+    *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+want() { [[ ",$STAGES," == *",$1,"* ]]; }
 mkdir -p "$LOGS"
-[[ -d "$CARRY/root/usr" ]] || { echo "gpu_check.sh: $CARRY is missing: run scripts/gpu_prepare.sh and carry it" >&2; exit 2; }
+[[ -d "$CARRY" ]] || { echo "gpu_check.sh: $CARRY is missing: run scripts/gpu_prepare.sh and carry it" >&2; exit 2; }
 PTB="$CARRY/ptb"
 [[ -f "$PTB/train.txt" ]] || PTB=""
-nvidia-smi | tee "$LOGS/nvidia-smi.txt" | head -15
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$LOGS/gpu.txt"
+grep -m1 "model name" /proc/cpuinfo
 export PATH="$PATH:/usr/local/cuda/bin"  # nvcc, compute-sanitizer
-export CMAKE_PREFIX_PATH="$CARRY/root/usr"
-export CPLUS_INCLUDE_PATH="$CARRY/root/usr/include${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}"
-step() { echo "== $*"; }
+# libgomp travels in .gpu-carry/lib for the prebuilt tests, last so the machine's own comes first
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$CARRY/lib"
+SUMMARY=()
+note() { echo "$*"; SUMMARY+=("$*"); }
+step() { echo "== $* ($(date +%T))"; }
 
-step configure
-cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DCOUPLEVAE_WITH_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DCOUPLEVAE_BUILD_FUZZ=OFF >"$LOGS/configure.log" 2>&1 \
-  || { tail -30 "$LOGS/configure.log"; exit 1; }
-step build
-cmake --build "$ROOT/build-gpu" -j"$(nproc)" --target couplevae_cuda_tests couplevae_cli couplevae_bench_cuda \
-  >"$LOGS/build.log" 2>&1 || { grep -E "error" "$LOGS/build.log" | head -30; exit 1; }
-if [[ -n "$PTB" ]]; then
-  # The tests read PTB from ../shared/data/ptb relative to the source tree.
-  mkdir -p "$ROOT/../shared/data" && ln -sfn "$PTB" "$ROOT/../shared/data/ptb"
-fi
-step "ctest -L cuda"
-(cd "$ROOT/build-gpu" && ctest -L cuda -E '^cuda[.]device$' --output-on-failure 2>&1 | tee "$LOGS/ctest-cuda.log" | tail -8)
-# The device suite directly, so its messages (the 200-step losses) are kept too.
-"$ROOT/build-gpu/bin/couplevae_cuda_tests" --device >"$LOGS/device-tests.log" 2>&1
-echo "device tests exit $?"; grep -E "step|largest|PTB|toy|test cases|assertions" "$LOGS/device-tests.log" | tail -12
-step compute-sanitizer
-if command -v compute-sanitizer >/dev/null; then
-  compute-sanitizer --tool memcheck --error-exitcode 9 "$ROOT/build-gpu/bin/couplevae_cuda_tests" --device \
-    -tce='*200 training steps*' >"$LOGS/memcheck.log" 2>&1  # every device case but the long run
-  echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$LOGS/memcheck.log") clean summaries)"; tail -3 "$LOGS/memcheck.log"
+if [[ -x "$CARRY/bin/couplevae_cuda_tests" ]]; then
+  BIN="$CARRY/bin"
+  note "binaries: prebuilt ($(cat "$CARRY/bin/REVISION" 2>/dev/null))"
 else
-  echo "compute-sanitizer not on PATH (try /usr/local/cuda/bin)"
+  step build
+  export CMAKE_PREFIX_PATH="$CARRY/root/usr"
+  export CPLUS_INCLUDE_PATH="$CARRY/root/usr/include${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}"
+  cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DCOUPLEVAE_WITH_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DCOUPLEVAE_BUILD_FUZZ=OFF >"$LOGS/configure.log" 2>&1 \
+    || { tail -30 "$LOGS/configure.log"; exit 1; }
+  cmake --build "$ROOT/build-gpu" -j"$(nproc)" --target couplevae_cuda_tests couplevae_cli couplevae_bench_cuda \
+    >"$LOGS/build.log" 2>&1 || { grep -E "error" "$LOGS/build.log" | head -30; exit 1; }
+  BIN="$ROOT/build-gpu/bin"
 fi
-step "compare with PyTorch"
 if [[ -n "$PTB" ]]; then
-  BENCH="$ROOT/build-gpu/bin/couplevae_bench_cuda" bash "$ROOT/bench/compare_gpu.sh" --data "$PTB" 2>&1 \
-    | tee "$LOGS/compare_gpu.log" | tail -22
+  # The tests read PTB from <source>/../shared/data/ptb, as compiled in; link both the
+  # source tree's and the Debian machine's (/work/main) so prebuilt binaries find it too.
+  for d in "$ROOT/../shared/data" /work/shared/data; do mkdir -p "$d" && ln -sfn "$PTB" "$d/ptb"; done
 fi
-if ((FULL)) && [[ -n "$PTB" ]]; then
+
+# cases NAME...: the device test cases (or those matching NAME), one per line, with the
+# commas of their names turned into doctest's one-character wildcard (its filters split at commas).
+cases() { "$BIN/couplevae_cuda_tests" -ts=device --list-test-cases -tc="${1:-*}" | grep -v -E '^(\[doctest\]|====)' | tr ',' '?'; }
+# run_cases PREFIX CMD...: each device case in its own process, 8 at a time, each under a time
+# limit, its log in $LOGS/PREFIX-N.log; prints one line per case (exit code, seconds, name).
+run_cases() {
+  local prefix=$1 filter=$2; shift 2
+  local i=0
+  while IFS= read -r name; do
+    i=$((i + 1))
+    echo "$i"$'\t'"$name"
+  done < <(cases "$filter") | xargs -P 8 -d '\n' -I{} bash -c '
+    n=${1%%$'"'"'\t'"'"'*}; name=${1#*$'"'"'\t'"'"'}; shift
+    start=$(date +%s%N)
+    timeout 300 "$@" -tc="$name" -d >"'"$LOGS"'/'"$prefix"'-$n.log" 2>&1
+    rc=$?
+    printf "%s exit %d %6d ms  %s\n" "'"$prefix"'-$n" $rc $((($(date +%s%N) - start) / 1000000)) "$name"' _ {} "$@" \
+    | sort -V | tee "$LOGS/$prefix-summary.txt"
+}
+
+if want test; then
+  step "cuda tests"
+  timeout 120 "$BIN/couplevae_cuda_tests" --host >"$LOGS/host-tests.log" 2>&1
+  note "host tests: exit $? ($(grep -E '^\[doctest\] (test cases|assertions)' "$LOGS/host-tests.log" | tr '\n' ' '))"
+  run_cases device '*' "$BIN/couplevae_cuda_tests" --device
+  note "device tests: $(grep -c ' exit 0 ' "$LOGS/device-summary.txt") of $(wc -l <"$LOGS/device-summary.txt") cases pass"
+  grep -h -E "step [0-9]+:|largest|PTB from|toy corpus" "$LOGS"/device-*.log | tail -6
+  grep -h -B2 -A8 -E "ERROR|FATAL" "$LOGS"/device-*.log | head -120
+fi
+if want cli; then
+  step "cli --backend cuda"
+  timeout 300 bash "$ROOT/tests/cuda/cli_cuda_test.sh" "$BIN/couplevae" /tmp/cli-cuda >"$LOGS/cli.log" 2>&1
+  note "cli: exit $? ($(tail -1 "$LOGS/cli.log"))"
+  grep FAIL "$LOGS/cli.log" | head -10
+fi
+if want bench && [[ -n "$PTB" ]]; then
+  step "compare with PyTorch"
+  BENCH="$BIN/couplevae_bench_cuda" timeout 900 bash "$ROOT/bench/compare_gpu.sh" --data "$PTB" \
+    --rounds "$ROUNDS" --steps "$STEPS" >"$LOGS/compare_gpu.log" 2>&1
+  note "bench: exit $?"
+  cp /tmp/couplevae-compare-gpu.* "$LOGS/" 2>/dev/null
+fi
+if want profile && [[ -n "$PTB" ]]; then
+  step "profile: where a step's time goes"
+  for args in "couple-vae 32 0" "couple-vae 32 1" "vae 32 0" "couple-vae 512 0" "couple-vae 512 1"; do
+    set -- $args
+    timeout 120 "$BIN/couplevae_bench_cuda" train --model "$1" --data "$PTB" --batch-size "$2" --steps 100 \
+      --warmup 20 --phases 20 --composed-recurrence "$3" --gemm-reps 1 2>>"$LOGS/profile.err" | tee -a "$LOGS/profile.jsonl" \
+      | python3 -c "
+import json, sys
+for l in sys.stdin:
+    j = json.loads(l); p = j.get('phases_ms', {})
+    print('%-10s b%-4d %-8s %7.1f steps/s  %6.2f ms/step  issue %6.2f ms  phases %s' % (j['model'], j['batch_size'],
+          j.get('recurrence', '?'), j['steps_per_s'], 1e3 * j['s_per_step'], 1e3 * j['issue_s_per_step'],
+          ' '.join('%s %.2f' % kv for kv in p.items())))"
+  done | tee "$LOGS/profile.txt"
+  note "profile: $(wc -l <"$LOGS/profile.txt") runs (table above)"
+fi
+if want full && [[ -n "$PTB" ]]; then
   step "60K steps of couple-vae on PTB"
-  rm -rf "$ROOT/gpu-run"
-  TIMEFORMAT="60K steps (with validation every 1000): %R s wall"
-  time "$ROOT/build-gpu/bin/couplevae" train --backend cuda --model couple-vae --data "$PTB" \
-    --out "$ROOT/gpu-run" --log-every 5000 >"$LOGS/full-run.log" 2>&1
-  tail -5 "$LOGS/full-run.log"
+  rm -rf /tmp/gpu-run
+  start=$(date +%s.%N)
+  timeout 560 "$BIN/couplevae" train --backend cuda --model couple-vae --data "$PTB" \
+    --out /tmp/gpu-run --log-every 5000 >"$LOGS/full-run.log" 2>&1
+  rc=$?
+  note "60K steps of couple-vae (validation every 1000 included): exit $rc, $(python3 -c "import time; print('%.1f s wall' % (time.time() - $start))")"
+  tail -4 "$LOGS/full-run.log"
 fi
+if want memcheck; then
+  step compute-sanitizer
+  if command -v compute-sanitizer >/dev/null; then
+    # every device case but the long run, each under memcheck in its own process
+    run_cases memcheck "$MEMCHECK" compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/couplevae_cuda_tests" --device \
+      -tce='*200 training steps*' >/dev/null
+    note "memcheck: $(grep -c ' exit 0 ' "$LOGS/memcheck-summary.txt") of $(wc -l <"$LOGS/memcheck-summary.txt") runs clean"
+    grep -v ' exit 0 ' "$LOGS/memcheck-summary.txt"
+    grep -h -m3 -A8 "Invalid\|Race\|Uninitialized\|Error" "$LOGS"/memcheck-*.log | head -40
+  else
+    note "memcheck: compute-sanitizer not on PATH"
+  fi
+fi
+if [[ -f "$LOGS/compare_gpu.log" ]]; then echo; tail -22 "$LOGS/compare_gpu.log"; fi
+tar czf "${OUT:-$ROOT}/$([[ -n "${OUT:-}" ]] && echo logs || echo gpu-logs).tgz" -C /tmp gpu-logs
+echo
+printf '%s\n' "${SUMMARY[@]}"

@@ -2,21 +2,41 @@
 # scripts/gpu_prepare.sh: on this (Debian) machine, fill .gpu-carry/ (git-ignored) with what the
 # GPU machine lacks, for the device tool's `carry`: the Debian header packages the library
 # and its tests build against (apt-get download + dpkg -x, no install) and the PTB files.
+# With --prebuilt it also builds the cuda test program, the tool and the GPU benchmark here
+# (build-dev/: sm_90 only, no -march=native, so they run on the GPU machine's processor) and
+# copies them to .gpu-carry/bin, so that no device time goes to compiling.
 #
-#   bash scripts/gpu_prepare.sh [PTB_DIR]      (default ../shared/data/ptb)
+#   bash scripts/gpu_prepare.sh [--prebuilt] [PTB_DIR]      (default ../shared/data/ptb)
 #
 # Then, with the device tool: run(command="bash scripts/gpu_check.sh", carry=[".gpu-carry"]).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PREBUILT=0
+if [[ "${1:-}" == "--prebuilt" ]]; then PREBUILT=1; shift; fi
 PTB="${1:-$ROOT/../shared/data/ptb}"
 OUT="$ROOT/.gpu-carry"
 packages=(libeigen3-dev libxtensor-dev xtl-dev doctest-dev libcli11-dev nlohmann-json3-dev)
 
 rm -rf "$OUT"
-mkdir -p "$OUT/debs" "$OUT/root" "$OUT/ptb"
-(cd "$OUT/debs" && apt-get download "${packages[@]}")
-for deb in "$OUT"/debs/*.deb; do dpkg -x "$deb" "$OUT/root"; done
-rm -rf "$OUT/debs"
+mkdir -p "$OUT/ptb"
+if ((PREBUILT)); then
+  export PATH="/usr/local/cuda/bin:$PATH"
+  cmake -S "$ROOT" -B "$ROOT/build-dev" -DCMAKE_BUILD_TYPE=Release -DCOUPLEVAE_WITH_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DCOUPLEVAE_NATIVE=OFF -DCOUPLEVAE_BUILD_FUZZ=OFF >/dev/null
+  cmake --build "$ROOT/build-dev" -j"$(nproc)" --target couplevae_cuda_tests couplevae_cli couplevae_bench_cuda
+  mkdir -p "$OUT/bin"
+  cp "$ROOT"/build-dev/bin/{couplevae_cuda_tests,couplevae,couplevae_bench_cuda} "$OUT/bin/"
+  strip "$OUT"/bin/couplevae*
+  # the tests' OpenMP runtime, in case the GPU machine's image has none (used last)
+  mkdir -p "$OUT/lib" && cp "$(gcc -print-file-name=libgomp.so.1)" "$OUT/lib/"
+  echo "$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD || echo +changes)" \
+    >"$OUT/bin/REVISION"
+else
+  mkdir -p "$OUT/debs" "$OUT/root"
+  (cd "$OUT/debs" && apt-get download "${packages[@]}")
+  for deb in "$OUT"/debs/*.deb; do dpkg -x "$deb" "$OUT/root"; done
+  rm -rf "$OUT/debs"
+fi
 if [[ -f "$PTB/train.txt" ]]; then
   cp "$PTB"/train.txt "$PTB"/valid.txt "$PTB"/test.txt "$OUT/ptb/"
 else

@@ -13,6 +13,7 @@
 #include <couplevae/cuda.cuh>
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a killed run still shows how far it got
   std::vector<char*> args(argv, argv + argc);
   std::string suite;
   for (size_t i = 1; i < args.size(); ++i)

@@ -23,6 +23,25 @@ COUPLEVAE_HD inline T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
+// PyTorch's GRU cell for one unit, given the input and recurrent projections of its three
+// gates (x_*, g_*, without b_hh) and b_hh (b_*):
+//   r = s(x_r + g_r + b_r), z = s(x_z + g_z + b_z), ghn = g_n + b_n,
+//   n = tanh(x_n + r ghn), h' = (1 - z) n + z h.
+template <class T>
+struct GruCell {
+  T r, z, n, ghn, h_new;
+};
+template <class T>
+COUPLEVAE_HD inline GruCell<T> gru_cell(T x_r, T x_z, T x_n, T g_r, T g_z, T g_n, T b_r, T b_z, T b_n, T h) {
+  GruCell<T> c;
+  c.r = sigmoid(x_r + g_r + b_r);
+  c.z = sigmoid(x_z + g_z + b_z);
+  c.ghn = g_n + b_n;
+  c.n = std::tanh(x_n + c.r * c.ghn);
+  c.h_new = (T(1) - c.z) * c.n + c.z * h;
+  return c;
+}
+
 // i < a*H: PyTorch's GRU gates (backend/cpu/ops.hpp gru_gates_forward; gh without its bias bh).
 template <class T>
 struct GruGatesForward {
@@ -31,15 +50,13 @@ struct GruGatesForward {
   T *r, *z, *n, *ghn, *h_new;
   COUPLEVAE_HD void operator()(size_t i) const {
     const size_t row = i / H, k = i % H, g = row * 3 * H + k;
-    const T rr = sigmoid(gx[g] + gh[g] + bh[k]);
-    const T zz = sigmoid(gx[g + H] + gh[g + H] + bh[k + H]);
-    const T gn = gh[g + 2 * H] + bh[k + 2 * H];
-    const T nn = std::tanh(gx[g + 2 * H] + rr * gn);
-    r[i] = rr;
-    z[i] = zz;
-    n[i] = nn;
-    ghn[i] = gn;
-    h_new[i] = (T(1) - zz) * nn + zz * h[i];
+    const GruCell<T> c = gru_cell(gx[g], gx[g + H], gx[g + 2 * H], gh[g], gh[g + H], gh[g + 2 * H], bh[k], bh[k + H],
+                                  bh[k + 2 * H], h[i]);
+    r[i] = c.r;
+    z[i] = c.z;
+    n[i] = c.n;
+    ghn[i] = c.ghn;
+    h_new[i] = c.h_new;
   }
 };
 

@@ -12,7 +12,9 @@
 // The input projection X W_ih^T for all rows is one GEMM outside the recurrence; each step
 // does one (active, H) x (H, 3H) product over the rows still running (ops::gemm_few_rows,
 // against a transposed copy of W_hh made once per pass) and one gate kernel that adds b_hh
-// (and, backward, the outside gradient dstates) itself. The forward pass keeps
+// (and, backward, the outside gradient dstates) itself. A backend whose ops have
+// gru_step_forward (cuda) does the previous-state copy, the product and the gates of a
+// forward step in one kernel instead. The forward pass keeps
 // every row's previous state h_{t-1}, so backward runs only dh_{t-1} = dgh_t W_hh inside
 // the recurrence and forms the weight gradients after it, each as one GEMM over all rows:
 //   dW_hh += dGH^T H_prev,  db_hh += colsum(dGH),  dW_ih += dGX^T X,  db_ih += colsum(dGX).
@@ -71,9 +73,18 @@ struct GRU {
       const int t = reverse ? pk.steps - 1 - s : s;
       const int a = pk.active[t];
       View<T> hp{hp_all.row(pk.offset[t]), a, H};
+      const size_t o = size_t(pk.offset[t]) * H;
+      if constexpr (requires { ops<B>::gru_step_forward(0, 0, 0, hp.data, hp.data, hp.data, hp.data, hp.data, hp.data,
+                                                        hp.data, hp.data, hp.data, hp.data); }) {
+        const int tp = reverse ? t + 1 : t - 1;
+        const int ap = (tp >= 0 && tp < pk.steps) ? std::min(a, pk.active[tp]) : 0;
+        if (ops<B>::gru_step_forward(a, ap, H, ap ? st.row(pk.offset[tp]) : nullptr, gx.row(pk.offset[t]),
+                                     whh_t.data, ar.value(b_hh), hp.data, c.r.data() + o, c.z.data() + o,
+                                     c.n.data() + o, c.ghn.data() + o, st.data + o))
+          continue;
+      }
       previous_states(pk, t, st, hp);
       ops<B>::gemm_few_rows(a, G, H, hp.data, H, whh_t.data, G, gh.data, G, /*accumulate=*/false);
-      const size_t o = size_t(pk.offset[t]) * H;
       ops<B>::gru_gates_forward(a, H, gx.row(pk.offset[t]), gh.data, ar.value(b_hh), hp.data, c.r.data() + o,
                                 c.z.data() + o, c.n.data() + o, c.ghn.data() + o, st.data + o);
     }

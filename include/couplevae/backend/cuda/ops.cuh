@@ -68,6 +68,103 @@ __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T*
   }
 }
 
+// C (M x N) = A (M x K) Bt (K x N) (+ C when accumulate), row-major with row strides: the
+// recurrence's small products, without cuBLAS's per-call host cost. Tiles of 32 x 32 outputs,
+// K in chunks of 32 through shared memory; 256 threads, each 4 rows of one column.
+template <class T>
+__global__ void few_rows_gemm_kernel(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, T* C, int ldc,
+                                     bool accumulate) {
+  constexpr int TM = 32, TN = 32, TK = 32;
+  __shared__ T As[TM][TK + 1];
+  __shared__ T Bs[TK][TN];
+  const int tx = threadIdx.x % TN, ty = threadIdx.x / TN;
+  const int row0 = blockIdx.y * TM, col0 = blockIdx.x * TN;
+  T acc[4] = {T(0), T(0), T(0), T(0)};
+  for (int k0 = 0; k0 < K; k0 += TK) {
+    for (int i = threadIdx.x; i < TM * TK; i += blockDim.x) {
+      const int r = i / TK, k = i % TK;
+      As[r][k] = (row0 + r < M && k0 + k < K) ? A[size_t(row0 + r) * lda + k0 + k] : T(0);
+    }
+    for (int i = threadIdx.x; i < TK * TN; i += blockDim.x) {
+      const int k = i / TN, c = i % TN;
+      Bs[k][c] = (k0 + k < K && col0 + c < N) ? Bt[size_t(k0 + k) * ldb + col0 + c] : T(0);
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < TK; ++k) {
+      const T b = Bs[k][tx];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[j] += As[ty + 8 * j][k] * b;
+    }
+    __syncthreads();
+  }
+  const int c = col0 + tx;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int r = row0 + ty + 8 * j;
+    if (r < M && c < N) {
+      T* out = C + size_t(r) * ldc + c;
+      *out = accumulate ? *out + acc[j] : acc[j];
+    }
+  }
+}
+
+// One forward step of the GRU recurrence over a rows (nn/gru.hpp), fused:
+//   hp[i] = h_src[i] for i < ap, 0 for ap <= i < a   (each row's previous state)
+//   gh = hp W_hh^T (whh_t is W_hh^T, (H, 3H)), then the cell (kernels::gru_cell) per unit.
+// Tiles of 32 rows x 16 units (48 columns of whh_t: the unit's r, z and n columns), K in
+// chunks of 32 through shared memory; 256 threads, each 2 rows of one unit.
+template <class T>
+__global__ void gru_step_kernel(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp,
+                                T* r, T* z, T* n, T* ghn, T* h_new) {
+  constexpr int TR = 32, TU = 16, TK = 32;
+  __shared__ T Hs[TR][TK + 1];
+  __shared__ T Ws[TK][3 * TU];
+  const int G = 3 * H;
+  const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
+  const int row0 = blockIdx.y * TR, unit0 = blockIdx.x * TU;
+  T acc[2][3] = {{T(0), T(0), T(0)}, {T(0), T(0), T(0)}};
+  for (int k0 = 0; k0 < H; k0 += TK) {
+    for (int i = threadIdx.x; i < TR * TK; i += blockDim.x) {
+      const int rw = i / TK, k = i % TK, gr = row0 + rw, gk = k0 + k;
+      Hs[rw][k] = (gr < ap && gk < H) ? h_src[size_t(gr) * H + gk] : T(0);
+    }
+    for (int i = threadIdx.x; i < TK * 3 * TU; i += blockDim.x) {
+      const int k = i / (3 * TU), c = i % (3 * TU), gate = c / TU, gu = unit0 + c % TU, gk = k0 + k;
+      Ws[k][c] = (gk < H && gu < H) ? whh_t[size_t(gk) * G + size_t(gate) * H + gu] : T(0);
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < TK; ++k) {
+      const T w0 = Ws[k][u], w1 = Ws[k][TU + u], w2 = Ws[k][2 * TU + u];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const T h = Hs[rr + 16 * j][k];
+        acc[j][0] += h * w0;
+        acc[j][1] += h * w1;
+        acc[j][2] += h * w2;
+      }
+    }
+    __syncthreads();
+  }
+  const int unit = unit0 + u;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int row = row0 + rr + 16 * j;
+    if (row >= a || unit >= H) continue;
+    const size_t i = size_t(row) * H + unit, g = size_t(row) * G + unit;
+    const T h = row < ap ? h_src[i] : T(0);
+    const kernels::GruCell<T> c = kernels::gru_cell(gx[g], gx[g + H], gx[g + 2 * H], acc[j][0], acc[j][1], acc[j][2],
+                                                    bh[unit], bh[unit + H], bh[unit + 2 * H], h);
+    hp[i] = h;
+    r[i] = c.r;
+    z[i] = c.z;
+    n[i] = c.n;
+    ghn[i] = c.ghn;
+    h_new[i] = c.h_new;
+  }
+}
+
 }  // namespace cuda_rt
 
 template <>
@@ -88,11 +185,30 @@ struct ops<cuda> {
     else
       COUPLEVAE_CUBLAS(cublasDgemm(h, oa, ob, g.m, g.n, g.k, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
   }
-  // C = A Bt (+ C): on the GPU every product is a cuBLAS GEMM.
+  // C = A Bt (+ C): the recurrence's products, by few_rows_gemm_kernel (cuBLAS when the
+  // runtime's fused_recurrence is off).
   template <class T>
   static void gemm_few_rows(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, T* C, int ldc,
                             bool accumulate) {
-    gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
+    if (M == 0 || N == 0) return;
+    if (!cuda_rt::runtime().fused_recurrence)
+      return gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
+    const dim3 grid(unsigned((N + 31) / 32), unsigned((M + 31) / 32));
+    cuda_rt::few_rows_gemm_kernel<<<grid, 256, 0, cuda_rt::stream()>>>(M, N, K, A, lda, Bt, ldb, C, ldc, accumulate);
+    COUPLEVAE_CUDA_LAUNCHED("few_rows_gemm");
+  }
+  // One fused forward step of the GRU recurrence (cuda_rt::gru_step_kernel), or false when the
+  // runtime's fused_recurrence is off and the caller composes it (nn/gru.hpp).
+  template <class T>
+  static bool gru_step_forward(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp,
+                               T* r, T* z, T* n, T* ghn, T* h_new) {
+    if (!cuda_rt::runtime().fused_recurrence) return false;
+    if (a == 0) return true;
+    const dim3 grid(unsigned((H + 15) / 16), unsigned((a + 31) / 32));
+    cuda_rt::gru_step_kernel<<<grid, 256, 0, cuda_rt::stream()>>>(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn,
+                                                                  h_new);
+    COUPLEVAE_CUDA_LAUNCHED("gru_step");
+    return true;
   }
   template <class T>
   static void transpose(const T* x, int rows, int cols, T* y) {
