@@ -116,7 +116,7 @@ if want bench && [[ -n "$PTB" ]]; then
 fi
 if want profile && [[ -n "$PTB" ]]; then
   step "profile: where a step's time goes"
-  for args in "couple-vae 32 0" "couple-vae 32 1" "vae 32 0" "couple-vae 512 0" "couple-vae 512 1"; do
+  for args in "couple-vae 32 0" "couple-vae 32 1" "couple-vae 512 0" "couple-vae 512 1" "couple-vae 32 0" "couple-vae 32 1"; do
     set -- $args
     timeout 120 "$BIN/couplevae_bench_cuda" train --model "$1" --data "$PTB" --batch-size "$2" --steps 100 \
       --warmup 20 --phases 20 --composed-recurrence "$3" --gemm-reps 1 2>>"$LOGS/profile.err" | tee -a "$LOGS/profile.jsonl" \

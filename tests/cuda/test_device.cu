@@ -110,13 +110,11 @@ TEST_SUITE("device") {
           G::gemm(ta, tb, M, N, K, 0.7f, dA.p(), lda, dB.p(), ldb, beta, dC.p(), ldc);
           CHECK(rel_err(dC.host(), Cc) < 1e-5);
         }
-    // gemm_few_rows (the recurrence's own kernel, and cuBLAS with fused_recurrence off):
-    // shapes under, at and over the 32 x 32 tiles, with strides, both modes.
-    for (bool fused : {true, false}) {
-      cuda_rt::runtime().fused_recurrence = fused;
+    // gemm_few_rows: small and recurrence-sized shapes, with strides, both modes.
+    {
       for (auto [M, N, K] : {std::array{7, 30, 20}, std::array{32, 32, 32}, std::array{70, 100, 45}, std::array{33, 768, 256}})
         for (bool acc : {true, false}) {
-          INFO("gemm_few_rows " << M << "x" << N << "x" << K << (acc ? " accumulate" : "") << (fused ? " fused" : ""));
+          INFO("gemm_few_rows " << M << "x" << N << "x" << K << (acc ? " accumulate" : ""));
           const int lda = K + 3, ldb = N + 1, ldc = N + 2;
           const auto A = random_vec(size_t(M) * lda, 4), Bt = random_vec(size_t(K) * ldb, 5);
           auto Cc = random_vec(size_t(M) * ldc, 6);
@@ -126,7 +124,6 @@ TEST_SUITE("device") {
           CHECK(rel_err(dC.host(), Cc) < 1e-5);
         }
     }
-    cuda_rt::runtime().fused_recurrence = true;
   }
 
   TEST_CASE("the fused GRU step equals the composed one (previous states, product, gates)") {

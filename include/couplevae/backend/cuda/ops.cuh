@@ -68,47 +68,6 @@ __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T*
   }
 }
 
-// C (M x N) = A (M x K) Bt (K x N) (+ C when accumulate), row-major with row strides: the
-// recurrence's small products, without cuBLAS's per-call host cost. Tiles of 32 x 32 outputs,
-// K in chunks of 32 through shared memory; 256 threads, each 4 rows of one column.
-template <class T>
-__global__ void few_rows_gemm_kernel(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, T* C, int ldc,
-                                     bool accumulate) {
-  constexpr int TM = 32, TN = 32, TK = 32;
-  __shared__ T As[TM][TK + 1];
-  __shared__ T Bs[TK][TN];
-  const int tx = threadIdx.x % TN, ty = threadIdx.x / TN;
-  const int row0 = blockIdx.y * TM, col0 = blockIdx.x * TN;
-  T acc[4] = {T(0), T(0), T(0), T(0)};
-  for (int k0 = 0; k0 < K; k0 += TK) {
-    for (int i = threadIdx.x; i < TM * TK; i += blockDim.x) {
-      const int r = i / TK, k = i % TK;
-      As[r][k] = (row0 + r < M && k0 + k < K) ? A[size_t(row0 + r) * lda + k0 + k] : T(0);
-    }
-    for (int i = threadIdx.x; i < TK * TN; i += blockDim.x) {
-      const int k = i / TN, c = i % TN;
-      Bs[k][c] = (k0 + k < K && col0 + c < N) ? Bt[size_t(k0 + k) * ldb + col0 + c] : T(0);
-    }
-    __syncthreads();
-#pragma unroll 8
-    for (int k = 0; k < TK; ++k) {
-      const T b = Bs[k][tx];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) acc[j] += As[ty + 8 * j][k] * b;
-    }
-    __syncthreads();
-  }
-  const int c = col0 + tx;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int r = row0 + ty + 8 * j;
-    if (r < M && c < N) {
-      T* out = C + size_t(r) * ldc + c;
-      *out = accumulate ? *out + acc[j] : acc[j];
-    }
-  }
-}
-
 // One forward step of the GRU recurrence over a rows (nn/gru.hpp), fused:
 //   hp[i] = h_src[i] for i < ap, 0 for ap <= i < a   (each row's previous state)
 //   gh = hp W_hh^T (whh_t is W_hh^T, (H, 3H)), then the cell (kernels::gru_cell) per unit.
@@ -185,17 +144,12 @@ struct ops<cuda> {
     else
       COUPLEVAE_CUBLAS(cublasDgemm(h, oa, ob, g.m, g.n, g.k, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
   }
-  // C = A Bt (+ C): the recurrence's products, by few_rows_gemm_kernel (cuBLAS when the
-  // runtime's fused_recurrence is off).
+  // C = A Bt (+ C): a cuBLAS GEMM (a tiled kernel of our own was slower at 512 rows and no
+  // faster at 32 on an H100; the forward step's product is fused into gru_step_forward).
   template <class T>
   static void gemm_few_rows(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, T* C, int ldc,
                             bool accumulate) {
-    if (M == 0 || N == 0) return;
-    if (!cuda_rt::runtime().fused_recurrence)
-      return gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
-    const dim3 grid(unsigned((N + 31) / 32), unsigned((M + 31) / 32));
-    cuda_rt::few_rows_gemm_kernel<<<grid, 256, 0, cuda_rt::stream()>>>(M, N, K, A, lda, Bt, ldb, C, ldc, accumulate);
-    COUPLEVAE_CUDA_LAUNCHED("few_rows_gemm");
+    gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
   }
   // One fused forward step of the GRU recurrence (cuda_rt::gru_step_kernel), or false when the
   // runtime's fused_recurrence is off and the caller composes it (nn/gru.hpp).

@@ -120,9 +120,9 @@ struct Runtime {
   cublasHandle_t blas = nullptr;
   double* scratch = nullptr;  // one double: the target of launch<cuda>::sum
   Staging staging;
-  // The recurrence's own kernels (ops<cuda>::gru_step_forward, gemm_few_rows) rather than a
-  // copy, a cuBLAS GEMM and a gate kernel per step; false is the composed path, kept for
-  // comparison (couplevae_bench_cuda --composed-recurrence).
+  // The GRU's forward steps as one kernel each (ops<cuda>::gru_step_forward) rather than a
+  // copy, a cuBLAS GEMM and a gate kernel; false is the composed path, kept for comparison
+  // (couplevae_bench_cuda --composed-recurrence 1) and tested against it.
   bool fused_recurrence = true;
 
   Runtime() {
