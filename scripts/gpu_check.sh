@@ -8,7 +8,7 @@
 #      200 training steps of couple-vae tracking the cpu run;
 #   3. the tool with --backend cuda against cpu evaluation of the same checkpoints;
 #   4. bench/compare_gpu.sh against PyTorch on the same GPU;
-#   5. profile: couplevae_bench_cuda phase by phase (--phases), fused and composed recurrence;
+#   5. profile: couplevae_bench_cuda phase by phase (--phases), each --recurrence, interleaved;
 #   6. compute-sanitizer (memcheck) over the device tests but the long run (or those matching
 #      --memcheck PATTERN);
 #   7. with --full: the 60K-step PTB training of couple-vae through the tool, timed.
@@ -116,10 +116,11 @@ if want bench && [[ -n "$PTB" ]]; then
 fi
 if want profile && [[ -n "$PTB" ]]; then
   step "profile: where a step's time goes"
-  for args in "couple-vae 32 0" "couple-vae 32 1" "couple-vae 512 0" "couple-vae 512 1" "couple-vae 32 0" "couple-vae 32 1"; do
+  for args in "couple-vae 32 fused" "couple-vae 32 persistent" "couple-vae 32 composed" "couple-vae 512 fused" \
+              "couple-vae 512 persistent" "couple-vae 32 fused" "couple-vae 32 persistent"; do
     set -- $args
     timeout 120 "$BIN/couplevae_bench_cuda" train --model "$1" --data "$PTB" --batch-size "$2" --steps 100 \
-      --warmup 20 --phases 20 --composed-recurrence "$3" --gemm-reps 1 2>>"$LOGS/profile.err" | tee -a "$LOGS/profile.jsonl" \
+      --warmup 20 --phases 20 --recurrence "$3" --gemm-reps 1 2>>"$LOGS/profile.err" | tee -a "$LOGS/profile.jsonl" \
       | python3 -c "
 import json, sys
 for l in sys.stdin:

@@ -94,6 +94,40 @@ void check_grads(MA& a, MB& b, double tol) {
   }
 }
 
+// cpu and cuda models built from the same seed: identical initial weights; after one
+// training forward + backward on the same batch and noise, the loss parts and every gradient
+// agree within float tolerance; importance weights too.
+template <class M>
+void check_model_parity(const Config& cfg, const std::vector<std::vector<int32_t>>& sents) {
+  using Mc = with_backend_t<M, cuda>;
+  M a(cfg, 2024);
+  Mc b(cfg, 2024);
+  CHECK(rel_err(b.arena().values().to_host(), a.arena().values().to_host()) == 0);
+  const Batch batch = make_batch(sents, cfg.vocab_size);
+  Context<cpu> ca(99, true);
+  Context<cuda> cb(99, true);
+  const Losses la = a.forward(ca, batch, 7);
+  const Losses lb = b.forward(cb, batch, 7);
+  CHECK(lb.loss == doctest::Approx(la.loss).epsilon(1e-5));
+  CHECK(lb.rec == doctest::Approx(la.rec).epsilon(1e-5));
+  CHECK(lb.kl == doctest::Approx(la.kl).epsilon(1e-4));
+  CHECK(lb.rec_c == doctest::Approx(la.rec_c).epsilon(1e-5));
+  CHECK(lb.couple == doctest::Approx(la.couple).epsilon(1e-4));
+  CHECK(ca.rng.position == cb.rng.position);
+  a.zero_grad();
+  b.zero_grad();
+  a.backward(ca);
+  b.backward(cb);
+  check_grads(a, b, 1e-4);
+  if constexpr (M::has_latent) {
+    Context<cpu> ea(5, false);
+    Context<cuda> eb(5, false);
+    const auto ia = a.importance_weights(ea, batch, 7), ib = b.importance_weights(eb, batch, 7);
+    for (size_t i = 0; i < ia.log_weight.size(); ++i)
+      CHECK(ib.log_weight[i] == doctest::Approx(ia.log_weight[i]).epsilon(1e-4));
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("device") {
@@ -376,35 +410,23 @@ TEST_SUITE("device") {
                      models::VMFVAE, Coupled<models::VMFVAE>, models::CNNVAE, Coupled<models::CNNVAE>, models::WAE,
                      Coupled<models::WAE>, models::VAENF, Coupled<models::VAENF>, models::WAENF,
                      Coupled<models::WAENF>) {
-    using Mc = with_backend_t<M, cuda>;
     const int V = 60;
-    const Config cfg = small_config(V);
-    M a(cfg, 2024);
-    Mc b(cfg, 2024);
-    CHECK(rel_err(b.arena().values().to_host(), a.arena().values().to_host()) == 0);
-    const Batch batch = make_batch(sentences(V, 9, 5), V);
-    Context<cpu> ca(99, true);
-    Context<cuda> cb(99, true);
-    const Losses la = a.forward(ca, batch, 7);
-    const Losses lb = b.forward(cb, batch, 7);
-    CHECK(lb.loss == doctest::Approx(la.loss).epsilon(1e-5));
-    CHECK(lb.rec == doctest::Approx(la.rec).epsilon(1e-5));
-    CHECK(lb.kl == doctest::Approx(la.kl).epsilon(1e-4));
-    CHECK(lb.rec_c == doctest::Approx(la.rec_c).epsilon(1e-5));
-    CHECK(lb.couple == doctest::Approx(la.couple).epsilon(1e-4));
-    CHECK(ca.rng.position == cb.rng.position);
-    a.zero_grad();
-    b.zero_grad();
-    a.backward(ca);
-    b.backward(cb);
-    check_grads(a, b, 1e-4);
-    if constexpr (M::has_latent) {
-      Context<cpu> ea(5, false);
-      Context<cuda> eb(5, false);
-      const auto ia = a.importance_weights(ea, batch, 7), ib = b.importance_weights(eb, batch, 7);
-      for (size_t i = 0; i < ia.log_weight.size(); ++i)
-        CHECK(ib.log_weight[i] == doctest::Approx(ia.log_weight[i]).epsilon(1e-4));
-    }
+    check_model_parity<M>(small_config(V), sentences(V, 9, 5));
+  }
+
+  // The whole-pass GRU kernels (runtime persistent_recurrence, recurrence.cuh), on a batch of
+  // 70 (three row tiles) and hidden sizes that need several unit tiles and K chunks.
+  TEST_CASE_TEMPLATE("model parity with the persistent GRU kernels", M, models::LM, models::VAE,
+                     Coupled<models::VAE>, models::CNNVAE) {
+    const int V = 60;
+    struct Persistent {
+      Persistent() { cuda_rt::runtime().persistent_recurrence = true; }
+      ~Persistent() { cuda_rt::runtime().persistent_recurrence = false; }
+    } on;
+    check_model_parity<M>(small_config(V), sentences(V, 70, 8));
+    Config wide = small_config(V);
+    wide.hidden = 40;  // encoder H 40, decoder 80: K chunks of 32 and unit tiles of 16 with tails
+    check_model_parity<M>(wide, sentences(V, 9, 9));
   }
 
   TEST_CASE("200 training steps of couple-vae track the cpu run") {

@@ -60,6 +60,24 @@ struct GruGatesForward {
   }
 };
 
+// Backward of gru_cell for one unit, given d = dL/dh' and the cell's saved r, z, n, ghn and
+// h: the gradients on the gates' pre-activations (the input side dar, daz, dan; the
+// recurrent side the same but dghn = dan r for n) and dh = d z, the z path of dL/dh.
+template <class T>
+struct GruCellGrad {
+  T dar, daz, dan, dghn, dh;
+};
+template <class T>
+COUPLEVAE_HD inline GruCellGrad<T> gru_cell_backward(T d, T r, T z, T n, T ghn, T h) {
+  GruCellGrad<T> g;
+  g.dan = d * (T(1) - z) * (T(1) - n * n);
+  g.daz = d * (h - n) * z * (T(1) - z);
+  g.dar = g.dan * ghn * r * (T(1) - r);
+  g.dghn = g.dan * r;
+  g.dh = d * z;
+  return g;
+}
+
 // i < a*H: backward of the gates; dh in: dL/dh' (plus ds[row * ld_ds + k] when ds is given),
 // out: the z path (dL/dh minus dgh W_hh).
 template <class T>
@@ -70,17 +88,15 @@ struct GruGatesBackward {
   T *dh, *dgx, *dgh;
   COUPLEVAE_HD void operator()(size_t i) const {
     const size_t row = i / H, k = i % H, g = row * 3 * H + k;
-    const T d = dh[i] + (ds ? ds[row * ld_ds + k] : T(0)), rk = r[i], zk = z[i], nk = n[i];
-    const T dan = d * (T(1) - zk) * (T(1) - nk * nk);
-    const T daz = d * (h[i] - nk) * zk * (T(1) - zk);
-    const T dar = dan * ghn[i] * rk * (T(1) - rk);
-    dgx[g] = dar;
-    dgx[g + H] = daz;
-    dgx[g + 2 * H] = dan;
-    dgh[g] = dar;
-    dgh[g + H] = daz;
-    dgh[g + 2 * H] = dan * rk;
-    dh[i] = d * zk;
+    const T d = dh[i] + (ds ? ds[row * ld_ds + k] : T(0));
+    const GruCellGrad<T> c = gru_cell_backward(d, r[i], z[i], n[i], ghn[i], h[i]);
+    dgx[g] = c.dar;
+    dgx[g + H] = c.daz;
+    dgx[g + 2 * H] = c.dan;
+    dgh[g] = c.dar;
+    dgh[g + H] = c.daz;
+    dgh[g + 2 * H] = c.dghn;
+    dh[i] = c.dh;
   }
 };
 

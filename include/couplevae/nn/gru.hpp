@@ -14,7 +14,10 @@
 // against a transposed copy of W_hh made once per pass) and one gate kernel that adds b_hh
 // (and, backward, the outside gradient dstates) itself. A backend whose ops have
 // gru_step_forward (cuda) does the previous-state copy, the product and the gates of a
-// forward step in one kernel instead. The forward pass keeps
+// forward step in one kernel instead; one whose ops have gru_forward_pass /
+// gru_backward_pass (backend/recurrence.hpp; cuda, when its runtime's persistent_recurrence
+// is on) runs the whole recurrence of a pass in one launch, and the loops below only when
+// it declines. The forward pass keeps
 // every row's previous state h_{t-1}, so backward runs only dh_{t-1} = dgh_t W_hh inside
 // the recurrence and forms the weight gradients after it, each as one GEMM over all rows:
 //   dW_hh += dGH^T H_prev,  db_hh += colsum(dGH),  dW_ih += dGX^T X,  db_ih += colsum(dGX).
@@ -24,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "../backend/recurrence.hpp"
 #include "../core/arena.hpp"
 #include "../core/batch.hpp"
 #include "../core/context.hpp"
@@ -42,6 +46,8 @@ struct GRU {
     Buffer<T, B> gh, dgx, dgh, dh;                          // scratch
     std::vector<int32_t> last_row;                   // row of each sequence's last step
     Buffer<int32_t, B> last_row_b;
+    Buffer<int32_t, B> active_b, offset_b;  // the Packing, for whole-pass kernels
+    const int32_t *active = nullptr, *offset = nullptr;
   };
 
   GRU() = default;
@@ -69,7 +75,18 @@ struct GRU {
     View<T> hp_all = c.hprev.shape(pk.rows, H), gh = c.gh.shape(pk.batch, G);
     View<T> whh_t = c.whh_t.shape(H, G);
     ops<B>::transpose(ar.value(W_hh), G, H, whh_t.data);
-    for (int s = 0; s < pk.steps; ++s) {
+    c.active = c.offset = nullptr;
+    bool done = false;
+    if constexpr (requires { ops<B>::gru_whole_pass(); }) {
+      if (ops<B>::gru_whole_pass()) {
+        c.active = backend_ids(pk.active, c.active_b);
+        c.offset = backend_ids(pk.offset, c.offset_b);
+        done = ops<B>::gru_forward_pass(GruForwardPass<T>{pk.steps, pk.batch, H, reverse, c.active, c.offset, gx.data,
+                                                          whh_t.data, ar.value(b_hh), st.data, hp_all.data,
+                                                          c.r.data(), c.z.data(), c.n.data(), c.ghn.data()});
+      }
+    }
+    for (int s = 0; s < pk.steps && !done; ++s) {
       const int t = reverse ? pk.steps - 1 - s : s;
       const int a = pk.active[t];
       View<T> hp{hp_all.row(pk.offset[t]), a, H};
@@ -105,7 +122,15 @@ struct GRU {
     View<T> dh = c.dh.zeros(pk.batch, H);
     if (dh_final) ops<B>::copy2d(dh_final.data, pk.batch, H, dh_final.cols, dh.data, H);
     View<T> hp_all{c.hprev.data(), pk.rows, H}, dgh_all = c.dgh.shape(pk.rows, G);
-    for (int s = pk.steps - 1; s >= 0; --s) {
+    bool done = false;
+    if constexpr (requires { ops<B>::gru_whole_pass(); }) {
+      if (c.active && ops<B>::gru_whole_pass())  // the forward pass uploaded the Packing
+        done = ops<B>::gru_backward_pass(GruBackwardPass<T>{
+            pk.steps, pk.batch, H, reverse, c.active, c.offset, c.r.data(), c.z.data(), c.n.data(), c.ghn.data(),
+            hp_all.data, ar.value(W_hh), dstates ? dstates.data : nullptr, dstates.cols, dh.data, dgx.data,
+            dgh_all.data});
+    }
+    for (int s = pk.steps - 1; s >= 0 && !done; --s) {
       const int t = reverse ? pk.steps - 1 - s : s;
       const int a = pk.active[t];
       const size_t o = size_t(pk.offset[t]) * H;

@@ -27,6 +27,7 @@
 #include "../tags.hpp"
 #include "buffer.cuh"
 #include "launch.cuh"
+#include "recurrence.cuh"
 #include "runtime.cuh"
 
 #if defined(__CUDACC__) && !defined(__CUDACC_EXTENDED_LAMBDA__)
@@ -68,62 +69,6 @@ __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T*
   }
 }
 
-// One forward step of the GRU recurrence over a rows (nn/gru.hpp), fused:
-//   hp[i] = h_src[i] for i < ap, 0 for ap <= i < a   (each row's previous state)
-//   gh = hp W_hh^T (whh_t is W_hh^T, (H, 3H)), then the cell (kernels::gru_cell) per unit.
-// Tiles of 32 rows x 16 units (48 columns of whh_t: the unit's r, z and n columns), K in
-// chunks of 32 through shared memory; 256 threads, each 2 rows of one unit.
-template <class T>
-__global__ void gru_step_kernel(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp,
-                                T* r, T* z, T* n, T* ghn, T* h_new) {
-  constexpr int TR = 32, TU = 16, TK = 32;
-  __shared__ T Hs[TR][TK + 1];
-  __shared__ T Ws[TK][3 * TU];
-  const int G = 3 * H;
-  const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
-  const int row0 = blockIdx.y * TR, unit0 = blockIdx.x * TU;
-  T acc[2][3] = {{T(0), T(0), T(0)}, {T(0), T(0), T(0)}};
-  for (int k0 = 0; k0 < H; k0 += TK) {
-    for (int i = threadIdx.x; i < TR * TK; i += blockDim.x) {
-      const int rw = i / TK, k = i % TK, gr = row0 + rw, gk = k0 + k;
-      Hs[rw][k] = (gr < ap && gk < H) ? h_src[size_t(gr) * H + gk] : T(0);
-    }
-    for (int i = threadIdx.x; i < TK * 3 * TU; i += blockDim.x) {
-      const int k = i / (3 * TU), c = i % (3 * TU), gate = c / TU, gu = unit0 + c % TU, gk = k0 + k;
-      Ws[k][c] = (gk < H && gu < H) ? whh_t[size_t(gk) * G + size_t(gate) * H + gu] : T(0);
-    }
-    __syncthreads();
-#pragma unroll 8
-    for (int k = 0; k < TK; ++k) {
-      const T w0 = Ws[k][u], w1 = Ws[k][TU + u], w2 = Ws[k][2 * TU + u];
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const T h = Hs[rr + 16 * j][k];
-        acc[j][0] += h * w0;
-        acc[j][1] += h * w1;
-        acc[j][2] += h * w2;
-      }
-    }
-    __syncthreads();
-  }
-  const int unit = unit0 + u;
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    const int row = row0 + rr + 16 * j;
-    if (row >= a || unit >= H) continue;
-    const size_t i = size_t(row) * H + unit, g = size_t(row) * G + unit;
-    const T h = row < ap ? h_src[i] : T(0);
-    const kernels::GruCell<T> c = kernels::gru_cell(gx[g], gx[g + H], gx[g + 2 * H], acc[j][0], acc[j][1], acc[j][2],
-                                                    bh[unit], bh[unit + H], bh[unit + 2 * H], h);
-    hp[i] = h;
-    r[i] = c.r;
-    z[i] = c.z;
-    n[i] = c.n;
-    ghn[i] = c.ghn;
-    h_new[i] = c.h_new;
-  }
-}
-
 }  // namespace cuda_rt
 
 template <>
@@ -151,18 +96,25 @@ struct ops<cuda> {
                             bool accumulate) {
     gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
   }
-  // One fused forward step of the GRU recurrence (cuda_rt::gru_step_kernel), or false when the
-  // runtime's fused_recurrence is off and the caller composes it (nn/gru.hpp).
+  // The GRU recurrence's own kernels (recurrence.cuh): one forward step (false when the
+  // runtime's fused_recurrence is off: the caller composes it, nn/gru.hpp), or, when
+  // gru_whole_pass() (the runtime's persistent_recurrence), a whole pass forward or backward
+  // in one persistent kernel (false when no cooperative grid can be launched).
   template <class T>
   static bool gru_step_forward(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp,
                                T* r, T* z, T* n, T* ghn, T* h_new) {
     if (!cuda_rt::runtime().fused_recurrence) return false;
-    if (a == 0) return true;
-    const dim3 grid(unsigned((H + 15) / 16), unsigned((a + 31) / 32));
-    cuda_rt::gru_step_kernel<<<grid, 256, 0, cuda_rt::stream()>>>(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn,
-                                                                  h_new);
-    COUPLEVAE_CUDA_LAUNCHED("gru_step");
+    cuda_rt::gru_step(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new);
     return true;
+  }
+  static bool gru_whole_pass() { return cuda_rt::runtime().persistent_recurrence; }
+  template <class T>
+  static bool gru_forward_pass(const GruForwardPass<T>& p) {
+    return cuda_rt::gru_forward_persistent(p);
+  }
+  template <class T>
+  static bool gru_backward_pass(const GruBackwardPass<T>& p) {
+    return cuda_rt::gru_backward_persistent(p);
   }
   template <class T>
   static void transpose(const T* x, int rows, int cols, T* y) {

@@ -119,11 +119,16 @@ struct Runtime {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   double* scratch = nullptr;  // one double: the target of launch<cuda>::sum
+  unsigned* barrier = nullptr;  // the grid barrier's counter of the persistent kernels (recurrence.cuh)
   Staging staging;
   // The GRU's forward steps as one kernel each (ops<cuda>::gru_step_forward) rather than a
   // copy, a cuBLAS GEMM and a gate kernel; false is the composed path, kept for comparison
-  // (couplevae_bench_cuda --composed-recurrence 1) and tested against it.
+  // (couplevae_bench_cuda --recurrence composed) and tested against it.
   bool fused_recurrence = true;
+  // Whole GRU passes, forward and backward, as one persistent kernel each
+  // (recurrence.cuh; couplevae_bench_cuda --recurrence persistent). Off until it has run on a
+  // GPU: tests/cuda checks it against the cpu.
+  bool persistent_recurrence = false;
 
   Runtime() {
     require_device();
@@ -131,10 +136,12 @@ struct Runtime {
     COUPLEVAE_CUBLAS(cublasCreate(&blas));
     COUPLEVAE_CUBLAS(cublasSetStream(blas, stream));
     COUPLEVAE_CUDA(cudaMalloc(&scratch, sizeof(double)));
+    COUPLEVAE_CUDA(cudaMalloc(&barrier, sizeof(unsigned)));
   }
   ~Runtime() {
     if (stream) cudaStreamSynchronize(stream);
     if (scratch) cudaFree(scratch);
+    if (barrier) cudaFree(barrier);
     if (blas) cublasDestroy(blas);
     if (stream) cudaStreamDestroy(stream);
   }

@@ -1,0 +1,268 @@
+// couplevae/backend/cuda/recurrence.cuh: the GRU recurrence's own kernels (nn/gru.hpp), so
+// that a pass over a packed batch (core/batch.hpp) does not cost a copy, a cuBLAS GEMM and
+// a gate kernel per time step, each a host launch.
+//
+// One forward step over a rows at step t (gru_step, one launch per step):
+//   hp[i] = h_src[i] for i < ap (the rows that ran at the previous step), 0 for ap <= i < a
+//   gh = hp W_hh^T  (whh_t = W_hh^T, (H, 3H)),  then kernels::gru_cell per unit,
+// writing hp, r, z, n, ghn and the new states (a, H). Tiles of 32 rows x 16 units (the 48
+// columns of whh_t that hold the units' r, z and n), K in chunks of 32 through shared
+// memory; 256 threads, each 2 rows of one unit.
+//
+// A whole pass in one persistent kernel (gru_forward_persistent, gru_backward_persistent):
+// a cooperative grid, no larger than can be resident at once, loops over the time steps
+// and meets at a grid barrier (grid_barrier: a counter in device memory, zeroed before the
+// launch; cooperative_groups.h is not used, as it brings a global namespace `cuda` that
+// would clash with the backend tag for users of `using namespace couplevae`) after each phase; the Packing's active[] and offset[] are read
+// from device memory. Forward: the step above, tile by tile, for t = 0..steps-1 (reversed
+// for a reverse GRU). Backward, for the steps in the opposite order:
+//   phase 1 (elementwise, i < a*H): d = dh[i] + ds[i]; kernels::gru_cell_backward gives dgx,
+//           dgh (a, 3H) and the z path d z, left in dh[i];
+//   phase 2 (tiles of 32 rows x 16 units, K = 3H): dh[i] += (dgh W_hh)[i].
+// Each element of dh is read and written by one thread within a phase, and a barrier
+// separates the phases, so dh is updated in place. Data written by other blocks inside the
+// kernel (states, dh, dgh) is loaded with __ldcg (through L2, never a stale L1 line).
+// Rows that are not running at a step keep their dh, as in the composed steps.
+// Not used when the runtime's persistent_recurrence is off (the default until it has been
+// measured on a GPU), or when the device cannot launch a cooperative grid.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../kernels.hpp"
+#include "../recurrence.hpp"
+#include "runtime.cuh"
+
+namespace couplevae::cuda_rt {
+
+constexpr int rec_rows = 32, rec_units = 16, rec_k = 32, rec_threads = 256;
+
+template <class T>
+struct RecShared {
+  T a[rec_rows][rec_k + 1];
+  T b[rec_k][3 * rec_units];
+};
+
+// The forward step for the tile (row0.., unit0..) of gru_step (header comment).
+template <class T>
+__device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t,
+                              const T* bh, T* hp, T* r, T* z, T* n, T* ghn, T* h_new, RecShared<T>& sh) {
+  constexpr int TR = rec_rows, TU = rec_units, TK = rec_k;
+  const int G = 3 * H;
+  const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
+  T acc[2][3] = {{T(0), T(0), T(0)}, {T(0), T(0), T(0)}};
+  for (int k0 = 0; k0 < H; k0 += TK) {
+    for (int i = threadIdx.x; i < TR * TK; i += blockDim.x) {
+      const int rw = i / TK, k = i % TK, gr = row0 + rw, gk = k0 + k;
+      sh.a[rw][k] = (gr < ap && gk < H) ? __ldcg(h_src + size_t(gr) * H + gk) : T(0);
+    }
+    for (int i = threadIdx.x; i < TK * 3 * TU; i += blockDim.x) {
+      const int k = i / (3 * TU), c = i % (3 * TU), gate = c / TU, gu = unit0 + c % TU, gk = k0 + k;
+      sh.b[k][c] = (gk < H && gu < H) ? whh_t[size_t(gk) * G + size_t(gate) * H + gu] : T(0);
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < TK; ++k) {
+      const T w0 = sh.b[k][u], w1 = sh.b[k][TU + u], w2 = sh.b[k][2 * TU + u];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const T h = sh.a[rr + 16 * j][k];
+        acc[j][0] += h * w0;
+        acc[j][1] += h * w1;
+        acc[j][2] += h * w2;
+      }
+    }
+    __syncthreads();
+  }
+  const int unit = unit0 + u;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int row = row0 + rr + 16 * j;
+    if (row >= a || unit >= H) continue;
+    const size_t i = size_t(row) * H + unit, g = size_t(row) * G + unit;
+    const T h = row < ap ? __ldcg(h_src + i) : T(0);
+    const kernels::GruCell<T> c = kernels::gru_cell(gx[g], gx[g + H], gx[g + 2 * H], acc[j][0], acc[j][1], acc[j][2],
+                                                    bh[unit], bh[unit + H], bh[unit + 2 * H], h);
+    hp[i] = h;
+    r[i] = c.r;
+    z[i] = c.z;
+    n[i] = c.n;
+    ghn[i] = c.ghn;
+    h_new[i] = c.h_new;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(rec_threads) gru_step_kernel(int a, int ap, int H, const T* h_src, const T* gx,
+                                                               const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
+                                                               T* ghn, T* h_new) {
+  __shared__ RecShared<T> sh;
+  gru_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n,
+                ghn, h_new, sh);
+}
+
+template <class T>
+void gru_step(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
+              T* ghn, T* h_new) {
+  if (a == 0) return;
+  const dim3 grid(unsigned((H + rec_units - 1) / rec_units), unsigned((a + rec_rows - 1) / rec_rows));
+  gru_step_kernel<<<grid, rec_threads, 0, stream()>>>(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new);
+  COUPLEVAE_CUDA_LAUNCHED("gru_step");
+}
+
+// All blocks of a cooperative (co-resident) grid meet here: the k-th barrier of the kernel
+// (k counted from 1 by each block in `epoch`) waits until the counter reaches k gridDim.x.
+// Stores before it are visible after it to loads that go through L2 (__ldcg).
+__device__ inline void grid_barrier(unsigned* counter, unsigned& epoch) {
+  __syncthreads();
+  ++epoch;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counter, 1u);
+    const unsigned target = epoch * gridDim.x;
+    while (*static_cast<volatile unsigned*>(counter) < target) {
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// Time step s of a pass in the order of the recurrence: t, the rows running, and ap, those
+// of them that ran at the previous step.
+struct RecStep {
+  int t, a, tp, ap;
+};
+__device__ inline RecStep rec_step(int s, int steps, bool reverse, const int32_t* active) {
+  RecStep r;
+  r.t = reverse ? steps - 1 - s : s;
+  r.a = active[r.t];
+  r.tp = reverse ? r.t + 1 : r.t - 1;
+  r.ap = (r.tp >= 0 && r.tp < steps) ? min(r.a, active[r.tp]) : 0;
+  return r;
+}
+
+template <class T>
+__global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(GruForwardPass<T> p, unsigned* barrier) {
+  __shared__ RecShared<T> sh;
+  unsigned epoch = 0;
+  const int H = p.H, ut = (H + rec_units - 1) / rec_units;
+  for (int s = 0; s < p.steps; ++s) {
+    const RecStep st = rec_step(s, p.steps, p.reverse, p.active);
+    const size_t o = size_t(p.offset[st.t]) * H;
+    const T* src = st.ap ? p.states + size_t(p.offset[st.tp]) * H : nullptr;
+    const int tiles = ut * ((st.a + rec_rows - 1) / rec_rows);
+    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
+      gru_step_tile(tile / ut * rec_rows, tile % ut * rec_units, st.a, st.ap, H, src, p.gx + 3 * o, p.whh_t, p.bh,
+                    p.hprev + o, p.r + o, p.z + o, p.n + o, p.ghn + o, p.states + o, sh);
+    grid_barrier(barrier, epoch);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(GruBackwardPass<T> p, unsigned* barrier) {
+  __shared__ RecShared<T> sh;
+  unsigned epoch = 0;
+  constexpr int TR = rec_rows, TU = rec_units, TK = rec_k;
+  const int H = p.H, G = 3 * H, ut = (H + TU - 1) / TU;
+  for (int s = p.steps - 1; s >= 0; --s) {
+    const RecStep st = rec_step(s, p.steps, p.reverse, p.active);
+    const size_t row_t = size_t(p.offset[st.t]), o = row_t * H, og = row_t * G;
+    // phase 1: the gates, element by element
+    const size_t na = size_t(st.a) * H;
+    for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < na; i += size_t(gridDim.x) * blockDim.x) {
+      const size_t row = i / H, k = i % H, g = og + row * G + k;
+      const T d = __ldcg(p.dh + i) + (p.ds ? p.ds[(row_t + row) * size_t(p.ld_ds) + k] : T(0));
+      const kernels::GruCellGrad<T> c =
+          kernels::gru_cell_backward(d, p.r[o + i], p.z[o + i], p.n[o + i], p.ghn[o + i], p.hprev[o + i]);
+      p.dgx[g] = c.dar;
+      p.dgx[g + H] = c.daz;
+      p.dgx[g + 2 * H] = c.dan;
+      p.dgh[g] = c.dar;
+      p.dgh[g + H] = c.daz;
+      p.dgh[g + 2 * H] = c.dghn;
+      p.dh[i] = c.dh;
+    }
+    grid_barrier(barrier, epoch);
+    // phase 2: dh[0:a) += dgh W_hh, tiles of 32 rows x 16 units over K = 3H
+    const int tiles = ut * ((st.a + TR - 1) / TR);
+    const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
+    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
+      const int row0 = tile / ut * TR, unit0 = tile % ut * TU;
+      T acc[2] = {T(0), T(0)};
+      for (int k0 = 0; k0 < G; k0 += TK) {
+        for (int i = threadIdx.x; i < TR * TK; i += blockDim.x) {
+          const int rw = i / TK, k = i % TK, gr = row0 + rw, gk = k0 + k;
+          sh.a[rw][k] = (gr < st.a && gk < G) ? __ldcg(p.dgh + og + size_t(gr) * G + gk) : T(0);
+        }
+        for (int i = threadIdx.x; i < TK * TU; i += blockDim.x) {
+          const int k = i / TU, c = i % TU, gk = k0 + k, gu = unit0 + c;
+          sh.b[k][c] = (gk < G && gu < H) ? p.w_hh[size_t(gk) * H + gu] : T(0);
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int k = 0; k < TK; ++k) {
+          const T w = sh.b[k][u];
+          acc[0] += sh.a[rr][k] * w;
+          acc[1] += sh.a[rr + 16][k] * w;
+        }
+        __syncthreads();
+      }
+      const int unit = unit0 + u;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int row = row0 + rr + 16 * j;
+        if (row < st.a && unit < H) {
+          T* out = p.dh + size_t(row) * H + unit;
+          *out = __ldcg(out) + acc[j];
+        }
+      }
+    }
+    grid_barrier(barrier, epoch);
+  }
+}
+
+// Launches kernel over a cooperative grid of at most `tiles` blocks and no more than can be
+// resident at once; false when the device cannot launch one.
+template <class Kernel, class Pass>
+bool launch_persistent(Kernel kernel, const Pass& p, int tiles, const char* name) {
+  static thread_local int resident = -1;  // per instantiation: blocks that fit at once, 0 if none
+  if (resident < 0) {
+    int dev = 0, coop = 0, sms = 0, per_sm = 0;
+    COUPLEVAE_CUDA(cudaGetDevice(&dev));
+    COUPLEVAE_CUDA(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+    COUPLEVAE_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    COUPLEVAE_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, rec_threads, 0));
+    resident = coop ? sms * per_sm : 0;
+  }
+  if (resident <= 0) return false;
+  if (p.steps == 0) return true;
+  const unsigned blocks = unsigned(std::clamp(tiles, 1, resident));
+  Runtime& rt = runtime();
+  COUPLEVAE_CUDA(cudaMemsetAsync(rt.barrier, 0, sizeof(unsigned), rt.stream));
+  Pass arg = p;
+  unsigned* barrier = rt.barrier;
+  void* args[] = {&arg, &barrier};
+  COUPLEVAE_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), dim3(blocks), dim3(rec_threads), args,
+                                             0, stream()));
+  COUPLEVAE_CUDA_LAUNCHED(name);
+  return true;
+}
+
+// The largest step has all `batch` rows: that many row tiles times the unit tiles.
+inline int rec_tiles(int batch, int H) {
+  return ((batch + rec_rows - 1) / rec_rows) * ((H + rec_units - 1) / rec_units);
+}
+
+template <class T>
+bool gru_forward_persistent(const GruForwardPass<T>& p) {
+  return launch_persistent(gru_forward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H), "gru_forward_persistent");
+}
+
+template <class T>
+bool gru_backward_persistent(const GruBackwardPass<T>& p) {
+  return launch_persistent(gru_backward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H), "gru_backward_persistent");
+}
+
+}  // namespace couplevae::cuda_rt

@@ -1,0 +1,35 @@
+// couplevae/backend/recurrence.hpp: what a backend's whole-pass GRU kernels take
+// (ops<B>::gru_forward_pass / gru_backward_pass, optional; backend/cuda/recurrence.cuh has
+// them). A backend without them runs the recurrence step by step (nn/gru.hpp). Every
+// pointer is the backend's memory; shapes follow the Packing (core/batch.hpp) of the pass.
+#pragma once
+#include <cstdint>
+
+namespace couplevae {
+
+// A forward pass: in gx (rows, 3H) with b_ih added, whh_t (H, 3H), bh (3H); out states,
+// hprev (each row's previous state), r, z, n, ghn (rows, H).
+template <class T>
+struct GruForwardPass {
+  int steps = 0, batch = 0, H = 0;
+  bool reverse = false;
+  const int32_t *active = nullptr, *offset = nullptr;  // the Packing's, in the backend's memory
+  const T *gx = nullptr, *whh_t = nullptr, *bh = nullptr;
+  T *states = nullptr, *hprev = nullptr, *r = nullptr, *z = nullptr, *n = nullptr, *ghn = nullptr;
+};
+
+// A backward pass: in r, z, n, ghn, hprev (rows, H) from the forward pass, W_hh (3H, H), ds
+// (rows, ld_ds; the gradient on every state from outside, may be null); in/out dh (batch, H):
+// in the gradient on each sequence's final state, out on its initial one; out dgx, dgh
+// (rows, 3H).
+template <class T>
+struct GruBackwardPass {
+  int steps = 0, batch = 0, H = 0;
+  bool reverse = false;
+  const int32_t *active = nullptr, *offset = nullptr;
+  const T *r = nullptr, *z = nullptr, *n = nullptr, *ghn = nullptr, *hprev = nullptr, *w_hh = nullptr, *ds = nullptr;
+  int ld_ds = 0;
+  T *dh = nullptr, *dgx = nullptr, *dgh = nullptr;
+};
+
+}  // namespace couplevae
