@@ -31,10 +31,9 @@
 //                                 the time to queue the work: near s_per_step means the host
 //                                 is the bottleneck, well under it the device)
 // --phases N adds "phases_ms": N more steps, each phase waited for and timed alone (batch,
-// forward, backward, guard + Adam), mean ms per step. --recurrence (cuda) picks how the GRU
-// recurrence runs: fused (default: one kernel per forward step), composed (copy + cuBLAS
-// GEMM + gate kernel per step) or persistent (one kernel per pass, forward and backward);
-// see backend/cuda/recurrence.cuh.
+// forward, backward, guard + Adam), mean ms per step. On cuda the JSON's "recurrence" says
+// how the GRU recurrence ran: fused (default), composed or persistent, as chosen by
+// COUPLEVAE_CUDA_RECURRENCE (backend/cuda/runtime.cuh).
 // eval: evaluate_nll of a randomly initialised model on the first M test sentences with N
 // importance samples (same as torch_ref bench-eval); reports seconds and sentences_per_s.
 //
@@ -92,12 +91,11 @@ struct Args {
   int gemm_reps = 5;
   int batch_size = 0;  // 0: the preset's 32
   long phases = 0;     // steps timed phase by phase after the timed run
-  std::string recurrence;  // cuda: fused (default), composed or persistent
 };
 
 constexpr const char* usage_text =
     "usage: couplevae_bench train --model vae|couple-vae --data DIR [--steps N] [--warmup W] "
-    "[--threads T] [--seed S] [--gemm-reps R] [--batch-size B] [--phases N] [--recurrence fused|composed|persistent]\n"
+    "[--threads T] [--seed S] [--gemm-reps R] [--batch-size B] [--phases N]\n"
     "       couplevae_bench eval --model vae|couple-vae --data DIR [--samples N] "
     "[--max-sentences M] [--threads T] [--seed S]\n";
 
@@ -141,11 +139,6 @@ Args parse_args(int argc, char** argv) {
     else if (a.cmd == "train" && f == "--gemm-reps") a.gemm_reps = int(parse_long(f, v, 1));
     else if (a.cmd == "train" && f == "--batch-size") a.batch_size = int(parse_long(f, v, 1));
     else if (a.cmd == "train" && f == "--phases") a.phases = parse_long(f, v, 0);
-    else if (a.cmd == "train" && f == "--recurrence") {
-      if (v != "fused" && v != "composed" && v != "persistent")
-        usage_error("--recurrence: expected fused, composed or persistent (got '" + v + "')");
-      a.recurrence = v;
-    }
     else if (a.cmd == "eval" && f == "--samples") a.samples = int(parse_long(f, v, 1));
     else if (a.cmd == "eval" && f == "--max-sentences") a.max_sentences = parse_long(f, v, 1);
     else usage_error("unknown flag '" + f + "' for " + a.cmd);
@@ -408,10 +401,6 @@ int main(int argc, char** argv) {
     using B = COUPLEVAE_BENCH_BACKEND;
 #if defined(__CUDACC__)
     cuda_rt::require_device();
-    if (a.recurrence == "composed") cuda_rt::runtime().fused_recurrence = false;
-    if (a.recurrence == "persistent") cuda_rt::runtime().persistent_recurrence = true;
-#else
-    if (!a.recurrence.empty()) usage_error("--recurrence is for the cuda build (couplevae_bench_cuda)");
 #endif
     const int threads = setup_threads(a.threads);
     if (a.cmd == "train") return run_train<B>(a, threads);

@@ -8,10 +8,12 @@
 #      200 training steps of couple-vae tracking the cpu run;
 #   3. the tool with --backend cuda against cpu evaluation of the same checkpoints;
 #   4. bench/compare_gpu.sh against PyTorch on the same GPU;
-#   5. profile: couplevae_bench_cuda phase by phase (--phases), each --recurrence, interleaved;
+#   5. profile: couplevae_bench_cuda phase by phase (--phases), each COUPLEVAE_CUDA_RECURRENCE,
+#      interleaved;
 #   6. compute-sanitizer (memcheck) over the device tests but the long run (or those matching
 #      --memcheck PATTERN);
-#   7. with --full: the 60K-step PTB training of couple-vae through the tool, timed.
+#   7. with --full: the 60K-step PTB training of couple-vae through the tool, timed (in the
+#      recurrence mode of $COUPLEVAE_CUDA_RECURRENCE, default fused).
 #
 #   bash scripts/gpu_check.sh [--full] [--only STAGES] [--rounds R] [--steps N] [--memcheck PATTERN]
 #
@@ -119,8 +121,8 @@ if want profile && [[ -n "$PTB" ]]; then
   for args in "couple-vae 32 fused" "couple-vae 32 persistent" "couple-vae 32 composed" "couple-vae 512 fused" \
               "couple-vae 512 persistent" "couple-vae 32 fused" "couple-vae 32 persistent"; do
     set -- $args
-    timeout 120 "$BIN/couplevae_bench_cuda" train --model "$1" --data "$PTB" --batch-size "$2" --steps 100 \
-      --warmup 20 --phases 20 --recurrence "$3" --gemm-reps 1 2>>"$LOGS/profile.err" | tee -a "$LOGS/profile.jsonl" \
+    COUPLEVAE_CUDA_RECURRENCE=$3 timeout 120 "$BIN/couplevae_bench_cuda" train --model "$1" --data "$PTB" --batch-size "$2" --steps 100 \
+      --warmup 20 --phases 20 --gemm-reps 1 2>>"$LOGS/profile.err" | tee -a "$LOGS/profile.jsonl" \
       | python3 -c "
 import json, sys
 for l in sys.stdin:

@@ -161,6 +161,8 @@ TEST_SUITE("device") {
   }
 
   TEST_CASE("the fused GRU step equals the composed one (previous states, product, gates)") {
+    const bool fused_was = cuda_rt::runtime().fused_recurrence;
+    cuda_rt::runtime().fused_recurrence = true;
     // a rows at step t, the first ap of which continue from h_src (the rest start from 0).
     for (auto [a, ap, H] : {std::array{5, 5, 12}, std::array{40, 33, 37}, std::array{64, 0, 128}, std::array{9, 4, 256}}) {
       INFO("a " << a << ", ap " << ap << ", H " << H);
@@ -189,7 +191,7 @@ TEST_SUITE("device") {
     cuda_rt::runtime().fused_recurrence = false;
     CHECK_FALSE(G::gru_step_forward<float>(1, 0, 4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
                                            nullptr, nullptr, nullptr));
-    cuda_rt::runtime().fused_recurrence = true;
+    cuda_rt::runtime().fused_recurrence = fused_was;
   }
 
   TEST_CASE("element-wise, row and index kernels") {
@@ -420,8 +422,9 @@ TEST_SUITE("device") {
                      Coupled<models::VAE>, models::CNNVAE) {
     const int V = 60;
     struct Persistent {
+      const bool was = cuda_rt::runtime().persistent_recurrence;
       Persistent() { cuda_rt::runtime().persistent_recurrence = true; }
-      ~Persistent() { cuda_rt::runtime().persistent_recurrence = false; }
+      ~Persistent() { cuda_rt::runtime().persistent_recurrence = was; }
     } on;
     check_model_parity<M>(small_config(V), sentences(V, 70, 8));
     Config wide = small_config(V);

@@ -164,4 +164,15 @@ TEST_SUITE("host") {
       CHECK_NOTHROW(cuda_rt::require_device());
     }
   }
+
+  TEST_CASE("COUPLEVAE_CUDA_RECURRENCE: the three modes, and an error naming the bad value") {
+    const auto f = cuda_rt::recurrence_mode("fused"), c = cuda_rt::recurrence_mode("composed"),
+               p = cuda_rt::recurrence_mode("persistent");
+    CHECK((f.fused && !f.persistent));
+    CHECK((!c.fused && !c.persistent));
+    CHECK((p.fused && p.persistent));
+    CHECK_THROWS_WITH_AS(cuda_rt::recurrence_mode("Fused"), doctest::Contains("got 'Fused'"), Error);
+    CHECK_THROWS_WITH_AS(cuda_rt::recurrence_mode(""), doctest::Contains("expected fused, composed or persistent"),
+                         Error);
+  }
 }

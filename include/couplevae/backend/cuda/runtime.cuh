@@ -13,6 +13,7 @@
 // their work); evaluation on cuda runs its batches on one thread (eval/nll.hpp).
 #pragma once
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -115,28 +116,46 @@ class Staging {
   size_t used_ = 0;
 };
 
+// The runtime's recurrence switches for a mode name (COUPLEVAE_CUDA_RECURRENCE).
+struct RecurrenceMode {
+  bool fused, persistent;
+};
+inline RecurrenceMode recurrence_mode(const std::string& mode) {
+  if (mode != "fused" && mode != "composed" && mode != "persistent")
+    throw Error("COUPLEVAE_CUDA_RECURRENCE: expected fused, composed or persistent (got '" + mode + "')");
+  return {mode != "composed", mode == "persistent"};
+}
+
 struct Runtime {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   double* scratch = nullptr;  // one double: the target of launch<cuda>::sum
   unsigned* barrier = nullptr;  // the grid barrier's counter of the persistent kernels (recurrence.cuh)
   Staging staging;
-  // The GRU's forward steps as one kernel each (ops<cuda>::gru_step_forward) rather than a
-  // copy, a cuBLAS GEMM and a gate kernel; false is the composed path, kept for comparison
-  // (couplevae_bench_cuda --recurrence composed) and tested against it.
+  // How the GRU recurrence runs (backend/cuda/recurrence.cuh):
+  //   fused_recurrence      each forward step as one kernel, rather than a copy, a cuBLAS GEMM
+  //                         and a gate kernel (the composed path, as on the cpu);
+  //   persistent_recurrence each whole pass, forward and backward, as one persistent kernel
+  //                         (off: it has not run on a GPU yet; tests/cuda checks it).
+  // Set them here, or for any program with COUPLEVAE_CUDA_RECURRENCE=fused (the default),
+  // composed or persistent (read when a thread's runtime is created).
   bool fused_recurrence = true;
-  // Whole GRU passes, forward and backward, as one persistent kernel each
-  // (recurrence.cuh; couplevae_bench_cuda --recurrence persistent). Off until it has run on a
-  // GPU: tests/cuda checks it against the cpu.
   bool persistent_recurrence = false;
 
   Runtime() {
     require_device();
+    if (const char* e = std::getenv("COUPLEVAE_CUDA_RECURRENCE")) set_recurrence(e);
     COUPLEVAE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     COUPLEVAE_CUBLAS(cublasCreate(&blas));
     COUPLEVAE_CUBLAS(cublasSetStream(blas, stream));
     COUPLEVAE_CUDA(cudaMalloc(&scratch, sizeof(double)));
     COUPLEVAE_CUDA(cudaMalloc(&barrier, sizeof(unsigned)));
+  }
+  // mode: fused, composed or persistent (the switches above); anything else is an Error.
+  void set_recurrence(const std::string& mode) {
+    const RecurrenceMode m = recurrence_mode(mode);
+    fused_recurrence = m.fused;
+    persistent_recurrence = m.persistent;
   }
   ~Runtime() {
     if (stream) cudaStreamSynchronize(stream);
