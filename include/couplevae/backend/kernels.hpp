@@ -41,6 +41,15 @@ COUPLEVAE_HD inline GruCell<T> gru_cell(T x_r, T x_z, T x_n, T g_r, T g_z, T g_n
   c.h_new = (T(1) - c.z) * c.n + c.z * h;
   return c;
 }
+// Element i of the cell's outputs (rows of H).
+template <class T>
+COUPLEVAE_HD inline void store(const GruCell<T>& c, size_t i, T* r, T* z, T* n, T* ghn, T* h_new) {
+  r[i] = c.r;
+  z[i] = c.z;
+  n[i] = c.n;
+  ghn[i] = c.ghn;
+  h_new[i] = c.h_new;
+}
 
 // i < a*H: PyTorch's GRU gates (backend/cpu/ops.hpp gru_gates_forward; gh without its bias bh).
 template <class T>
@@ -50,13 +59,9 @@ struct GruGatesForward {
   T *r, *z, *n, *ghn, *h_new;
   COUPLEVAE_HD void operator()(size_t i) const {
     const size_t row = i / H, k = i % H, g = row * 3 * H + k;
-    const GruCell<T> c = gru_cell(gx[g], gx[g + H], gx[g + 2 * H], gh[g], gh[g + H], gh[g + 2 * H], bh[k], bh[k + H],
-                                  bh[k + 2 * H], h[i]);
-    r[i] = c.r;
-    z[i] = c.z;
-    n[i] = c.n;
-    ghn[i] = c.ghn;
-    h_new[i] = c.h_new;
+    store(gru_cell(gx[g], gx[g + H], gx[g + 2 * H], gh[g], gh[g + H], gh[g + 2 * H], bh[k], bh[k + H], bh[k + 2 * H],
+                   h[i]),
+          i, r, z, n, ghn, h_new);
   }
 };
 
@@ -77,6 +82,16 @@ COUPLEVAE_HD inline GruCellGrad<T> gru_cell_backward(T d, T r, T z, T n, T ghn, 
   g.dh = d * z;
   return g;
 }
+// The gate gradients at g, the unit's r entry in rows of 3H (z at g + H, n at g + 2H).
+template <class T>
+COUPLEVAE_HD inline void store(const GruCellGrad<T>& c, size_t g, int H, T* dgx, T* dgh) {
+  dgx[g] = c.dar;
+  dgx[g + H] = c.daz;
+  dgx[g + 2 * H] = c.dan;
+  dgh[g] = c.dar;
+  dgh[g + H] = c.daz;
+  dgh[g + 2 * H] = c.dghn;
+}
 
 // i < a*H: backward of the gates; dh in: dL/dh' (plus ds[row * ld_ds + k] when ds is given),
 // out: the z path (dL/dh minus dgh W_hh).
@@ -90,12 +105,7 @@ struct GruGatesBackward {
     const size_t row = i / H, k = i % H, g = row * 3 * H + k;
     const T d = dh[i] + (ds ? ds[row * ld_ds + k] : T(0));
     const GruCellGrad<T> c = gru_cell_backward(d, r[i], z[i], n[i], ghn[i], h[i]);
-    dgx[g] = c.dar;
-    dgx[g + H] = c.daz;
-    dgx[g + 2 * H] = c.dan;
-    dgh[g] = c.dar;
-    dgh[g + H] = c.daz;
-    dgh[g + 2 * H] = c.dghn;
+    store(c, g, H, dgx, dgh);
     dh[i] = c.dh;
   }
 };

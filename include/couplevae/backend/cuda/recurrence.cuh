@@ -83,14 +83,10 @@ __device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T
     if (row >= a || unit >= H) continue;
     const size_t i = size_t(row) * H + unit, g = size_t(row) * G + unit;
     const T h = row < ap ? __ldcg(h_src + i) : T(0);
-    const kernels::GruCell<T> c = kernels::gru_cell(gx[g], gx[g + H], gx[g + 2 * H], acc[j][0], acc[j][1], acc[j][2],
-                                                    bh[unit], bh[unit + H], bh[unit + 2 * H], h);
     hp[i] = h;
-    r[i] = c.r;
-    z[i] = c.z;
-    n[i] = c.n;
-    ghn[i] = c.ghn;
-    h_new[i] = c.h_new;
+    kernels::store(kernels::gru_cell(gx[g], gx[g + H], gx[g + 2 * H], acc[j][0], acc[j][1], acc[j][2], bh[unit],
+                                     bh[unit + H], bh[unit + 2 * H], h),
+                   i, r, z, n, ghn, h_new);
   }
 }
 
@@ -176,12 +172,7 @@ __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(Gr
       const T d = __ldcg(p.dh + i) + (p.ds ? p.ds[(row_t + row) * size_t(p.ld_ds) + k] : T(0));
       const kernels::GruCellGrad<T> c =
           kernels::gru_cell_backward(d, p.r[o + i], p.z[o + i], p.n[o + i], p.ghn[o + i], p.hprev[o + i]);
-      p.dgx[g] = c.dar;
-      p.dgx[g + H] = c.daz;
-      p.dgx[g + 2 * H] = c.dan;
-      p.dgh[g] = c.dar;
-      p.dgh[g + H] = c.daz;
-      p.dgh[g + 2 * H] = c.dghn;
+      kernels::store(c, g, H, p.dgx, p.dgh);
       p.dh[i] = c.dh;
     }
     grid_barrier(barrier, epoch);
