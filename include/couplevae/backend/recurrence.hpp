@@ -5,7 +5,19 @@
 #pragma once
 #include <cstdint>
 
+#include "tags.hpp"
+
 namespace couplevae {
+
+// B's ops have a fused forward step of the recurrence, gru_step_forward(a, ap, H, h_src, gx,
+// whh_t, bh, hp, r, z, n, ghn, h_new) -> bool (false: compose it), as ops<cuda> does.
+template <class B, class T>
+concept has_gru_step = requires(T* p) { ops<B>::gru_step_forward(0, 0, 0, p, p, p, p, p, p, p, p, p, p); };
+
+// B's ops have whole-pass kernels: gru_whole_pass() -> bool (whether to use them now), and
+// gru_forward_pass / gru_backward_pass taking the structs below -> bool (false: declined).
+template <class B>
+concept has_gru_pass = requires { ops<B>::gru_whole_pass(); };
 
 // A forward pass: in gx (rows, 3H) with b_ih added, whh_t (H, 3H), bh (3H); out states,
 // hprev (each row's previous state), r, z, n, ghn (rows, H).

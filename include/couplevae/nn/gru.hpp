@@ -77,7 +77,7 @@ struct GRU {
     ops<B>::transpose(ar.value(W_hh), G, H, whh_t.data);
     c.active = c.offset = nullptr;
     bool done = false;
-    if constexpr (requires { ops<B>::gru_whole_pass(); }) {
+    if constexpr (has_gru_pass<B>) {
       if (ops<B>::gru_whole_pass()) {
         c.active = backend_ids(pk.active, c.active_b);
         c.offset = backend_ids(pk.offset, c.offset_b);
@@ -91,10 +91,8 @@ struct GRU {
       const int a = pk.active[t];
       View<T> hp{hp_all.row(pk.offset[t]), a, H};
       const size_t o = size_t(pk.offset[t]) * H;
-      if constexpr (requires { ops<B>::gru_step_forward(0, 0, 0, hp.data, hp.data, hp.data, hp.data, hp.data, hp.data,
-                                                        hp.data, hp.data, hp.data, hp.data); }) {
-        const int tp = reverse ? t + 1 : t - 1;
-        const int ap = (tp >= 0 && tp < pk.steps) ? std::min(a, pk.active[tp]) : 0;
+      if constexpr (has_gru_step<B, T>) {
+        const auto [tp, ap] = previous_step(pk, t);
         if (ops<B>::gru_step_forward(a, ap, H, ap ? st.row(pk.offset[tp]) : nullptr, gx.row(pk.offset[t]),
                                      whh_t.data, ar.value(b_hh), hp.data, c.r.data() + o, c.z.data() + o,
                                      c.n.data() + o, c.ghn.data() + o, st.data + o))
@@ -123,7 +121,7 @@ struct GRU {
     if (dh_final) ops<B>::copy2d(dh_final.data, pk.batch, H, dh_final.cols, dh.data, H);
     View<T> hp_all{c.hprev.data(), pk.rows, H}, dgh_all = c.dgh.shape(pk.rows, G);
     bool done = false;
-    if constexpr (requires { ops<B>::gru_whole_pass(); }) {
+    if constexpr (has_gru_pass<B>) {
       if (c.active && ops<B>::gru_whole_pass())  // the forward pass uploaded the Packing
         done = ops<B>::gru_backward_pass(GruBackwardPass<T>{
             pk.steps, pk.batch, H, reverse, c.active, c.offset, c.r.data(), c.z.data(), c.n.data(), c.ghn.data(),
@@ -161,10 +159,17 @@ struct GRU {
 
  private:
   // hp[0:active[t]) = the states each running sequence had before step t (0 at its start).
+  // The step before t in this direction, and how many of step t's rows ran at it (0 at the start).
+  struct PreviousStep {
+    int t, rows;
+  };
+  PreviousStep previous_step(const Packing& pk, int t) const {
+    const int tp = reverse ? t + 1 : t - 1;
+    return {tp, (tp >= 0 && tp < pk.steps) ? std::min(pk.active[t], pk.active[tp]) : 0};
+  }
   void previous_states(const Packing& pk, int t, View<T> st, View<T> hp) const {
     const int a = pk.active[t];
-    const int tp = reverse ? t + 1 : t - 1;
-    const int ap = (tp >= 0 && tp < pk.steps) ? std::min(a, pk.active[tp]) : 0;
+    const auto [tp, ap] = previous_step(pk, t);
     if (ap > 0) ops<B>::copy(st.row(pk.offset[tp]), size_t(ap) * H, hp.data);
     if (a > ap) ops<B>::fill(hp.data + size_t(ap) * H, size_t(a - ap) * H, T(0));
   }
