@@ -25,6 +25,9 @@
 // Rows that are not running at a step keep their dh, as in the composed steps.
 // Not used when the runtime's persistent_recurrence is off (the default until it has been
 // measured on a GPU), or when the device cannot launch a cooperative grid.
+// tests/emulated extracts the device code from `rec_rows` to the host launchers below and
+// runs it on host threads against the cpu's composed steps (ctest emulated.recurrence):
+// keep the kernels within what extract_kernels.cmake rewrites.
 #pragma once
 #include <cuda_runtime.h>
 
