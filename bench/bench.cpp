@@ -304,7 +304,8 @@ int run_train(const Args& a, int threads) {
     }
     backend_sync<B>();
     const double dt = seconds_since(t0);
-    // Phase by phase, each waited for: where a step's time goes.
+    // Phase by phase, each waited for: where a step's time goes. The phases are train_step's
+    // (train/trainer.hpp), split so that each can be timed.
     double ph[4] = {0, 0, 0, 0};
     for (long i = 0; i < a.phases; ++i) {
       auto lap = [&](int k, auto&& f) {
@@ -355,10 +356,7 @@ int run_train(const Args& a, int threads) {
     if (a.phases)
       j["phases_ms"] = {{"batch", ph[0]}, {"forward", ph[1]}, {"backward", ph[2]}, {"guard_adam", ph[3]}};
 #if defined(__CUDACC__)
-    if constexpr (std::is_same_v<B, cuda>) {
-      const auto& rt = cuda_rt::runtime();
-      j["recurrence"] = rt.persistent_recurrence ? "persistent" : rt.fused_recurrence ? "fused" : "composed";
-    }
+    if constexpr (std::is_same_v<B, cuda>) j["recurrence"] = cuda_rt::runtime().recurrence();
 #endif
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);

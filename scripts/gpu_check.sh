@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# scripts/gpu_check.sh: everything issue #6 checks on a GPU, in one command for the device
-# tool (after scripts/gpu_prepare.sh, with carry=[".gpu-carry"]):
+# scripts/gpu_check.sh: everything issue #6 checks on a GPU, for the device tool (after
+# scripts/gpu_prepare.sh, with carry=[".gpu-carry"]); all of it takes about 12 minutes, more
+# than one device call may run, so split it with --only (test,cli,profile,memcheck, then bench):
 #   1. the binaries: those gpu_prepare.sh --prebuilt put in .gpu-carry/bin (built on the
 #      Debian machine for sm_90 without -march=native, so no device time goes to nvcc), or
 #      else configure with COUPLEVAE_WITH_CUDA=ON against the unpacked headers and build;
@@ -18,8 +19,9 @@
 #   bash scripts/gpu_check.sh [--full] [--only STAGES] [--rounds R] [--steps N] [--memcheck PATTERN]
 #
 # STAGES is a comma list of test,cli,bench,profile,memcheck,full (default: all but full;
-# --full adds it). Each stage has a time limit so one hang cannot eat the call. Logs go to $OUT (the
-# device tool brings them back) as logs.tgz, or ./gpu-logs.tgz; a summary is printed last.
+# --full adds it). Each stage has a time limit so one hang cannot eat the call. Logs go to
+# $OUT (the device tool brings them back) as logs.tgz, or ./gpu-logs.tgz; a summary is
+# printed last.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRY="$ROOT/.gpu-carry"
@@ -74,11 +76,12 @@ if [[ -n "$PTB" ]]; then
   for d in "$ROOT/../shared/data" /work/shared/data; do mkdir -p "$d" && ln -sfn "$PTB" "$d/ptb"; done
 fi
 
-# cases NAME...: the device test cases (or those matching NAME), one per line, with the
+# cases [PATTERN]: the device test cases (those matching PATTERN), one per line, with the
 # commas of their names turned into doctest's one-character wildcard (its filters split at commas).
 cases() { "$BIN/couplevae_cuda_tests" -ts=device --list-test-cases -tc="${1:-*}" | grep -v -E '^(\[doctest\]|====)' | tr ',' '?'; }
-# run_cases PREFIX CMD...: each device case in its own process, 8 at a time, each under a time
-# limit, its log in $LOGS/PREFIX-N.log; prints one line per case (exit code, seconds, name).
+# run_cases PREFIX PATTERN CMD...: each device case matching PATTERN in its own process under
+# CMD, 8 at a time, each under a time limit, its log in $LOGS/PREFIX-N.log; prints one line
+# per case (exit code, milliseconds, name).
 run_cases() {
   local prefix=$1 filter=$2; shift 2
   local i=0

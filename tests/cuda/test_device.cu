@@ -144,20 +144,18 @@ TEST_SUITE("device") {
           G::gemm(ta, tb, M, N, K, 0.7f, dA.p(), lda, dB.p(), ldb, beta, dC.p(), ldc);
           CHECK(rel_err(dC.host(), Cc) < 1e-5);
         }
-    // gemm_few_rows: small and recurrence-sized shapes, with strides, both modes.
-    {
-      for (auto [M, N, K] : {std::array{7, 30, 20}, std::array{32, 32, 32}, std::array{70, 100, 45}, std::array{33, 768, 256}})
-        for (bool acc : {true, false}) {
-          INFO("gemm_few_rows " << M << "x" << N << "x" << K << (acc ? " accumulate" : ""));
-          const int lda = K + 3, ldb = N + 1, ldc = N + 2;
-          const auto A = random_vec(size_t(M) * lda, 4), Bt = random_vec(size_t(K) * ldb, 5);
-          auto Cc = random_vec(size_t(M) * ldc, 6);
-          Dev<float> dA(A), dB(Bt), dC(Cc);
-          C::gemm_few_rows(M, N, K, A.data(), lda, Bt.data(), ldb, Cc.data(), ldc, acc);
-          G::gemm_few_rows(M, N, K, dA.p(), lda, dB.p(), ldb, dC.p(), ldc, acc);
-          CHECK(rel_err(dC.host(), Cc) < 1e-5);
-        }
-    }
+    // gemm_few_rows: small and recurrence-sized shapes, with strides, accumulating or not.
+    for (auto [M, N, K] : {std::array{7, 30, 20}, std::array{32, 32, 32}, std::array{70, 100, 45}, std::array{33, 768, 256}})
+      for (bool acc : {true, false}) {
+        INFO("gemm_few_rows " << M << "x" << N << "x" << K << (acc ? " accumulate" : ""));
+        const int lda = K + 3, ldb = N + 1, ldc = N + 2;
+        const auto A = random_vec(size_t(M) * lda, 4), Bt = random_vec(size_t(K) * ldb, 5);
+        auto Cc = random_vec(size_t(M) * ldc, 6);
+        Dev<float> dA(A), dB(Bt), dC(Cc);
+        C::gemm_few_rows(M, N, K, A.data(), lda, Bt.data(), ldb, Cc.data(), ldc, acc);
+        G::gemm_few_rows(M, N, K, dA.p(), lda, dB.p(), ldb, dC.p(), ldc, acc);
+        CHECK(rel_err(dC.host(), Cc) < 1e-5);
+      }
   }
 
   TEST_CASE("the fused GRU step equals the composed one (previous states, product, gates)") {
@@ -426,10 +424,14 @@ TEST_SUITE("device") {
       Persistent() { cuda_rt::runtime().persistent_recurrence = true; }
       ~Persistent() { cuda_rt::runtime().persistent_recurrence = was; }
     } on;
+    const size_t passes = cuda_rt::runtime().persistent_passes;
     check_model_parity<M>(small_config(V), sentences(V, 70, 8));
     Config wide = small_config(V);
     wide.hidden = 40;  // encoder H 40, decoder 80: K chunks of 32 and unit tiles of 16 with tails
     check_model_parity<M>(wide, sentences(V, 9, 9));
+    // the kernels ran (they decline where no cooperative grid can be launched): at least a
+    // forward and a backward pass of each GRU in each of the two checks
+    CHECK(cuda_rt::runtime().persistent_passes >= passes + 4);
   }
 
   TEST_CASE("200 training steps of couple-vae track the cpu run") {

@@ -7,8 +7,9 @@
 // For forward and reverse passes, batches of one and two row tiles, H with and without a
 // unit-tile tail and a K-chunk tail, and grids smaller and larger than the step's tiles, the
 // forward pass (states, previous states, gates) and the backward pass (dh, dgx, dgh) must
-// equal the composed steps that nn::GRU runs on the cpu (gemm_few_rows and the gate bodies
-// of ops<cpu>) to float rounding, with every output written (they start as NaN).
+// equal what nn::GRU<float, cpu> computes with its composed steps (gemm_few_rows and the
+// gate bodies of ops<cpu>), fed the module's own input projection and W_hh, to float
+// rounding, with every output written (they start as NaN).
 // The memory model is the host's: what this cannot see is a GPU's L1 serving stale lines,
 // which the kernels avoid by reading other blocks' data with __ldcg.
 #include <algorithm>
@@ -30,6 +31,7 @@ struct Dim3 {
 thread_local Dim3 threadIdx, blockIdx;
 Dim3 blockDim, gridDim;
 std::vector<std::unique_ptr<std::barrier<>>> block_barriers;
+constexpr size_t shared_doubles = 4096;  // 32 KB of emulated shared memory per block
 std::vector<std::vector<double>> block_shared;
 
 void __syncthreads() { block_barriers[blockIdx.x]->arrive_and_wait(); }
@@ -42,7 +44,7 @@ unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*
 unsigned emulated_load(unsigned* p) { return std::atomic_ref<unsigned>(*p).load(); }
 template <class S>
 S& emulated_shared() {
-  static_assert(sizeof(S) <= 8 * 4096);
+  static_assert(sizeof(S) <= sizeof(double) * shared_doubles);
   return *reinterpret_cast<S*>(block_shared[blockIdx.x].data());
 }
 
@@ -63,7 +65,7 @@ void run_grid(Kernel kernel, const Pass& p, unsigned blocks) {
   blockDim = {threads, 1, 1};
   gridDim = {blocks, 1, 1};
   block_barriers.clear();
-  block_shared.assign(blocks, std::vector<double>(4096));
+  block_shared.assign(blocks, std::vector<double>(shared_doubles));
   for (unsigned b = 0; b < blocks; ++b) block_barriers.emplace_back(new std::barrier<>(threads));
   unsigned counter = 0;
   std::vector<std::thread> pool;
@@ -94,63 +96,51 @@ struct Case {
   unsigned blocks;
 };
 
-// true when every output agrees
+// true when every output agrees with nn::GRU's composed steps on the cpu
 bool check(const Case& k, uint64_t seed) {
-  const int H = k.H, G = 3 * H, batch = k.batch;
+  const int H = k.H, G = 3 * H, batch = k.batch, I = 5;
   Rng rng(seed);
   std::vector<int> lens(batch);
   for (auto& l : lens) l = 1 + int(rng.below(9));
   std::sort(lens.rbegin(), lens.rend());
   const Packing pk = Packing::from_steps(lens);
   const int rows = pk.rows;
-  auto random = [&](size_t n, double scale) {
+  auto random = [&](size_t n) {
     std::vector<float> v(n);
     rng.uniform(v.data(), n);
-    for (auto& x : v) x = float(scale * (2 * x - 1));
+    for (auto& x : v) x = 2 * x - 1;
     return v;
   };
-  const auto gx = random(size_t(rows) * G, 1.5), w = random(size_t(G) * H, 0.4), bh = random(G, 0.5);
-  const auto ds = random(size_t(rows) * H, 1), dh_final = random(size_t(batch) * H, 1);
-  std::vector<float> wt(size_t(H) * G);
-  ops<cpu>::transpose(w.data(), G, H, wt.data());
-
-  // the composed steps
+  Arena<float> ar;
+  nn::GRU<float> gru(ar, "gru", I, H, k.reverse);
+  ar.finalize();
+  ar.initialise(seed);
+  Context<cpu> ctx(1);
+  const auto x = random(size_t(rows) * I), ds = random(size_t(rows) * H), dh_final = random(size_t(batch) * H);
+  nn::GRU<float>::Cache c;
+  gru.forward(ctx, ar, {const_cast<float*>(x.data()), rows, I}, pk, c);
+  // the persistent forward pass reads the module's input projection and W_hh^T
   const size_t n = size_t(rows) * H;
-  std::vector<float> st(n), hp(n), r(n), z(n), nn(n), ghn(n), gh(size_t(batch) * G);
-  for (int s = 0; s < pk.steps; ++s) {
-    const int t = k.reverse ? pk.steps - 1 - s : s, a = pk.active[t], tp = k.reverse ? t + 1 : t - 1;
-    const int ap = (tp >= 0 && tp < pk.steps) ? std::min(a, pk.active[tp]) : 0;
-    const size_t o = size_t(pk.offset[t]) * H;
-    std::fill(hp.begin() + long(o), hp.begin() + long(o + size_t(a) * H), 0.f);
-    if (ap) std::copy_n(st.data() + size_t(pk.offset[tp]) * H, size_t(ap) * H, hp.data() + o);
-    ops<cpu>::gemm_few_rows(a, G, H, hp.data() + o, H, wt.data(), G, gh.data(), G, false);
-    ops<cpu>::gru_gates_forward(a, H, gx.data() + size_t(pk.offset[t]) * G, gh.data(), bh.data(), hp.data() + o,
-                                r.data() + o, z.data() + o, nn.data() + o, ghn.data() + o, st.data() + o);
-  }
-  std::vector<float> dh = dh_final, dgx(size_t(rows) * G), dgh(dgx.size());
-  for (int s = pk.steps - 1; s >= 0; --s) {
-    const int t = k.reverse ? pk.steps - 1 - s : s, a = pk.active[t];
-    const size_t o = size_t(pk.offset[t]) * H, og = size_t(pk.offset[t]) * G;
-    ops<cpu>::gru_gates_backward(a, H, r.data() + o, z.data() + o, nn.data() + o, ghn.data() + o, hp.data() + o,
-                                 ds.data() + o, H, dh.data(), dgx.data() + og, dgh.data() + og);
-    ops<cpu>::gemm_few_rows(a, H, G, dgh.data() + og, G, w.data(), H, dh.data(), H, true);
-  }
-
-  // the persistent kernels
   const std::vector<int32_t> active(pk.active.begin(), pk.active.end()), offset(pk.offset.begin(), pk.offset.end());
-  std::vector<float> st2(n, NAN), hp2(n, NAN), r2(n, NAN), z2(n, NAN), n2(n, NAN), ghn2(n, NAN);
+  std::vector<float> st(n, NAN), hp(n, NAN), r(n, NAN), z(n, NAN), nn(n, NAN), ghn(n, NAN);
   run_grid(cuda_rt::gru_forward_persistent_kernel<float>,
-           GruForwardPass<float>{pk.steps, batch, H, k.reverse, active.data(), offset.data(), gx.data(), wt.data(),
-                                 bh.data(), st2.data(), hp2.data(), r2.data(), z2.data(), n2.data(), ghn2.data()},
+           GruForwardPass<float>{pk.steps, batch, H, k.reverse, active.data(), offset.data(), c.gx.data(),
+                                 c.whh_t.data(), ar.value(gru.b_hh), st.data(), hp.data(), r.data(), z.data(),
+                                 nn.data(), ghn.data()},
            k.blocks);
-  std::vector<float> dh2 = dh_final, dgx2(dgx.size(), NAN), dgh2(dgx.size(), NAN);
+  std::vector<float> dh = dh_final, dgx(size_t(rows) * G, NAN), dgh(dgx.size(), NAN);
   run_grid(cuda_rt::gru_backward_persistent_kernel<float>,
-           GruBackwardPass<float>{pk.steps, batch, H, k.reverse, active.data(), offset.data(), r2.data(), z2.data(),
-                                  n2.data(), ghn2.data(), hp2.data(), w.data(), ds.data(), H, dh2.data(), dgx2.data(),
-                                  dgh2.data()},
+           GruBackwardPass<float>{pk.steps, batch, H, k.reverse, active.data(), offset.data(), r.data(), z.data(),
+                                  nn.data(), ghn.data(), hp.data(), ar.value(gru.W_hh), ds.data(), H, dh.data(),
+                                  dgx.data(), dgh.data()},
            k.blocks);
-  const double e[] = {rel_err(st2, st),  rel_err(hp2, hp),  rel_err(r2, r),     rel_err(z2, z),    rel_err(n2, nn),
-                      rel_err(ghn2, ghn), rel_err(dh2, dh), rel_err(dgx2, dgx), rel_err(dgh2, dgh)};
+  gru.backward(ctx, ar, {const_cast<float*>(x.data()), rows, I}, pk, {const_cast<float*>(ds.data()), rows, H},
+               {const_cast<float*>(dh_final.data()), batch, H}, View<float>{}, c);
+  auto module = [](const Buffer<float>& b, size_t count) { return std::vector<float>(b.data(), b.data() + count); };
+  const double e[] = {rel_err(st, module(c.states, n)), rel_err(hp, module(c.hprev, n)), rel_err(r, module(c.r, n)),
+                      rel_err(z, module(c.z, n)),       rel_err(nn, module(c.n, n)),     rel_err(ghn, module(c.ghn, n)),
+                      rel_err(dh, module(c.dh, size_t(batch) * H)), rel_err(dgx, module(c.dgx, dgx.size())),
+                      rel_err(dgh, module(c.dgh, dgh.size()))};
   const double worst = *std::max_element(std::begin(e), std::end(e));
   std::printf("H %3d, batch %2d, %d steps, %3d rows, %s, %u blocks: largest relative error %.2e (states %.1e, dh %.1e)\n",
               H, batch, pk.steps, rows, k.reverse ? "reverse" : "forward", k.blocks, worst, e[0], e[6]);

@@ -5,9 +5,27 @@
 #pragma once
 #include <cstdint>
 
+#include "../core/hd.hpp"
 #include "tags.hpp"
 
 namespace couplevae {
+
+// Step s of a pass in the recurrence's order (s = 0 runs first): the packed time step t, its
+// rows a, the step tp before it in this direction, and ap, how many of t's rows ran at tp
+// (0 at a sequence's start). active is the Packing's active[], in host or device memory;
+// nn::GRU's loops and the persistent kernels both walk a pass with it.
+struct RecStep {
+  int t, a, tp, ap;
+};
+COUPLEVAE_HD inline RecStep rec_step(int s, int steps, bool reverse, const int32_t* active) {
+  RecStep r;
+  r.t = reverse ? steps - 1 - s : s;
+  r.a = active[r.t];
+  r.tp = reverse ? r.t + 1 : r.t - 1;
+  r.ap = 0;
+  if (r.tp >= 0 && r.tp < steps) r.ap = active[r.tp] < r.a ? active[r.tp] : r.a;
+  return r;
+}
 
 // B's ops have a fused forward step of the recurrence, gru_step_forward(a, ap, H, h_src, gx,
 // whh_t, bh, hp, r, z, n, ghn, h_new) -> bool (false: compose it), as ops<cuda> does.

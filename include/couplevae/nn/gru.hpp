@@ -87,18 +87,17 @@ struct GRU {
       }
     }
     for (int s = 0; s < pk.steps && !done; ++s) {
-      const int t = reverse ? pk.steps - 1 - s : s;
-      const int a = pk.active[t];
+      const RecStep rs = rec_step(s, pk.steps, reverse, pk.active.data());
+      const int t = rs.t, a = rs.a;
       View<T> hp{hp_all.row(pk.offset[t]), a, H};
       const size_t o = size_t(pk.offset[t]) * H;
       if constexpr (has_gru_step<B, T>) {
-        const auto [tp, ap] = previous_step(pk, t);
-        if (ops<B>::gru_step_forward(a, ap, H, ap ? st.row(pk.offset[tp]) : nullptr, gx.row(pk.offset[t]),
+        if (ops<B>::gru_step_forward(a, rs.ap, H, rs.ap ? st.row(pk.offset[rs.tp]) : nullptr, gx.row(pk.offset[t]),
                                      whh_t.data, ar.value(b_hh), hp.data, c.r.data() + o, c.z.data() + o,
                                      c.n.data() + o, c.ghn.data() + o, st.data + o))
           continue;
       }
-      previous_states(pk, t, st, hp);
+      previous_states(pk, rs, st, hp);
       ops<B>::gemm_few_rows(a, G, H, hp.data, H, whh_t.data, G, gh.data, G, /*accumulate=*/false);
       ops<B>::gru_gates_forward(a, H, gx.row(pk.offset[t]), gh.data, ar.value(b_hh), hp.data, c.r.data() + o,
                                 c.z.data() + o, c.n.data() + o, c.ghn.data() + o, st.data + o);
@@ -129,8 +128,8 @@ struct GRU {
             dgh_all.data});
     }
     for (int s = pk.steps - 1; s >= 0 && !done; --s) {
-      const int t = reverse ? pk.steps - 1 - s : s;
-      const int a = pk.active[t];
+      const RecStep rs = rec_step(s, pk.steps, reverse, pk.active.data());
+      const int t = rs.t, a = rs.a;
       const size_t o = size_t(pk.offset[t]) * H;
       T* dgh = dgh_all.row(pk.offset[t]);
       ops<B>::gru_gates_backward(a, H, c.r.data() + o, c.z.data() + o, c.n.data() + o, c.ghn.data() + o,
@@ -158,20 +157,10 @@ struct GRU {
   }
 
  private:
-  // hp[0:active[t]) = the states each running sequence had before step t (0 at its start).
-  // The step before t in this direction, and how many of step t's rows ran at it (0 at the start).
-  struct PreviousStep {
-    int t, rows;
-  };
-  PreviousStep previous_step(const Packing& pk, int t) const {
-    const int tp = reverse ? t + 1 : t - 1;
-    return {tp, (tp >= 0 && tp < pk.steps) ? std::min(pk.active[t], pk.active[tp]) : 0};
-  }
-  void previous_states(const Packing& pk, int t, View<T> st, View<T> hp) const {
-    const int a = pk.active[t];
-    const auto [tp, ap] = previous_step(pk, t);
-    if (ap > 0) ops<B>::copy(st.row(pk.offset[tp]), size_t(ap) * H, hp.data);
-    if (a > ap) ops<B>::fill(hp.data + size_t(ap) * H, size_t(a - ap) * H, T(0));
+  // hp[0:rs.a) = the states each sequence running at step rs.t had before it (0 at its start).
+  void previous_states(const Packing& pk, const RecStep& rs, View<T> st, View<T> hp) const {
+    if (rs.ap > 0) ops<B>::copy(st.row(pk.offset[rs.tp]), size_t(rs.ap) * H, hp.data);
+    if (rs.a > rs.ap) ops<B>::fill(hp.data + size_t(rs.ap) * H, size_t(rs.a - rs.ap) * H, T(0));
   }
 };
 

@@ -13,8 +13,9 @@
 // a cooperative grid, no larger than can be resident at once, loops over the time steps
 // and meets at a grid barrier (grid_barrier: a counter in device memory, zeroed before the
 // launch; cooperative_groups.h is not used, as it brings a global namespace `cuda` that
-// would clash with the backend tag for users of `using namespace couplevae`) after each phase; the Packing's active[] and offset[] are read
-// from device memory. Forward: the step above, tile by tile, for t = 0..steps-1 (reversed
+// would clash with the backend tag for users of `using namespace couplevae`) after each
+// phase; the Packing's active[] and offset[] are read from device memory, and rec_step
+// (backend/recurrence.hpp) walks the steps as nn::GRU does. Forward: the step above, tile by tile, for t = 0..steps-1 (reversed
 // for a reverse GRU). Backward, for the steps in the opposite order:
 //   phase 1 (elementwise, i < a*H): d = dh[i] + ds[i]; kernels::gru_cell_backward gives dgx,
 //           dgh (a, 3H) and the z path d z, left in dh[i];
@@ -128,20 +129,6 @@ __device__ inline void grid_barrier(unsigned* counter, unsigned& epoch) {
   __syncthreads();
 }
 
-// Time step s of a pass in the order of the recurrence: t, the rows running, and ap, those
-// of them that ran at the previous step.
-struct RecStep {
-  int t, a, tp, ap;
-};
-__device__ inline RecStep rec_step(int s, int steps, bool reverse, const int32_t* active) {
-  RecStep r;
-  r.t = reverse ? steps - 1 - s : s;
-  r.a = active[r.t];
-  r.tp = reverse ? r.t + 1 : r.t - 1;
-  r.ap = (r.tp >= 0 && r.tp < steps) ? min(r.a, active[r.tp]) : 0;
-  return r;
-}
-
 template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(GruForwardPass<T> p, unsigned* barrier) {
   __shared__ RecShared<T> sh;
@@ -239,8 +226,9 @@ bool launch_persistent(Kernel kernel, const Pass& p, int tiles, const char* name
   unsigned* barrier = rt.barrier;
   void* args[] = {&arg, &barrier};
   COUPLEVAE_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), dim3(blocks), dim3(rec_threads), args,
-                                             0, stream()));
+                                             0, rt.stream));
   COUPLEVAE_CUDA_LAUNCHED(name);
+  ++rt.persistent_passes;
   return true;
 }
 

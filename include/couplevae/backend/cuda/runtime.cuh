@@ -141,6 +141,7 @@ struct Runtime {
   // composed or persistent (read when a thread's runtime is created).
   bool fused_recurrence = true;
   bool persistent_recurrence = false;
+  size_t persistent_passes = 0;  // passes the persistent kernels have run (they may decline)
 
   Runtime() {
     require_device();
@@ -157,6 +158,8 @@ struct Runtime {
     fused_recurrence = m.fused;
     persistent_recurrence = m.persistent;
   }
+  // The mode the switches give: persistent, fused or composed.
+  const char* recurrence() const { return persistent_recurrence ? "persistent" : fused_recurrence ? "fused" : "composed"; }
   ~Runtime() {
     if (stream) cudaStreamSynchronize(stream);
     if (scratch) cudaFree(scratch);
