@@ -51,14 +51,25 @@ COUPLEVAE_HD inline void store(const GruCell<T>& c, size_t i, T* r, T* z, T* n, 
   h_new[i] = c.h_new;
 }
 
-// i < a*H: PyTorch's GRU gates (backend/cpu/ops.hpp gru_gates_forward; gh without its bias bh).
+// The cell of a padding row of a bucketed batch (core/batch.hpp): h' = h, saved as
+// r = 0, z = 1, n = 0, ghn = 0, so gru_cell_backward passes dL/dh' through unchanged
+// (dh = d z = d) and gives exactly zero gate gradients.
+template <class T>
+COUPLEVAE_HD inline GruCell<T> gru_carry(T h) {
+  return GruCell<T>{T(0), T(1), T(0), T(0), h};
+}
+
+// i < a*H: PyTorch's GRU gates (backend/cpu/ops.hpp gru_gates_forward; gh without its bias
+// bh); rows with keep[row] == 0 (keep given) carry h instead (gru_carry).
 template <class T>
 struct GruGatesForward {
   int H;
   const T *gx, *gh, *bh, *h;
+  const int32_t* keep;
   T *r, *z, *n, *ghn, *h_new;
   COUPLEVAE_HD void operator()(size_t i) const {
     const size_t row = i / H, k = i % H, g = row * 3 * H + k;
+    if (keep && !keep[row]) return store(gru_carry(h[i]), i, r, z, n, ghn, h_new);
     store(gru_cell(gx[g], gx[g + H], gx[g + 2 * H], gh[g], gh[g + H], gh[g + 2 * H], bh[k], bh[k + H], bh[k + 2 * H],
                    h[i]),
           i, r, z, n, ghn, h_new);
@@ -385,7 +396,8 @@ struct Transpose {
   }
 };
 
-// i < rows*V: d logits = dloss_row (p - onehot(target_row)) in place over the probabilities.
+// i < rows*V: d logits = dloss_row (p - onehot(target_row)) in place over the probabilities;
+// 0 on rows without a target (negative: padding).
 template <class T>
 struct SoftmaxXentBackward {
   T* probs;
@@ -395,7 +407,7 @@ struct SoftmaxXentBackward {
   COUPLEVAE_HD void operator()(size_t i) const {
     const size_t r = i / V;
     const int k = int(i % V);
-    probs[i] = dloss[r] * (probs[i] - (k == targets[r] ? T(1) : T(0)));
+    probs[i] = targets[r] < 0 ? T(0) : dloss[r] * (probs[i] - (k == targets[r] ? T(1) : T(0)));
   }
 };
 

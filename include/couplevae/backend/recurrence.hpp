@@ -38,7 +38,8 @@ template <class B>
 concept has_gru_pass = requires { ops<B>::gru_whole_pass(); };
 
 // A forward pass: in gx (rows, 3H) with b_ih added, whh_t (H, 3H), bh (3H); out states,
-// hprev (each row's previous state), r, z, n, ghn (rows, H).
+// hprev (each row's previous state), r, z, n, ghn (rows, H); keep (rows) for a padded
+// Packing (rows with keep 0 carry the state, kernels::gru_carry), null otherwise.
 template <class T>
 struct GruForwardPass {
   int steps = 0, batch = 0, H = 0;
@@ -46,6 +47,7 @@ struct GruForwardPass {
   const int32_t *active = nullptr, *offset = nullptr;  // the Packing's, in the backend's memory
   const T *gx = nullptr, *whh_t = nullptr, *bh = nullptr;
   T *states = nullptr, *hprev = nullptr, *r = nullptr, *z = nullptr, *n = nullptr, *ghn = nullptr;
+  const int32_t* keep = nullptr;
 };
 
 // A backward pass: in r, z, n, ghn, hprev (rows, H) from the forward pass, W_hh (3H, H), ds

@@ -11,6 +11,15 @@
 //
 // make_batch() builds one from token ids in any order; `order[i]` is the caller's index of
 // sorted sentence i, so per-sentence results map back with result[order[i]] = value[i].
+//
+// Bucketed batches (make_batch(..., bucket = q > 0)): every sentence runs the same number of
+// steps, the longest length rounded up to a multiple of q (plus 2 for the decoder), so the
+// shapes of a step depend only on (batch size, bucket) and a captured CUDA Graph can be
+// replayed for every batch of the bucket (backend/cuda/graph.cuh). Such a Packing is a
+// rectangle (padded = true, active[t] = batch): row (t, b) with t >= n_b is padding. Its
+// tokens are <pad>, its targets -1 (no loss), and the GRU carries the state through it
+// unchanged (keep(row) = 0: z = 1, nn/gru.hpp), so losses and gradients equal the packed
+// batch's; only the noise of dropout differs (more rows draw from the generator).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -28,6 +37,8 @@ inline constexpr int32_t pad_id = 0, go_id = 1, eos_id = 2, unk_id = 3;
 struct Packing {
   int batch = 0, steps = 0, rows = 0;
   std::vector<int> active, offset;
+  std::vector<int> item_steps;  // n_b, non-increasing
+  bool padded = false;          // a rectangle: every item runs `steps` steps, padding after n_b
 
   // steps_per_item must be sorted in non-increasing order, every entry >= 1.
   static Packing from_steps(const std::vector<int>& steps_per_item) {
@@ -43,10 +54,49 @@ struct Packing {
       p.offset[t] = p.rows;
       p.rows += b;
     }
+    p.item_steps = steps_per_item;
+    return p;
+  }
+  // The padded rectangle of `steps` >= n_0 steps over the same items.
+  static Packing rectangle(const std::vector<int>& steps_per_item, int steps) {
+    require(steps_per_item.empty() || steps >= steps_per_item.front(), "Packing::rectangle: fewer steps than the longest item");
+    Packing p;
+    p.batch = int(steps_per_item.size());
+    p.steps = p.batch ? steps : 0;
+    p.active.assign(p.steps, p.batch);
+    p.offset.resize(p.steps);
+    for (int t = 0; t < p.steps; ++t) p.offset[t] = t * p.batch;
+    p.rows = p.steps * p.batch;
+    p.item_steps = steps_per_item;
+    p.padded = true;
     return p;
   }
   int row(int t, int b) const { return offset[t] + b; }
+  // Whether row (t, b) is a real step of item b (always, unless padded).
+  bool real(int t, int b) const { return t < item_steps[b]; }
+  // keep[row] = 1 for real rows, 0 for padding; empty when not padded (every row is real).
+  std::vector<int32_t> keep() const {
+    std::vector<int32_t> k;
+    if (!padded) return k;
+    k.resize(rows);
+    for (int t = 0; t < steps; ++t)
+      for (int b = 0; b < batch; ++b) k[row(t, b)] = real(t, b) ? 1 : 0;
+    return k;
+  }
+  // The same items with their first step removed (n_b - 1 steps each, all >= 1): rows
+  // shift by `batch` and keep their order.
+  Packing drop_first_step() const {
+    std::vector<int> s = item_steps;
+    for (int& n : s) {
+      require(n >= 2, "Packing::drop_first_step: an item has a single step");
+      --n;
+    }
+    return padded ? rectangle(s, steps - 1) : from_steps(s);
+  }
 };
+
+// The steps of a bucketed encoder packing: the longest length rounded up to a multiple of q.
+inline int bucket_steps(int longest, int q) { return (longest + q - 1) / q * q; }
 
 struct Batch {
   std::vector<int> lengths;  // L_b, sorted non-increasing
@@ -57,13 +107,20 @@ struct Batch {
   std::vector<int32_t> dec_targets;  // (dec.rows); -1 on step 0
   int size() const { return int(lengths.size()); }
   // Predicted tokens: sum of (L_b + 1).
-  long target_tokens() const { return long(dec.rows) - long(dec.batch); }
+  long target_tokens() const {
+    long n = 0;
+    for (int l : lengths) n += l + 1;
+    return n;
+  }
+  // The bucket's step count of a bucketed batch (enc.steps), 0 for a packed one.
+  int bucket() const { return enc.padded ? enc.steps : 0; }
 };
 
 // Packs sentences of token ids. Every sentence needs at least one token and ids in
 // [0, vocab_size); ids 0..3 are the reserved <pad> <go> <eos> <unk> and only <unk> may
-// appear inside a sentence.
-inline Batch make_batch(const std::vector<std::vector<int32_t>>& sentences, int vocab_size) {
+// appear inside a sentence. bucket = q > 0 makes a bucketed batch (see above): the encoder
+// runs bucket_steps(L_max, q) steps, the decoder 2 more.
+inline Batch make_batch(const std::vector<std::vector<int32_t>>& sentences, int vocab_size, int bucket = 0) {
   Batch b;
   const int n = int(sentences.size());
   require(n > 0, "make_batch: the batch is empty");
@@ -86,17 +143,29 @@ inline Batch make_batch(const std::vector<std::vector<int32_t>>& sentences, int 
     enc_steps[i] = b.lengths[i];
     dec_steps[i] = b.lengths[i] + 2;
   }
-  b.enc = Packing::from_steps(enc_steps);
-  b.dec = Packing::from_steps(dec_steps);
-  b.enc_tokens.resize(b.enc.rows);
+  require(bucket >= 0, "make_batch: bucket must be >= 0 (got " + std::to_string(bucket) + ")");
+  if (bucket > 0) {
+    const int steps = bucket_steps(b.lengths.front(), bucket);
+    b.enc = Packing::rectangle(enc_steps, steps);
+    b.dec = Packing::rectangle(dec_steps, steps + 2);
+  } else {
+    b.enc = Packing::from_steps(enc_steps);
+    b.dec = Packing::from_steps(dec_steps);
+  }
+  b.enc_tokens.assign(b.enc.rows, pad_id);
   for (int t = 0; t < b.enc.steps; ++t)
-    for (int i = 0; i < b.enc.active[t]; ++i) b.enc_tokens[b.enc.row(t, i)] = sentences[b.order[i]][t];
+    for (int i = 0; i < b.enc.active[t]; ++i)
+      if (b.enc.real(t, i)) b.enc_tokens[b.enc.row(t, i)] = sentences[b.order[i]][t];
   b.dec_inputs.assign(b.dec.rows, -1);
   b.dec_targets.assign(b.dec.rows, -1);
   for (int t = 1; t < b.dec.steps; ++t)
     for (int i = 0; i < b.dec.active[t]; ++i) {
-      const auto& s = sentences[b.order[i]];
       const int r = b.dec.row(t, i);
+      if (!b.dec.real(t, i)) {
+        b.dec_inputs[r] = pad_id;  // a valid embedding row; its gradient is 0
+        continue;
+      }
+      const auto& s = sentences[b.order[i]];
       b.dec_inputs[r] = t == 1 ? go_id : s[t - 2];
       b.dec_targets[r] = t <= int(s.size()) ? s[t - 1] : eos_id;
     }

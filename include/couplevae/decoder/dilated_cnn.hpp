@@ -14,7 +14,9 @@
 //     x  = x + r3[0, T)
 //   logits[t] = Linear(F -> V)(x[t]) for t = 1..L+1 (position 0's output is dropped),
 //   rec[b] = sum_{t=1..L+1} -log softmax(logits[t])[y_t],  y = w_1..w_L, <eos>.
-// Only the L+1 real targets of each sentence enter rec; padded positions never do.
+// Only the L+1 real targets of each sentence enter rec; padded positions never do. A
+// bucketed batch (core/batch.hpp) uses the same T = L_max + 2 layout, so its results equal
+// the packed batch's.
 //
 // BatchNorm statistics (training mode) are taken over every position of the padded batch,
 // padded positions included (they hold [emb(<pad>); h] at the input), as the authors'
@@ -140,7 +142,7 @@ struct Decoder<DilatedCNN> {
     void forward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
                  View<T> rec, Cache& c) const {
       const Packing& pk = b.dec;
-      const int nb = pk.batch, Tp = pk.steps, nout = pk.rows - nb, N = nb * Tp;
+      const int nb = pk.batch, Tp = layout_steps(b), nout = pk.rows - nb, N = nb * Tp;
       index(pk, b, c);
       // Input sequence: [h; h], [dropout(emb(u_t)); h].
       const int ne = nb * (Tp - 1);
@@ -173,7 +175,7 @@ struct Decoder<DilatedCNN> {
                   View<T> drec, View<T> dh, Cache& c) const {
       (void)h;
       const Packing& pk = b.dec;
-      const int nb = pk.batch, Tp = pk.steps, nout = pk.rows - nb, N = nb * Tp;
+      const int nb = pk.batch, Tp = layout_steps(b), nout = pk.rows - nb, N = nb * Tp;
       View<T> dloss = c.dloss.shape(nout, 1);
       ops<B>::segment_broadcast(drec.data, c.items, nout, dloss.data);
       View<T> dlogits{c.logits.data(), nout, V};
@@ -309,20 +311,28 @@ struct Decoder<DilatedCNN> {
       bl.conv1.backward(ctx, ar, x, nb, Tp, Tp, dp, dx, bc.c1);
     }
 
+    // The padded layout's T = L_max + 2, for a bucketed batch too: the convolutions and the
+    // BatchNorm statistics see what they see on the packed batch, so the results are equal.
+    static int layout_steps(const Batch& b) { return b.lengths.front() + 2; }
+
     // Index arrays of the padded layout (rows b * T + t) for this batch, built on the host.
     void index(const Packing& pk, const Batch& b, Cache& c) const {
-      const int nb = pk.batch, Tp = pk.steps, nout = pk.rows - nb;
+      const int nb = pk.batch, Tp = layout_steps(b), nout = pk.rows - nb;
       c.batch = nb;
       c.steps = Tp;
       c.tokens.assign(size_t(nb) * (Tp - 1), pad_id);
       c.out_index.resize(nout);
       c.row_item.resize(nout);
-      for (int t = 1; t < Tp; ++t)
+      for (int t = 1; t < pk.steps; ++t)
         for (int i = 0; i < pk.active[t]; ++i) {
           const int r = pk.row(t, i);
+          c.row_item[r - nb] = i;
+          if (!pk.real(t, i)) {  // padding of a bucketed batch: no target, any position
+            c.out_index[r - nb] = i * Tp;
+            continue;
+          }
           c.tokens[size_t(i) * (Tp - 1) + t - 1] = b.dec_inputs[r];
           c.out_index[r - nb] = i * Tp + t;
-          c.row_item[r - nb] = i;
         }
       c.tokens_d = backend_ids(c.tokens, c.tokens_b);
       c.out_index_d = backend_ids(c.out_index, c.out_index_b);

@@ -11,10 +11,10 @@
 // "decoder.proj.*" (E, Hd), "decoder.out.*" (V, E), PyTorch default initialisation.
 //
 // Packing: the Batch's decoder packing (core/batch.hpp) has an extra step 0 per sentence
-// (the [h;h] step) that the LM does not use. The LM packs n_b = L_b + 1 steps
-// (Packing::from_steps); with step 0 removed the decoder packing is exactly this one shifted
-// by B rows, so the LM reads its inputs and targets from batch.dec_inputs / dec_targets
-// starting at row B and needs no copy.
+// (the [h;h] step) that the LM does not use. The LM runs n_b = L_b + 1 steps
+// (Packing::drop_first_step, padded for a bucketed batch); with step 0 removed the decoder
+// packing is exactly this one shifted by B rows, so the LM reads its inputs and targets from
+// batch.dec_inputs / dec_targets starting at row B and needs no copy.
 //
 // The model contract of Model (model/model.hpp): forward(ctx, batch, step) keeps what
 // backward(ctx) needs; backward accumulates dL/dtheta into arena().grads() (the caller
@@ -208,9 +208,7 @@ class LanguageModel {
   void run(Context<B>& ctx, const Batch& batch) {
     batch_ = &batch;
     const int nb = batch.size(), E = cfg_.embed, Hd = cfg_.dec_hidden(), V = cfg_.vocab_size;
-    std::vector<int> steps = batch.lengths;
-    for (int& n : steps) ++n;
-    pk_ = Packing::from_steps(steps);
+    pk_ = batch.dec.drop_first_step();
     require(pk_.rows == batch.dec.rows - nb, "LanguageModel: the batch's decoder packing is inconsistent");
     const int n = pk_.rows;
     row_item_.resize(size_t(n));

@@ -8,7 +8,11 @@
 // Shapes: X (rows, I) and states (rows, H) in the Packing's time-major layout
 // (core/batch.hpp); W_ih (3H, I), W_hh (3H, H), b_ih, b_hh (3H); h_final (batch, H) is each
 // sequence's last state. A reverse GRU runs each sequence from its own last token back to
-// the first, so its final state is the one at t = 0.
+// the first, so its final state is the one at t = 0. On a padded Packing (a bucketed batch,
+// core/batch.hpp) every row runs, and the padding rows carry the state unchanged
+// (kernels::gru_carry): a forward GRU's state at the last step is then each sequence's
+// final one, a reverse GRU reaches each sequence's last token from the zero state, and
+// backward passes gradients through the padding untouched with zero gate gradients.
 // The input projection X W_ih^T for all rows is one GEMM outside the recurrence; each step
 // does one (active, H) x (H, 3H) product over the rows still running (ops::gemm_few_rows,
 // against a transposed copy of W_hh made once per pass) and one gate kernel that adds b_hh
@@ -48,6 +52,8 @@ struct GRU {
     Buffer<int32_t, B> last_row_b;
     Buffer<int32_t, B> active_b, offset_b;  // the Packing, for whole-pass kernels
     const int32_t *active = nullptr, *offset = nullptr;
+    Buffer<int32_t, B> keep_b;              // Packing::keep() of a padded Packing
+    const int32_t* keep = nullptr;
   };
 
   GRU() = default;
@@ -76,6 +82,7 @@ struct GRU {
     View<T> whh_t = c.whh_t.shape(H, G);
     ops<B>::transpose(ar.value(W_hh), G, H, whh_t.data);
     c.active = c.offset = nullptr;
+    c.keep = pk.padded ? backend_ids(pk.keep(), c.keep_b) : nullptr;
     bool done = false;
     if constexpr (has_gru_pass<B>) {
       if (ops<B>::gru_whole_pass()) {
@@ -83,7 +90,8 @@ struct GRU {
         c.offset = backend_ids(pk.offset, c.offset_b);
         done = ops<B>::gru_forward_pass(GruForwardPass<T>{pk.steps, pk.batch, H, reverse, c.active, c.offset, gx.data,
                                                           whh_t.data, ar.value(b_hh), st.data, hp_all.data,
-                                                          c.r.data(), c.z.data(), c.n.data(), c.ghn.data()});
+                                                          c.r.data(), c.z.data(), c.n.data(), c.ghn.data(),
+                                                          c.keep});
       }
     }
     for (int s = 0; s < pk.steps && !done; ++s) {
@@ -91,16 +99,17 @@ struct GRU {
       const int t = rs.t, a = rs.a;
       View<T> hp{hp_all.row(pk.offset[t]), a, H};
       const size_t o = size_t(pk.offset[t]) * H;
+      const int32_t* keep = c.keep ? c.keep + pk.offset[t] : nullptr;
       if constexpr (has_gru_step<B, T>) {
         if (ops<B>::gru_step_forward(a, rs.ap, H, rs.ap ? st.row(pk.offset[rs.tp]) : nullptr, gx.row(pk.offset[t]),
                                      whh_t.data, ar.value(b_hh), hp.data, c.r.data() + o, c.z.data() + o,
-                                     c.n.data() + o, c.ghn.data() + o, st.data + o))
+                                     c.n.data() + o, c.ghn.data() + o, st.data + o, keep))
           continue;
       }
       previous_states(pk, rs, st, hp);
       ops<B>::gemm_few_rows(a, G, H, hp.data, H, whh_t.data, G, gh.data, G, /*accumulate=*/false);
       ops<B>::gru_gates_forward(a, H, gx.row(pk.offset[t]), gh.data, ar.value(b_hh), hp.data, c.r.data() + o,
-                                c.z.data() + o, c.n.data() + o, c.ghn.data() + o, st.data + o);
+                                c.z.data() + o, c.n.data() + o, c.ghn.data() + o, st.data + o, keep);
     }
     c.last_row.assign(pk.batch, 0);
     if (!reverse)

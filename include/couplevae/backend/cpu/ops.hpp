@@ -203,10 +203,11 @@ struct ops<cpu> {
   //   h' = (1 - z) * n + z * h.
   // gx: (a, 3H) with b_ih included; gh: (a, 3H) = h W_hh^T without its bias bh (3H), which
   // is added here (one pass less than a separate bias kernel); h, h_new: (a, H). Saves r, z,
-  // n and g_n (ghn).
+  // n and g_n (ghn). Rows with keep[i] == 0 (keep given: the padding of a bucketed batch)
+  // carry h (kernels::gru_carry: h' = h, r = n = ghn = 0, z = 1).
   template <class T>
   static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* bh, const T* h, T* r, T* z,
-                                T* n, T* ghn, T* h_new) {
+                                T* n, T* ghn, T* h_new, const int32_t* keep = nullptr) {
     using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
     using C = Eigen::Map<const Arr>;
     using M = Eigen::Map<Arr>;
@@ -214,6 +215,11 @@ struct ops<cpu> {
       const T* x = gx + size_t(i) * 3 * H;
       const T* g = gh + size_t(i) * 3 * H;
       const size_t o = size_t(i) * H;
+      if (keep && !keep[i]) {
+        std::fill_n(r + o, H, T(0)), std::fill_n(z + o, H, T(1)), std::fill_n(n + o, H, T(0));
+        std::fill_n(ghn + o, H, T(0)), std::copy_n(h + o, H, h_new + o);
+        continue;
+      }
       M R(r + o, H), Z(z + o, H), N(n + o, H), G(ghn + o, H);
       R = (C(x, H) + C(g, H) + C(bh, H)).logistic();
       Z = (C(x + H, H) + C(g + H, H) + C(bh + H, H)).logistic();
@@ -252,7 +258,8 @@ struct ops<cpu> {
   // Softmax cross-entropy over rows of logits (rows, V): loss[i] = -log softmax(x_i)[t_i].
   // With keep_probs the logits are overwritten by softmax(x_i) for the backward pass;
   // without, they are left scratched (exp(x - max)) and only the losses are produced.
-  // Vectorised through Eigen arrays (SIMD exp).
+  // A row whose target is negative (the padding of a bucketed batch) has loss 0 and, in
+  // softmax_xent_backward, zero gradient. Vectorised through Eigen arrays (SIMD exp).
   template <class T>
   static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true) {
     using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
@@ -260,10 +267,11 @@ struct ops<cpu> {
     for (int i = 0; i < rows; ++i) {
       Eigen::Map<Arr> x(logits + size_t(i) * V, V);
       const T m = x.maxCoeff();
-      const T xt = x[targets[i]];
+      const bool has_target = targets[i] >= 0;
+      const T xt = has_target ? x[targets[i]] : T(0);
       x = (x - m).exp();
       const T s = x.sum();
-      loss[i] = std::log(s) + m - xt;
+      loss[i] = has_target ? std::log(s) + m - xt : T(0);
       if (keep_probs) x *= T(1) / s;
     }
   }
@@ -274,6 +282,10 @@ struct ops<cpu> {
 #pragma omp parallel for schedule(static) if (size_t(rows) * V > 200000)
     for (int i = 0; i < rows; ++i) {
       Eigen::Map<Arr> x(probs + size_t(i) * V, V);
+      if (targets[i] < 0) {
+        x.setZero();
+        continue;
+      }
       x *= dloss[i];
       x[targets[i]] -= dloss[i];
     }

@@ -51,7 +51,8 @@ template <class T>
 __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T* loss, bool keep_probs) {
   __shared__ T shared[32];
   T* x = logits + size_t(blockIdx.x) * V;
-  const T xt = x[targets[blockIdx.x]];  // read before the first barrier, overwritten after it
+  const int32_t target = targets[blockIdx.x];  // negative: padding, loss 0
+  const T xt = target >= 0 ? x[target] : T(0);   // read before the first barrier, overwritten after it
   T m = -INFINITY;
   for (int k = threadIdx.x; k < V; k += blockDim.x) m = fmax(m, x[k]);
   m = block_reduce(m, [](T a, T b) { return a > b ? a : b; }, shared);
@@ -62,7 +63,7 @@ __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T*
     s += e;
   }
   s = block_reduce(s, [](T a, T b) { return a + b; }, shared);
-  if (threadIdx.x == 0) loss[blockIdx.x] = log(s) + m - xt;
+  if (threadIdx.x == 0) loss[blockIdx.x] = target >= 0 ? log(s) + m - xt : T(0);
   if (keep_probs) {
     const T inv = T(1) / s;
     for (int k = threadIdx.x; k < V; k += blockDim.x) x[k] *= inv;
@@ -102,9 +103,9 @@ struct ops<cuda> {
   // in one persistent kernel (false when no cooperative grid can be launched).
   template <class T>
   static bool gru_step_forward(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp,
-                               T* r, T* z, T* n, T* ghn, T* h_new) {
+                               T* r, T* z, T* n, T* ghn, T* h_new, const int32_t* keep = nullptr) {
     if (!cuda_rt::runtime().fused_recurrence) return false;
-    cuda_rt::gru_step(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new);
+    cuda_rt::gru_step(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
     return true;
   }
   static bool gru_whole_pass() { return cuda_rt::runtime().persistent_recurrence; }
@@ -227,8 +228,8 @@ struct ops<cuda> {
 
   template <class T>
   static void gru_gates_forward(int a, int H, const T* gx, const T* gh, const T* bh, const T* h, T* r, T* z, T* n,
-                                T* ghn, T* h_new) {
-    launch<cuda>::for_each(size_t(a) * H, kernels::GruGatesForward<T>{H, gx, gh, bh, h, r, z, n, ghn, h_new},
+                                T* ghn, T* h_new, const int32_t* keep = nullptr) {
+    launch<cuda>::for_each(size_t(a) * H, kernels::GruGatesForward<T>{H, gx, gh, bh, h, keep, r, z, n, ghn, h_new},
                       "gru_gates_forward");
   }
   template <class T>

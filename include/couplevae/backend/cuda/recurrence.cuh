@@ -5,7 +5,8 @@
 // One forward step over a rows at step t (gru_step, one launch per step):
 //   hp[i] = h_src[i] for i < ap (the rows that ran at the previous step), 0 for ap <= i < a
 //   gh = hp W_hh^T  (whh_t = W_hh^T, (H, 3H)),  then kernels::gru_cell per unit,
-// writing hp, r, z, n, ghn and the new states (a, H). Tiles of 32 rows x 16 units (the 48
+// writing hp, r, z, n, ghn and the new states (a, H); rows with keep[row] == 0 (keep given:
+// padding of a bucketed batch) carry hp (kernels::gru_carry). Tiles of 32 rows x 16 units (the 48
 // columns of whh_t that hold the units' r, z and n), K in chunks of 32 through shared
 // memory; 256 threads, each 2 rows of one unit.
 //
@@ -52,7 +53,8 @@ struct RecShared {
 // The forward step for the tile (row0.., unit0..) of gru_step (header comment).
 template <class T>
 __device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t,
-                              const T* bh, T* hp, T* r, T* z, T* n, T* ghn, T* h_new, RecShared<T>& sh) {
+                              const T* bh, T* hp, T* r, T* z, T* n, T* ghn, T* h_new, const int32_t* keep,
+                              RecShared<T>& sh) {
   constexpr int TR = rec_rows, TU = rec_units, TK = rec_k;
   const int G = 3 * H;
   const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
@@ -88,6 +90,10 @@ __device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T
     const size_t i = size_t(row) * H + unit, g = size_t(row) * G + unit;
     const T h = row < ap ? __ldcg(h_src + i) : T(0);
     hp[i] = h;
+    if (keep && !keep[row]) {
+      kernels::store(kernels::gru_carry(h), i, r, z, n, ghn, h_new);
+      continue;
+    }
     kernels::store(kernels::gru_cell(gx[g], gx[g + H], gx[g + 2 * H], acc[j][0], acc[j][1], acc[j][2], bh[unit],
                                      bh[unit + H], bh[unit + 2 * H], h),
                    i, r, z, n, ghn, h_new);
@@ -97,18 +103,18 @@ __device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T
 template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_step_kernel(int a, int ap, int H, const T* h_src, const T* gx,
                                                                const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
-                                                               T* ghn, T* h_new) {
+                                                               T* ghn, T* h_new, const int32_t* keep) {
   __shared__ RecShared<T> sh;
   gru_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n,
-                ghn, h_new, sh);
+                ghn, h_new, keep, sh);
 }
 
 template <class T>
 void gru_step(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
-              T* ghn, T* h_new) {
+              T* ghn, T* h_new, const int32_t* keep) {
   if (a == 0) return;
   const dim3 grid(unsigned((H + rec_units - 1) / rec_units), unsigned((a + rec_rows - 1) / rec_rows));
-  gru_step_kernel<<<grid, rec_threads, 0, stream()>>>(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new);
+  gru_step_kernel<<<grid, rec_threads, 0, stream()>>>(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
   COUPLEVAE_CUDA_LAUNCHED("gru_step");
 }
 
@@ -141,7 +147,8 @@ __global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(Gru
     const int tiles = ut * ((st.a + rec_rows - 1) / rec_rows);
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
       gru_step_tile(tile / ut * rec_rows, tile % ut * rec_units, st.a, st.ap, H, src, p.gx + 3 * o, p.whh_t, p.bh,
-                    p.hprev + o, p.r + o, p.z + o, p.n + o, p.ghn + o, p.states + o, sh);
+                    p.hprev + o, p.r + o, p.z + o, p.n + o, p.ghn + o, p.states + o,
+                    p.keep ? p.keep + p.offset[st.t] : nullptr, sh);
     grid_barrier(barrier, epoch);
   }
 }

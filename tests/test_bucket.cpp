@@ -1,0 +1,186 @@
+// Bucketed batches (core/batch.hpp): the padded rectangle a CUDA Graph is captured for.
+// Their layout, the GRU's carrying of the state through padding, and the claim that makes
+// them usable: every model's loss parts and every gradient equal the packed batch's (noise
+// fixed: no dropout, the same generator position), plus finite-difference checks of whole
+// models on bucketed batches.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <couplevae/couplevae.hpp>
+
+#include "gradcheck.hpp"
+
+using namespace couplevae;
+
+namespace {
+const std::vector<std::vector<int32_t>> sentences = {{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}, {6, 6, 7, 8}};
+
+Config small(int vocab) {
+  Config c = Config::preset("ptb");
+  c.vocab_size = vocab;
+  c.embed = 6;
+  c.hidden = 5;
+  c.latent = 3;
+  c.mlp_hidden = 7;
+  c.cnn_channels = 4;
+  c.cnn_dilations = {1, 2};
+  c.kl_start = 0;
+  c.kl_anneal_steps = 10;
+  c.dropout = 0;  // dropout draws one number per row, so its noise differs with the row count
+  return c;
+}
+
+struct Run {
+  Losses l;
+  std::vector<float> grads;
+};
+
+template <class M>
+Run run(M& model, const Batch& b, long step) {
+  Context<cpu> ctx(99, true);
+  model.zero_grad();
+  Run r;
+  r.l = model.forward(ctx, b, step);
+  model.backward(ctx);
+  r.grads = model.arena().grads().to_host();
+  return r;
+}
+}  // namespace
+
+TEST_CASE("bucketed batches: the rectangle, its padding and the unchanged token count") {
+  const Batch p = make_batch(sentences, 13);
+  const Batch b = make_batch(sentences, 13, 4);
+  CHECK(p.bucket() == 0);
+  CHECK(b.bucket() == 8);  // longest 5, rounded up to 8
+  CHECK(b.enc.padded);
+  CHECK(b.enc.steps == 8);
+  CHECK(b.dec.steps == 10);
+  CHECK(b.enc.rows == 5 * 8);
+  CHECK(b.dec.rows == 5 * 10);
+  CHECK(b.lengths == p.lengths);
+  CHECK(b.order == p.order);
+  CHECK(b.target_tokens() == p.target_tokens());
+  CHECK(b.target_tokens() == 3 + 1 + 2 + 1 + 5 + 1 + 1 + 1 + 4 + 1);
+  // Every real row holds the packed batch's token; padding holds <pad> and no target.
+  int real_dec = 0;
+  for (int t = 0; t < b.dec.steps; ++t)
+    for (int i = 0; i < b.size(); ++i) {
+      const int r = b.dec.row(t, i);
+      if (b.dec.real(t, i)) {
+        ++real_dec;
+        CHECK(b.dec_inputs[r] == p.dec_inputs[p.dec.row(t, i)]);
+        CHECK(b.dec_targets[r] == p.dec_targets[p.dec.row(t, i)]);
+      } else {
+        CHECK(b.dec_inputs[r] == pad_id);
+        CHECK(b.dec_targets[r] == -1);
+      }
+    }
+  CHECK(real_dec == p.dec.rows);
+  for (int t = 0; t < b.enc.steps; ++t)
+    for (int i = 0; i < b.size(); ++i)
+      CHECK(b.enc_tokens[b.enc.row(t, i)] == (b.enc.real(t, i) ? p.enc_tokens[p.enc.row(t, i)] : pad_id));
+  const std::vector<int32_t> keep = b.enc.keep();
+  CHECK(std::count(keep.begin(), keep.end(), 1) == p.enc.rows);
+  CHECK(p.enc.keep().empty());
+  // A bucket exactly as long as the longest sentence still pads the shorter ones.
+  CHECK(make_batch(sentences, 13, 5).enc.steps == 5);
+  CHECK(make_batch(sentences, 13, 1).enc.rows == 25);
+  CHECK_THROWS_WITH_AS(make_batch(sentences, 13, -1), doctest::Contains("bucket must be >= 0"), Error);
+  // The LM's packing: the decoder's without step 0.
+  const Packing lm = b.dec.drop_first_step();
+  CHECK(lm.padded);
+  CHECK(lm.steps == 9);
+  CHECK(lm.rows == b.dec.rows - b.size());
+  CHECK(p.dec.drop_first_step().rows == p.dec.rows - p.size());
+}
+
+TEST_CASE("bucketed batches: a GRU carries each sequence's state through the padding, both directions") {
+  using G = nn::GRU<double, cpu>;
+  Arena<double, cpu> ar;
+  G fwd(ar, "f", 3, 4, false), bwd(ar, "b", 3, 4, true);
+  ar.finalize();
+  ar.initialise(5);
+  const Batch p = make_batch(sentences, 13), b = make_batch(sentences, 13, 4);
+  auto inputs = [](const Packing& pk) {
+    std::vector<double> x(size_t(pk.rows) * 3);
+    for (int t = 0; t < pk.steps; ++t)
+      for (int i = 0; i < pk.active[t]; ++i)
+        for (int k = 0; k < 3; ++k) x[size_t(pk.row(t, i)) * 3 + k] = std::sin(1.0 + t * 0.7 + i * 1.3 + k * 0.4);
+    return x;
+  };
+  auto xp = inputs(p.enc), xb = inputs(b.enc);
+  Context<cpu> ctx(1);
+  for (const G* g : {&fwd, &bwd}) {
+    G::Cache cp, cb;
+    g->forward(ctx, ar, View<double>{xp.data(), p.enc.rows, 3}, p.enc, cp);
+    g->forward(ctx, ar, View<double>{xb.data(), b.enc.rows, 3}, b.enc, cb);
+    const auto hp = cp.h_final.to_host(), hb = cb.h_final.to_host();
+    REQUIRE(hp.size() == hb.size());
+    for (size_t i = 0; i < hp.size(); ++i) CHECK(hb[i] == doctest::Approx(hp[i]).epsilon(1e-13));
+    // Every real row's state is the packed one; padding rows repeat the last real state
+    // (forward) or hold the zero state (reverse, before each sequence starts).
+    const auto sp = cp.states.to_host(), sb = cb.states.to_host();
+    for (int t = 0; t < b.enc.steps; ++t)
+      for (int i = 0; i < b.size(); ++i)
+        for (int k = 0; k < 4; ++k) {
+          const double got = sb[size_t(b.enc.row(t, i)) * 4 + k];
+          if (b.enc.real(t, i))
+            CHECK(got == doctest::Approx(sp[size_t(p.enc.row(t, i)) * 4 + k]).epsilon(1e-13));
+          else if (!g->reverse)
+            CHECK(got == doctest::Approx(sp[size_t(p.enc.row(b.lengths[i] - 1, i)) * 4 + k]).epsilon(1e-13));
+          else
+            CHECK(got == 0.0);
+        }
+  }
+}
+
+TEST_CASE("bucketed batches: every model's loss parts and gradients equal the packed batch's") {
+  const Batch p = make_batch(sentences, 13), b = make_batch(sentences, 13, 4);
+  for (const std::string& name : model_names()) {
+    CAPTURE(name);
+    with_model(name, [&]<class M>() {
+      Config c = small(13);
+      c.lambda_c = model_config(name, "ptb").lambda_c > 0 ? 0.7 : 0.0;
+      M model(c, 3);
+      const Run a = run(model, p, 4), r = run(model, b, 4);
+      CHECK(r.l.loss == doctest::Approx(a.l.loss).epsilon(1e-5));
+      CHECK(r.l.rec == doctest::Approx(a.l.rec).epsilon(1e-5));
+      CHECK(r.l.kl == doctest::Approx(a.l.kl).epsilon(1e-5));
+      CHECK(r.l.reg == doctest::Approx(a.l.reg).epsilon(1e-5));
+      CHECK(r.l.rec_c == doctest::Approx(a.l.rec_c).epsilon(1e-5));
+      CHECK(r.l.couple == doctest::Approx(a.l.couple).epsilon(1e-5));
+      CHECK(r.l.tokens == a.l.tokens);
+      REQUIRE(r.grads.size() == a.grads.size());
+      double scale = 0, worst = 0;
+      for (float g : a.grads) scale = std::max(scale, double(std::abs(g)));
+      REQUIRE(scale > 0);
+      for (size_t i = 0; i < a.grads.size(); ++i) worst = std::max(worst, double(std::abs(r.grads[i] - a.grads[i])));
+      CAPTURE(scale);
+      CHECK(worst <= 2e-6 * scale);
+    });
+  }
+}
+
+TEST_CASE("bucketed batches: finite-difference gradients of whole models (double)") {
+  using VAEd = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<GRU>, cpu, double>;
+  using CNNd = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<DilatedCNN>, cpu, double>;
+  using LMd = LanguageModel<Decoder<GRU>, cpu, double>;
+  Config c = small(13);
+  c.dropout = 0.3;  // on: gradcheck fixes the noise by restoring the generator position
+  c.lambda_c = 1.5;
+  const Batch b = make_batch(sentences, 13, 4);
+  {
+    Coupled<VAEd> m(c, 2);
+    CHECK(gradcheck::check_model(m, b, 5, 5) > 100);
+  }
+  {
+    LMd m(c, 4);
+    CHECK(gradcheck::check_model(m, b, 5, 5) > 40);
+  }
+  {
+    CNNd m(c, 6);
+    CHECK(gradcheck::check_model(m, b, 5, 5) > 60);
+  }
+}
