@@ -33,7 +33,10 @@
 // --phases N adds "phases_ms": N more steps, each phase waited for and timed alone (batch,
 // forward, backward, guard + Adam), mean ms per step. On cuda the JSON's "recurrence" says
 // how the GRU recurrence ran: fused (default), composed or persistent, as chosen by
-// COUPLEVAE_CUDA_RECURRENCE (backend/cuda/runtime.cuh).
+// COUPLEVAE_CUDA_RECURRENCE (backend/cuda/runtime.cuh), and "graphs" what the CUDA Graphs of
+// whole steps did (COUPLEVAE_CUDA_GRAPHS=1, backend/cuda/graph.cuh: bucketed batches, each
+// bucket's first step eager, its second captured, later ones replayed; give a --warmup long
+// enough for the buckets to be captured).
 // eval: evaluate_nll of a randomly initialised model on the first M test sentences with N
 // importance samples (same as torch_ref bench-eval); reports seconds and sentences_per_s.
 //
@@ -283,6 +286,7 @@ int run_train(const Args& a, int threads) {
     M model(cfg, a.seed);
     Adam<T, B> adam(model.arena(), cfg);
     Batcher batcher(data.train, cfg.vocab_size, a.seed, cfg.batch_size);
+    batcher.set_bucket(step_runner<B>::bucket());  // as the trainer does (graphs on cuda)
     Context<B> ctx(Rng(a.seed).derive(0x747261696eull).seed, true);
     // The trainer's step (train/trainer.hpp train_step): clipping and the skipping of
     // non-finite updates are decided on the backend, so the loop never waits for it.
@@ -356,7 +360,18 @@ int run_train(const Args& a, int threads) {
     if (a.phases)
       j["phases_ms"] = {{"batch", ph[0]}, {"forward", ph[1]}, {"backward", ph[2]}, {"guard_adam", ph[3]}};
 #if defined(__CUDACC__)
-    if constexpr (std::is_same_v<B, cuda>) j["recurrence"] = cuda_rt::runtime().recurrence();
+    if constexpr (std::is_same_v<B, cuda>) {
+      j["recurrence"] = cuda_rt::runtime().recurrence();
+      const cuda_rt::GraphStats& gs = cuda_rt::step_graphs().stats;
+      j["graphs"] = {{"on", cuda_rt::runtime().step_graphs},
+                     {"bucket", step_runner<B>::bucket()},
+                     {"eager_steps", gs.eager},
+                     {"captures", gs.captures},
+                     {"replays", gs.replays},
+                     {"patched_nodes", gs.patched},
+                     {"fallbacks", gs.fallbacks},
+                     {"last_fallback", gs.last_fallback}};
+    }
 #endif
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);

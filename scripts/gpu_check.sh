@@ -10,11 +10,12 @@
 #   3. the tool with --backend cuda against cpu evaluation of the same checkpoints;
 #   4. bench/compare_gpu.sh against PyTorch on the same GPU;
 #   5. profile: couplevae_bench_cuda phase by phase (--phases), each COUPLEVAE_CUDA_RECURRENCE,
-#      interleaved;
+#      with and without CUDA Graphs of whole steps (COUPLEVAE_CUDA_GRAPHS), interleaved;
 #   6. compute-sanitizer (memcheck) over the device tests but the long run (or those matching
 #      --memcheck PATTERN);
 #   7. with --full: the 60K-step PTB training of couple-vae through the tool, timed (in the
-#      recurrence mode of $COUPLEVAE_CUDA_RECURRENCE, default fused).
+#      recurrence mode of $COUPLEVAE_CUDA_RECURRENCE, default fused, and with CUDA Graphs when
+#      COUPLEVAE_CUDA_GRAPHS=1).
 #
 #   bash scripts/gpu_check.sh [--full] [--only STAGES] [--rounds R] [--steps N] [--memcheck PATTERN]
 #
@@ -122,26 +123,36 @@ fi
 if want profile && [[ -n "$PTB" ]]; then
   step "profile: where a step's time goes"
   failed=""
-  for args in "couple-vae 32 fused" "couple-vae 32 persistent" "couple-vae 32 composed" "couple-vae 512 fused" \
-              "couple-vae 512 persistent" "couple-vae 32 fused" "couple-vae 32 persistent"; do
+  # MODEL BATCH RECURRENCE [graphs]: graphs runs with COUPLEVAE_CUDA_GRAPHS=1 (bucketed
+  # batches; a long warm-up so that every bucket is captured before the timed steps)
+  for args in "couple-vae 32 fused graphs" "couple-vae 32 fused" "couple-vae 32 persistent" "couple-vae 32 composed" \
+              "couple-vae 512 fused graphs" "couple-vae 512 fused" "couple-vae 512 persistent" \
+              "couple-vae 32 fused graphs" "couple-vae 32 persistent graphs"; do
     set -- $args
-    [[ " $failed " == *" $3 "* ]] && { echo "skipping $args: that mode failed before"; continue; }
+    mode="$3${4:+-$4}"
+    [[ " $failed " == *" $mode "* ]] && { echo "skipping $args: that mode failed before"; continue; }
+    graphs=0 warmup=20
+    [[ "${4:-}" == graphs ]] && graphs=1 warmup=200
     # A run takes seconds; the limit is for a hang (a mode not yet run on a GPU).
-    COUPLEVAE_CUDA_RECURRENCE=$3 timeout 60 "$BIN/couplevae_bench_cuda" train --model "$1" --data "$PTB" \
-      --batch-size "$2" --steps 100 --warmup 20 --phases 20 --gemm-reps 1 2>>"$LOGS/profile.err" >"$LOGS/profile-run.json"
+    COUPLEVAE_CUDA_GRAPHS=$graphs COUPLEVAE_CUDA_RECURRENCE=$3 timeout 90 "$BIN/couplevae_bench_cuda" train \
+      --model "$1" --data "$PTB" --batch-size "$2" --steps 100 --warmup $warmup --phases 20 --gemm-reps 1 \
+      2>>"$LOGS/profile.err" >"$LOGS/profile-run.json"
     rc=$?
     if ((rc)); then
       echo "$args: failed (exit $rc; stderr in profile.err)"
-      failed="$failed $3"
+      failed="$failed $mode"
       continue
     fi
     tee -a "$LOGS/profile.jsonl" <"$LOGS/profile-run.json" | python3 -c "
 import json, sys
 for l in sys.stdin:
     j = json.loads(l); p = j.get('phases_ms', {})
-    print('%-10s b%-4d %-10s %7.1f steps/s  %6.2f ms/step  issue %6.2f ms  phases %s' % (j['model'], j['batch_size'],
+    g = j.get('graphs', {})
+    gs = 'graphs: %d captures %d replays %d patched %d fallbacks %s' % (g['captures'], g['replays'],
+         g['patched_nodes'], g['fallbacks'], g['last_fallback']) if g.get('on') else 'eager'
+    print('%-10s b%-4d %-10s %7.1f steps/s  %6.2f ms/step  issue %6.2f ms  phases %s | %s' % (j['model'], j['batch_size'],
           j.get('recurrence', '?'), j['steps_per_s'], 1e3 * j['s_per_step'], 1e3 * j['issue_s_per_step'],
-          ' '.join('%s %.2f' % kv for kv in p.items())))"
+          ' '.join('%s %.2f' % kv for kv in p.items()), gs))"
   done | tee "$LOGS/profile.txt"
   note "profile: $(cat "$LOGS/profile.jsonl" 2>/dev/null | wc -l) runs done (table above)"
 fi

@@ -7,7 +7,9 @@
 //      training forward + backward (dropout on, same noise: vMF's rejection sampler draws
 //      from the same per-row streams) the loss parts and every gradient tensor agree within
 //      float tolerance; importance weights too;
-//   3. 200 training steps of couple-vae (PTB when ../shared/data/ptb is there, else the
+//   3. whole training steps replayed from CUDA Graphs on bucketed batches against the same
+//      steps run eagerly and on cpu (several buckets, patched arguments, a fallback);
+//   4. 200 training steps of couple-vae (PTB when ../shared/data/ptb is there, else the
 //      toy corpus) with Adam and clipping on both backends: the losses track.
 #include "common.cuh"
 
@@ -432,6 +434,72 @@ TEST_SUITE("device") {
     // the kernels ran (they decline where no cooperative grid can be launched): at least a
     // forward and a backward pass of each GRU in each of the two checks
     CHECK(cuda_rt::runtime().persistent_passes >= passes + 4);
+  }
+
+  // Whole steps as CUDA Graphs (backend/cuda/graph.cuh) on bucketed batches: the same steps
+  // run eagerly on cuda, replayed from graphs on cuda, and on cpu. Buckets of 4 over lengths
+  // 1-12 give three shapes, so steps warm up, capture and replay several graphs, patching
+  // the KL weight (annealed every step) and the noise positions; halfway the recurrence mode
+  // changes, so replays meet other kernels, fall back to eager and capture again.
+  TEST_CASE_TEMPLATE("training steps replayed from CUDA Graphs equal eager steps and the cpu's", M, models::LM,
+                     models::VAE, Coupled<models::VAE>, Coupled<models::VMFVAE>, models::CNNVAE,
+                     Coupled<models::WAENF>) {
+    const int V = 60, steps = 16;
+    Config cfg = small_config(V);
+    cfg.batch_size = 6;
+    cfg.clip_norm = 0.5;  // clipping active: the guard's gate is in the graph too
+    using Mc = with_backend_t<M, cuda>;
+    cuda_rt::Runtime& rt = cuda_rt::runtime();
+    struct Restore {
+      cuda_rt::Runtime& rt;
+      const bool graphs = rt.step_graphs, fused = rt.fused_recurrence;
+      ~Restore() { rt.step_graphs = graphs, rt.fused_recurrence = fused; }
+    } restore{rt};
+    const auto train = sentences(V, 30, 21);
+    struct Trace {
+      std::vector<double> loss;
+      std::vector<float> values;
+    };
+    auto run = [&]<class Model>(Model& m, bool graphs) {
+      using B = typename Model::backend;
+      rt.step_graphs = graphs;
+      rt.fused_recurrence = true;
+      Adam<float, B> adam(m.arena(), cfg);
+      StepGuard<B> guard(cfg.clip_norm, 20);
+      Batcher batches(train, V, 4, cfg.batch_size);
+      batches.set_bucket(4);
+      Context<B> ctx(8, true);
+      Trace tr;
+      for (long t = 1; t <= steps; ++t) {
+        if (t == steps / 2 + 1) rt.fused_recurrence = false;
+        train_step(m, ctx, batches.next(), t, adam, guard);
+        tr.loss.push_back(guard.read().last.loss);
+      }
+      tr.values = m.arena().values().to_host();
+      return tr;
+    };
+    M cpu_model(cfg, 77);
+    Mc eager_model(cfg, 77), graph_model(cfg, 77);
+    const Trace tc = run(cpu_model, false);
+    const Trace te = run(eager_model, false);
+    const cuda_rt::GraphStats before = cuda_rt::step_graphs().stats;
+    const Trace tg = run(graph_model, true);
+    const cuda_rt::GraphStats& after = cuda_rt::step_graphs().stats;
+    INFO("captures " << after.captures - before.captures << ", replays " << after.replays - before.replays
+                     << ", patched nodes " << after.patched - before.patched << ", fallbacks "
+                     << after.fallbacks - before.fallbacks << " (last: " << after.last_fallback << ")");
+    CHECK(after.captures - before.captures >= 3);
+    CHECK(after.replays - before.replays >= 4);
+    CHECK(after.patched > before.patched);
+    CHECK(after.fallbacks - before.fallbacks >= 1);  // the recurrence switch
+    CHECK(after.fallbacks - before.fallbacks <= 3);
+    for (int t = 0; t < steps; ++t) {
+      CAPTURE(t);
+      CHECK(tg.loss[t] == doctest::Approx(te.loss[t]).epsilon(1e-5));
+      CHECK(tg.loss[t] == doctest::Approx(tc.loss[t]).epsilon(1e-3));
+    }
+    CHECK(rel_err(tg.values, te.values) < 1e-5);
+    CHECK(rel_err(tg.values, tc.values) < 1e-3);
   }
 
   TEST_CASE("200 training steps of couple-vae track the cpu run") {

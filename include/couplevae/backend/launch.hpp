@@ -62,3 +62,25 @@ struct launch<cpu> {
 };
 
 }  // namespace couplevae
+
+namespace couplevae {
+
+// How a backend runs a whole training step (train/trainer.hpp train_step):
+//   bucket()                  the bucket a trainer makes its batches with (0: packed);
+//   run(model, optimiser, batch, step, rewind)
+//                             step() does the step's work; a backend may instead replay it
+//                             from a captured graph (cuda: backend/cuda/graph.cuh), calling
+//                             rewind() (restore the host state step() changes, the generator
+//                             position) before running step() again when a replay fails.
+// Eager on cpu.
+struct Batch;
+template <class B>
+struct step_runner {
+  static int bucket() { return 0; }
+  template <class Step, class Rewind>
+  static void run(const void*, const void*, const Batch&, Step&& step, Rewind&&) {
+    step();
+  }
+};
+
+}  // namespace couplevae

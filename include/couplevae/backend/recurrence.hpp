@@ -3,6 +3,7 @@
 // them). A backend without them runs the recurrence step by step (nn/gru.hpp). Every
 // pointer is the backend's memory; shapes follow the Packing (core/batch.hpp) of the pass.
 #pragma once
+#include <tuple>
 #include <cstdint>
 
 #include "../core/hd.hpp"
@@ -48,6 +49,10 @@ struct GruForwardPass {
   const T *gx = nullptr, *whh_t = nullptr, *bh = nullptr;
   T *states = nullptr, *hprev = nullptr, *r = nullptr, *z = nullptr, *n = nullptr, *ghn = nullptr;
   const int32_t* keep = nullptr;
+  // Every field (a signature without the padding bytes, backend/cuda/graph.cuh).
+  auto fields() const {
+    return std::tuple(steps, batch, H, reverse, active, offset, gx, whh_t, bh, states, hprev, r, z, n, ghn, keep);
+  }
 };
 
 // A backward pass: in r, z, n, ghn, hprev (rows, H) from the forward pass, W_hh (3H, H), ds
@@ -62,6 +67,9 @@ struct GruBackwardPass {
   const T *r = nullptr, *z = nullptr, *n = nullptr, *ghn = nullptr, *hprev = nullptr, *w_hh = nullptr, *ds = nullptr;
   int ld_ds = 0;
   T *dh = nullptr, *dgx = nullptr, *dgh = nullptr;
+  auto fields() const {
+    return std::tuple(steps, batch, H, reverse, active, offset, r, z, n, ghn, hprev, w_hh, ds, ld_ds, dh, dgx, dgh);
+  }
 };
 
 }  // namespace couplevae

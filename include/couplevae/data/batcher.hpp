@@ -84,8 +84,16 @@ class Batcher {
       position_ = 0;
       order_ = permutation(epoch_);
     }
-    return make_batch(chosen, vocab_size_);
+    return make_batch(chosen, vocab_size_, bucket_);
   }
+
+  // Batches made from now on are bucketed by q (core/batch.hpp; 0: packed). The order of
+  // sentences is unchanged.
+  void set_bucket(int q) {
+    require(q >= 0, "Batcher: bucket must be >= 0 (got " + std::to_string(q) + ")");
+    bucket_ = q;
+  }
+  int bucket() const { return bucket_; }
 
   // Corpus indices of the sentences of the last batch, in the order given to make_batch
   // (so sentence i of that batch's `order` is last_indices()[batch.order[i]]).
@@ -117,6 +125,7 @@ class Batcher {
   int vocab_size_;
   int batch_size_;
   uint64_t seed_;
+  int bucket_ = 0;
   uint64_t epoch_ = 0;
   size_t position_ = 0;
   std::vector<size_t> order_;  // permutation(epoch_)

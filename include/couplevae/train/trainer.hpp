@@ -101,15 +101,23 @@ inline void prepare_out_dir(const TrainOptions& o) {
 }
 
 // One training step t on `batch` with no host wait: forward, backward, the guard's checks,
-// and the update it allows (the loop of train() and of bench/).
+// and the update it allows (the loop of train() and of bench/). The backend's step_runner
+// runs it (backend/launch.hpp): eagerly, or on cuda as a CUDA Graph replayed per bucket
+// (backend/cuda/graph.cuh), where a failed replay rewinds the generator and runs it again.
 template <class M>
 void train_step(M& model, Context<typename M::backend>& ctx, const Batch& batch, long t,
                 Adam<typename M::scalar, typename M::backend>& adam, StepGuard<typename M::backend>& guard) {
-  model.zero_grad();
-  const PendingLosses l = model.forward_async(ctx, batch, t);
-  model.backward(ctx);
-  guard.check(model.arena(), l, t);
-  adam.step(model.arena(), learning_rate(model.config(), t), guard.gate());
+  const uint64_t position = ctx.rng.position;
+  step_runner<typename M::backend>::run(
+      &model, &adam, batch,
+      [&] {
+        model.zero_grad();
+        const PendingLosses l = model.forward_async(ctx, batch, t);
+        model.backward(ctx);
+        guard.check(model.arena(), l, t);
+        adam.step(model.arena(), learning_rate(model.config(), t), guard.gate());
+      },
+      [&] { ctx.rng.position = position; });
 }
 
 template <class M>
@@ -131,6 +139,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   Adam<T, B> adam(model.arena(), cfg);
   StepGuard<B> guard(cfg.clip_norm, opt.max_nonfinite);
   Batcher batcher(data.train, cfg.vocab_size, opt.seed, cfg.batch_size);
+  batcher.set_bucket(step_runner<B>::bucket());  // bucketed batches when the backend replays graphs
   Context<B> ctx(Rng(opt.seed).derive(0x747261696eull).seed, true);  // "train"
   TrainState st;
   if (!opt.resume.empty()) {

@@ -22,8 +22,7 @@ class Buffer<T, cuda> {
   explicit Buffer(size_t n) { resize(n); }
   Buffer(const Buffer& o) {
     resize(o.size_);
-    if (size_)
-      COUPLEVAE_CUDA(cudaMemcpyAsync(data_, o.data_, size_ * sizeof(T), cudaMemcpyDeviceToDevice, cuda_rt::stream()));
+    cuda_rt::copy_async(data_, o.data_, size_ * sizeof(T));
   }
   Buffer& operator=(const Buffer& o) {
     if (this != &o) {
@@ -38,7 +37,9 @@ class Buffer<T, cuda> {
     return *this;
   }
   ~Buffer() {
-    if (data_) cudaFree(data_);
+    if (!data_) return;
+    cudaFree(data_);
+    ++cuda_rt::runtime().alloc_generation;
   }
   void swap(Buffer& o) noexcept {
     std::swap(data_, o.data_);
@@ -48,14 +49,18 @@ class Buffer<T, cuda> {
 
   // Grows (keeping the contents) or shrinks the logical size. Growth reserves 1.5x, so a
   // buffer sized per batch settles after a few batches (cudaFree waits for the device).
+  // Not inside a captured step (backend/cuda/graph.cuh): a graph holds the old address.
   void resize(size_t n) {
     if (n > capacity_) {
+      cuda_rt::Runtime& rt = cuda_rt::runtime();
+      rt.outside_graphs("allocating device memory");
+      ++rt.alloc_generation;
       const size_t cap = capacity_ ? std::max(n, capacity_ + capacity_ / 2) : n;
       T* p = nullptr;
       COUPLEVAE_CUDA(cudaMalloc(&p, cap * sizeof(T)));
-      if (size_) COUPLEVAE_CUDA(cudaMemcpyAsync(p, data_, size_ * sizeof(T), cudaMemcpyDeviceToDevice, cuda_rt::stream()));
+      if (size_) COUPLEVAE_CUDA(cudaMemcpyAsync(p, data_, size_ * sizeof(T), cudaMemcpyDeviceToDevice, rt.stream));
       if (data_) {
-        cuda_rt::runtime().sync();  // the old block may still be read by queued work
+        rt.sync();  // the old block may still be read by queued work
         COUPLEVAE_CUDA(cudaFree(data_));
       }
       data_ = p;
@@ -70,18 +75,17 @@ class Buffer<T, cuda> {
   }
   View<T> zeros(int rows, int cols) {
     View<T> v = shape(rows, cols);
-    if (v.size()) COUPLEVAE_CUDA(cudaMemsetAsync(v.data, 0, v.size() * sizeof(T), cuda_rt::stream()));
+    cuda_rt::memset_async(v.data, v.size() * sizeof(T));
     return v;
   }
-  void fill_zero() {
-    if (size_) COUPLEVAE_CUDA(cudaMemsetAsync(data_, 0, size_ * sizeof(T), cuda_rt::stream()));
-  }
+  void fill_zero() { cuda_rt::memset_async(data_, size_ * sizeof(T)); }
   T* data() { return data_; }
   const T* data() const { return data_; }
   size_t size() const { return size_; }
   std::vector<T> to_host() const {
     std::vector<T> h(size_);
     if (size_) {
+      cuda_rt::runtime().outside_graphs("reading device memory back");
       COUPLEVAE_CUDA(cudaMemcpyAsync(h.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost, cuda_rt::stream()));
       cuda_rt::runtime().sync();
     }

@@ -6,6 +6,7 @@
 // body(i), block reductions with warp shuffles then one atomicAdd per block, in stream
 // order (no wait). sum(n, body): the same into the runtime's scratch, copied to the host
 // (this waits for the stream). block_reduce() is shared with the other kernels of ops.cuh.
+// Kernels go through cuda_rt::launch_kernel (graph.cuh), so a captured step records them.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -28,8 +29,7 @@ void for_each(size_t n, const F& f, const char* name) {
   if (n == 0) return;
   constexpr int threads = 256;
   const size_t blocks = std::min<size_t>((n + threads - 1) / threads, size_t(1) << 16);
-  for_each_kernel<<<unsigned(blocks), threads, 0, stream()>>>(n, f);
-  COUPLEVAE_CUDA_LAUNCHED(name);
+  launch_kernel(reinterpret_cast<const void*>(&for_each_kernel<F>), dim3(unsigned(blocks)), dim3(threads), 0, name, n, f);
 }
 
 // Sum over a block of 256 threads (every thread gets the result).
@@ -62,14 +62,15 @@ void reduce_into(size_t n, const F& f, double scale, double* out, const char* na
   if (n == 0) return;
   constexpr int threads = 256;
   const size_t blocks = std::min<size_t>((n + threads - 1) / threads, 1024);
-  reduce_kernel<<<unsigned(blocks), threads, 0, stream()>>>(n, f, scale, out);
-  COUPLEVAE_CUDA_LAUNCHED(name);
+  launch_kernel(reinterpret_cast<const void*>(&reduce_kernel<F>), dim3(unsigned(blocks)), dim3(threads), 0, name, n, f,
+                scale, out);
 }
 
 // sum of f(i) for i < n, in double, returned to the host (waits for the stream).
 template <class F>
 double reduce_to_host(size_t n, const F& f, const char* name) {
   Runtime& rt = runtime();
+  rt.outside_graphs("reading a sum back");
   COUPLEVAE_CUDA(cudaMemsetAsync(rt.scratch, 0, sizeof(double), rt.stream));
   reduce_into(n, f, 1.0, rt.scratch, name);
   double out = 0;

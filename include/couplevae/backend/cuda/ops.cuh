@@ -85,10 +85,14 @@ struct ops<cuda> {
     const cuda_rt::ColumnMajorGemm g = cuda_rt::column_major_gemm(ta, tb, M, N, K);
     const cublasOperation_t oa = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t ob = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
-    if constexpr (sizeof(T) == 4)
-      COUPLEVAE_CUBLAS(cublasSgemm(h, oa, ob, g.m, g.n, g.k, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
-    else
-      COUPLEVAE_CUBLAS(cublasDgemm(h, oa, ob, g.m, g.n, g.k, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
+    cuda_rt::fixed_op(
+        [&] {
+          if constexpr (sizeof(T) == 4)
+            COUPLEVAE_CUBLAS(cublasSgemm(h, oa, ob, g.m, g.n, g.k, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
+          else
+            COUPLEVAE_CUBLAS(cublasDgemm(h, oa, ob, g.m, g.n, g.k, &alpha, Bp, ldb, A, lda, &beta, C, ldc));
+        },
+        oa, ob, g.m, g.n, g.k, alpha, Bp, ldb, A, lda, beta, C, ldc);
   }
   // C = A Bt (+ C): a cuBLAS GEMM (a tiled kernel of our own was slower at 512 rows and no
   // faster at 32 on an H100; the forward step's product is fused into gru_step_forward).
@@ -128,8 +132,7 @@ struct ops<cuda> {
 
   template <class T>
   static void copy(const T* x, size_t n, T* y) {
-    if (n && x != y)
-      COUPLEVAE_CUDA(cudaMemcpyAsync(y, x, n * sizeof(T), cudaMemcpyDeviceToDevice, cuda_rt::stream()));
+    if (n && x != y) cuda_rt::copy_async(y, x, n * sizeof(T));
   }
   template <class T>
   static void copy2d(const T* src, int rows, int cols, int ld_src, T* dst, int ld_dst) {
@@ -242,8 +245,8 @@ struct ops<cuda> {
   template <class T>
   static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true) {
     if (rows == 0) return;
-    cuda_rt::softmax_xent_kernel<<<unsigned(rows), 256, 0, cuda_rt::stream()>>>(logits, V, targets, loss, keep_probs);
-    COUPLEVAE_CUDA_LAUNCHED("softmax_xent");
+    cuda_rt::launch_kernel(reinterpret_cast<const void*>(&cuda_rt::softmax_xent_kernel<T>), dim3(unsigned(rows)),
+                           dim3(256), 0, "softmax_xent", logits, V, targets, loss, keep_probs);
   }
   template <class T>
   static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss) {

@@ -114,8 +114,8 @@ void gru_step(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t,
               T* ghn, T* h_new, const int32_t* keep) {
   if (a == 0) return;
   const dim3 grid(unsigned((H + rec_units - 1) / rec_units), unsigned((a + rec_rows - 1) / rec_rows));
-  gru_step_kernel<<<grid, rec_threads, 0, stream()>>>(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
-  COUPLEVAE_CUDA_LAUNCHED("gru_step");
+  launch_kernel(reinterpret_cast<const void*>(&gru_step_kernel<T>), grid, dim3(rec_threads), 0, "gru_step", a, ap, H,
+                h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
 }
 
 // All blocks of a cooperative (co-resident) grid meet here: the k-th barrier of the kernel
@@ -228,13 +228,17 @@ bool launch_persistent(Kernel kernel, const Pass& p, int tiles, const char* name
   if (p.steps == 0) return true;
   const unsigned blocks = unsigned(std::clamp(tiles, 1, resident));
   Runtime& rt = runtime();
-  COUPLEVAE_CUDA(cudaMemsetAsync(rt.barrier, 0, sizeof(unsigned), rt.stream));
+  memset_async(rt.barrier, sizeof(unsigned));
   Pass arg = p;
   unsigned* barrier = rt.barrier;
   void* args[] = {&arg, &barrier};
-  COUPLEVAE_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), dim3(blocks), dim3(rec_threads), args,
-                                             0, rt.stream));
-  COUPLEVAE_CUDA_LAUNCHED(name);
+  fixed_op(
+      [&] {
+        COUPLEVAE_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), dim3(blocks), dim3(rec_threads),
+                                                   args, 0, rt.stream));
+        COUPLEVAE_CUDA_LAUNCHED(name);
+      },
+      reinterpret_cast<const void*>(kernel), blocks, barrier, std::apply([](const auto&... f) { return serialize(f...); }, arg.fields()));
   ++rt.persistent_passes;
   return true;
 }

@@ -126,6 +126,18 @@ inline RecurrenceMode recurrence_mode(const std::string& mode) {
   return {mode != "composed", mode == "persistent"};
 }
 
+// How device work is issued (backend/cuda/graph.cuh): directly, recorded into a graph being
+// captured, or only compared with a captured graph's record.
+enum class GraphMode { eager, capture, replay };
+class StepRecord;
+
+// COUPLEVAE_CUDA_GRAPHS: "1"/"on" or "0"/"off".
+inline bool graphs_switch(const std::string& v) {
+  if (v == "1" || v == "on") return true;
+  if (v == "0" || v == "off") return false;
+  throw Error("COUPLEVAE_CUDA_GRAPHS: expected 1, on, 0 or off (got '" + v + "')");
+}
+
 struct Runtime {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
@@ -142,13 +154,25 @@ struct Runtime {
   bool fused_recurrence = true;
   bool persistent_recurrence = false;
   size_t persistent_passes = 0;  // passes the persistent kernels have run (they may decline)
+  // Whole training steps as CUDA Graphs on bucketed batches of graph_bucket (graph.cuh);
+  // also COUPLEVAE_CUDA_GRAPHS=1. Off by default until measured on a GPU.
+  bool step_graphs = false;
+  int graph_bucket = 8;
+  GraphMode graph_mode = GraphMode::eager;
+  StepRecord* recording = nullptr;  // the step being captured or replayed
+  size_t alloc_generation = 0;      // device allocations and frees so far (graphs hold addresses)
+  void* blas_workspace = nullptr;   // cuBLAS's, set once so that a capture never allocates
+  static constexpr size_t blas_workspace_bytes = size_t(32) << 20;
 
   Runtime() {
     require_device();
     if (const char* e = std::getenv("COUPLEVAE_CUDA_RECURRENCE")) set_recurrence(e);
+    if (const char* e = std::getenv("COUPLEVAE_CUDA_GRAPHS")) step_graphs = graphs_switch(e);
     COUPLEVAE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     COUPLEVAE_CUBLAS(cublasCreate(&blas));
     COUPLEVAE_CUBLAS(cublasSetStream(blas, stream));
+    COUPLEVAE_CUDA(cudaMalloc(&blas_workspace, blas_workspace_bytes));
+    COUPLEVAE_CUBLAS(cublasSetWorkspace(blas, blas_workspace, blas_workspace_bytes));
     COUPLEVAE_CUDA(cudaMalloc(&scratch, sizeof(double)));
     COUPLEVAE_CUDA(cudaMalloc(&barrier, sizeof(unsigned)));
   }
@@ -165,14 +189,23 @@ struct Runtime {
     if (scratch) cudaFree(scratch);
     if (barrier) cudaFree(barrier);
     if (blas) cublasDestroy(blas);
+    if (blas_workspace) cudaFree(blas_workspace);
     if (stream) cudaStreamDestroy(stream);
   }
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  void sync() { COUPLEVAE_CUDA(cudaStreamSynchronize(stream)); }
-  // dst (device) = src (host, bytes), queued on the stream; src may be reused on return.
-  void upload(void* dst, const void* src, size_t bytes) { staging.upload(dst, src, bytes, stream); }
+  // Waits for the stream (never inside a captured step).
+  void sync() {
+    outside_graphs("waiting for the device");
+    COUPLEVAE_CUDA(cudaStreamSynchronize(stream));
+  }
+  // dst (device) = src (host, bytes), queued on the stream; src may be reused on return
+  // (graph.cuh: inside a captured step, through the graph's landing area).
+  inline void upload(void* dst, const void* src, size_t bytes);
+  // Throws a GraphMismatch naming `what` when called inside a captured or replayed step
+  // (graph.cuh): allocations and host reads have no place in a graph.
+  inline void outside_graphs(const char* what) const;
 };
 
 // This host thread's runtime, created on first use.
@@ -183,3 +216,6 @@ inline Runtime& runtime() {
 inline cudaStream_t stream() { return runtime().stream; }
 
 }  // namespace couplevae::cuda_rt
+
+// Runtime::upload and Runtime::outside_graphs, the capture and replay of whole steps.
+#include "graph.cuh"
