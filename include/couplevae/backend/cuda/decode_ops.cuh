@@ -19,6 +19,7 @@ struct decode_ops<cuda> {
                          int32_t* tokens, int32_t* finished) {
     std::vector<T> host(size_t(rows) * V);
     if (!host.empty()) {
+      cuda_rt::runtime().outside_graphs("reading logits back");
       COUPLEVAE_CUDA(cudaMemcpyAsync(host.data(), logits, host.size() * sizeof(T), cudaMemcpyDeviceToHost,
                                      cuda_rt::stream()));
       cuda_rt::runtime().sync();

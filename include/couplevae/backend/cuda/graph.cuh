@@ -240,6 +240,12 @@ inline void copy_async(void* dst, const void* src, size_t bytes) {
   if (bytes) fixed_op([&] { COUPLEVAE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream())); }, dst, src, bytes);
 }
 
+inline void copy2d_async(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows) {
+  if (width && rows)
+    fixed_op([&] { COUPLEVAE_CUDA(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDeviceToDevice, stream())); },
+             dst, dpitch, src, spitch, width, rows);
+}
+
 inline void Runtime::upload(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   if (graph_mode == GraphMode::capture) return recording->capture_upload(dst, src, bytes, stream);
@@ -258,11 +264,13 @@ struct GraphStats {
   std::string last_fallback;
 };
 
-// Which graph a step uses: the objects whose memory it touches, and the batch's shape.
+// Which graph a step uses: the objects whose memory it touches, and the batch's shape: its
+// size, its bucket and its longest sentence (the CNN decoder's padded layout has the longest
+// length's steps, core/batch.hpp; for the GRU models the bucket alone would do).
 struct StepKey {
   const void *model, *optimiser;
-  int batch, enc_steps, dec_steps;
-  auto tie() const { return std::tie(model, optimiser, batch, enc_steps, dec_steps); }
+  int batch, enc_steps, dec_steps, longest;
+  auto tie() const { return std::tie(model, optimiser, batch, enc_steps, dec_steps, longest); }
   bool operator<(const StepKey& o) const { return tie() < o.tie(); }
 };
 
@@ -405,7 +413,8 @@ struct step_runner<cuda> {
   template <class Step, class Rewind>
   static void run(const void* model, const void* optimiser, const Batch& b, Step&& step, Rewind&& rewind) {
     if (!cuda_rt::runtime().step_graphs || b.bucket() == 0) return step();
-    cuda_rt::step_graphs().run(cuda_rt::StepKey{model, optimiser, b.size(), b.enc.steps, b.dec.steps}, step, rewind);
+    cuda_rt::step_graphs().run(
+        cuda_rt::StepKey{model, optimiser, b.size(), b.enc.steps, b.dec.steps, b.lengths.front()}, step, rewind);
   }
 };
 

@@ -137,9 +137,8 @@ struct ops<cuda> {
   template <class T>
   static void copy2d(const T* src, int rows, int cols, int ld_src, T* dst, int ld_dst) {
     if (rows == 0 || cols == 0) return;
-    COUPLEVAE_CUDA(cudaMemcpy2DAsync(dst, size_t(ld_dst) * sizeof(T), src, size_t(ld_src) * sizeof(T),
-                                     size_t(cols) * sizeof(T), size_t(rows), cudaMemcpyDeviceToDevice,
-                                     cuda_rt::stream()));
+    cuda_rt::copy2d_async(dst, size_t(ld_dst) * sizeof(T), src, size_t(ld_src) * sizeof(T), size_t(cols) * sizeof(T),
+                          size_t(rows));
   }
   template <class T>
   static void add2d(const T* src, int rows, int cols, int ld_src, T* dst, int ld_dst) {

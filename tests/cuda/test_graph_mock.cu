@@ -1,0 +1,211 @@
+// ctest cuda.mock: the host side of the CUDA Graphs of whole steps (backend/cuda/graph.cuh)
+// on the stand-in runtime of mock_runtime.cpp, so it runs without a GPU (CI too, where nvcc
+// is installed). Kernels do not run here; what is checked is the machinery: which steps are
+// eager, captured or replayed, that a replay issues nothing but one graph launch, that
+// changed kernel arguments are patched and uploads arrive through the landing area, that a
+// step which differs from its capture (another kernel, another cuBLAS call, an allocation)
+// falls back to an eager run after rewinding, and that a whole model's steps replay with the
+// generator where an eager run leaves it.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <couplevae/couplevae.hpp>
+#include <couplevae/cuda.cuh>
+
+#include "mock_runtime.cuh"
+
+using namespace couplevae;
+
+namespace {
+
+struct AddConstant {  // x[i] += c (never run by the mock)
+  float* x;
+  long c;
+  COUPLEVAE_HD void operator()(size_t i) const { x[i] += float(c); }
+};
+
+const Batch& some_bucketed_batch() {
+  static const Batch b = make_batch({{4, 5, 6}, {7}}, 10, 4);
+  return b;
+}
+
+// Sets the runtime's graph switches for a scope and clears the graphs it made.
+struct GraphsOn {
+  cuda_rt::Runtime& rt = cuda_rt::runtime();
+  const bool graphs = rt.step_graphs, fused = rt.fused_recurrence;
+  GraphsOn() {
+    rt.step_graphs = true;
+    cuda_rt::step_graphs().clear();
+    cuda_rt::step_graphs().stats = {};
+  }
+  ~GraphsOn() {
+    rt.step_graphs = graphs, rt.fused_recurrence = fused;
+    cuda_rt::step_graphs().clear();
+  }
+};
+
+std::vector<std::vector<int32_t>> sentences(int vocab, int n, uint64_t seed) {
+  Rng r(seed);
+  std::vector<std::vector<int32_t>> s(n);
+  for (auto& x : s) {
+    const int len = 1 + int(r.below(12));
+    for (int i = 0; i < len; ++i) x.push_back(int32_t(4 + r.below(uint64_t(vocab - 4))));
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("a step is eager, then captured, then replayed: one graph launch, patched arguments, uploads arrive") {
+  GraphsOn on;
+  Buffer<int32_t, cuda> ids;
+  Buffer<float, cuda> x;
+  int rewinds = 0;
+  for (int k = 0; k < 6; ++k) {
+    std::vector<int32_t> host(37);
+    for (int i = 0; i < 37; ++i) host[i] = k * 100 + i;
+    const mock::Counters before = mock::counters;
+    const cuda_rt::GraphStats stats_before = cuda_rt::step_graphs().stats;
+    step_runner<cuda>::run(
+        &ids, nullptr, some_bucketed_batch(),
+        [&] {
+          ids.from_host(host.data(), host.size());
+          x.zeros(1, 37);
+          launch<cuda>::for_each(37, AddConstant{x.data(), k < 4 ? 1 : k});
+        },
+        [&] { ++rewinds; });
+    CAPTURE(k);
+    CHECK(ids.to_host() == host);  // through the landing area and the graph's copy when replayed
+    const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+    CHECK(mock::counters.illegal_in_capture == before.illegal_in_capture);
+    if (k == 0) {
+      CHECK(s.eager == stats_before.eager + 1);
+      CHECK(mock::counters.eager_launches == before.eager_launches + 1);
+    } else if (k == 1) {
+      CHECK(s.captures == stats_before.captures + 1);
+      CHECK(mock::counters.graph_launches == before.graph_launches + 1);
+      CHECK(mock::counters.eager_launches == before.eager_launches);
+    } else {
+      CHECK(s.replays == stats_before.replays + 1);
+      CHECK(mock::counters.graph_launches == before.graph_launches + 1);
+      CHECK(mock::counters.eager_launches == before.eager_launches);
+      CHECK(mock::counters.uploads == before.uploads + 1);  // the landing area, in one copy
+      // the constant changes at k = 4 and 5: exactly those replays patch the kernel's node
+      CHECK(mock::counters.patches == before.patches + (k >= 4 ? 1 : 0));
+    }
+  }
+  CHECK(rewinds == 0);
+  CHECK(cuda_rt::step_graphs().stats.fallbacks == 0);
+}
+
+TEST_CASE("a replay that meets another cuBLAS call rewinds, runs eagerly and captures again") {
+  GraphsOn on;
+  Buffer<float, cuda> a, c;
+  a.zeros(4, 4);
+  c.zeros(4, 4);
+  int rewinds = 0;
+  for (int k = 0; k < 6; ++k) {
+    const float alpha = k < 3 ? 1.0f : 2.0f;  // the GEMM's alpha changes at k = 3
+    const cuda_rt::GraphStats before = cuda_rt::step_graphs().stats;
+    const size_t gemms = mock::counters.eager_gemms;
+    step_runner<cuda>::run(
+        &a, nullptr, some_bucketed_batch(),
+        [&] { ops<cuda>::gemm(false, false, 4, 4, 4, alpha, a.data(), 4, a.data(), 4, 0.0f, c.data(), 4); },
+        [&] { ++rewinds; });
+    const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+    CAPTURE(k);
+    if (k == 3) {
+      CHECK(s.fallbacks == before.fallbacks + 1);
+      CHECK(mock::counters.eager_gemms == gemms + 1);  // run eagerly instead
+      CHECK(rewinds == 1);
+      CHECK(s.last_fallback.find("cuBLAS") != std::string::npos);
+    }
+    if (k == 4) CHECK(s.captures == before.captures + 1);  // captured again, with the new alpha
+    if (k == 5) CHECK(s.replays == before.replays + 1);
+  }
+}
+
+TEST_CASE("a step that allocates device memory is never captured; after repeated tries it stays eager") {
+  GraphsOn on;
+  int rewinds = 0;
+  for (int k = 0; k < 8; ++k) {
+    const size_t illegal = mock::counters.illegal_in_capture;
+    step_runner<cuda>::run(
+        &rewinds, nullptr, some_bucketed_batch(),
+        [&] {
+          Buffer<float, cuda> scratch;  // a fresh allocation every step
+          scratch.zeros(3, 5);
+        },
+        [&] { ++rewinds; });
+    CHECK(mock::counters.illegal_in_capture == illegal);  // refused before the runtime saw it
+  }
+  const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+  CHECK(s.captures == 0);
+  CHECK(s.replays == 0);
+  CHECK(s.fallbacks == 4);  // tried after the warm-up step, then given up
+  CHECK(s.eager == 8);
+  CHECK(rewinds == 4);
+  CHECK(s.last_fallback.find("allocating device memory") != std::string::npos);
+}
+
+TEST_CASE_TEMPLATE("whole training steps replay with the generator where eager steps leave it", M, models::LM,
+                   Coupled<models::VAE>, Coupled<models::VMFVAE>, models::CNNVAE, Coupled<models::WAENF>) {
+  using Mc = with_backend_t<M, cuda>;
+  const int V = 40, steps = 40;
+  Config cfg = Config::preset("ptb");
+  cfg.vocab_size = V;
+  cfg.embed = 8;
+  cfg.hidden = 6;
+  cfg.latent = 4;
+  cfg.cnn_channels = 8;
+  cfg.batch_size = 5;
+  cfg.dropout = 0.3;
+  const auto train = sentences(V, 23, 3);
+  // the generator's position after each step, and what the graphs did
+  auto run = [&](bool graphs) {
+    GraphsOn on;
+    cuda_rt::runtime().step_graphs = graphs;
+    Mc model(cfg, 1);
+    Adam<float, cuda> adam(model.arena(), cfg);
+    StepGuard<cuda> guard(cfg.clip_norm, 20);
+    Batcher batches(train, V, 9, cfg.batch_size);
+    batches.set_bucket(4);
+    Context<cuda> ctx(2, true);
+    std::vector<uint64_t> positions;
+    size_t replays = 0, replay_patches = 0;
+    for (long t = 1; t <= steps; ++t) {
+      if (t == steps / 2) cuda_rt::runtime().fused_recurrence = false;  // other kernels from here
+      const Batch b = batches.next();
+      const mock::Counters before = mock::counters;
+      const size_t replayed = cuda_rt::step_graphs().stats.replays;
+      train_step(model, ctx, b, t, adam, guard);
+      positions.push_back(ctx.rng.position);
+      CHECK(mock::counters.illegal_in_capture == before.illegal_in_capture);
+      if (cuda_rt::step_graphs().stats.replays > replayed) {  // this step was a replay
+        ++replays;
+        replay_patches += mock::counters.patches - before.patches;
+        CHECK(mock::counters.eager_launches == before.eager_launches);
+        CHECK(mock::counters.eager_gemms == before.eager_gemms);
+        CHECK(mock::counters.graph_launches == before.graph_launches + 1);
+        CHECK(mock::counters.mallocs == before.mallocs);
+      }
+    }
+    const cuda_rt::GraphStats stats = cuda_rt::step_graphs().stats;
+    return std::tuple(positions, stats, replays, replay_patches);
+  };
+  const auto [eager_positions, eager_stats, r0, p0] = run(false);
+  const auto [positions, stats, replays, patches] = run(true);
+  CHECK(positions == eager_positions);
+  CHECK(eager_stats.captures == 0);
+  MESSAGE("eager " << stats.eager << ", captures " << stats.captures << ", replays " << stats.replays
+                   << ", fallbacks " << stats.fallbacks << " (" << stats.last_fallback << "), patched nodes per replay "
+                   << double(patches) / double(std::max<size_t>(replays, 1)));
+  CHECK(stats.captures >= 3);
+  CHECK(stats.replays >= 10);
+  CHECK(stats.replays == replays);
+  CHECK(stats.eager + stats.captures + stats.replays == size_t(steps));
+  // the recurrence switch: each bucket's first replay after it falls back once at most
+  CHECK(stats.fallbacks <= 4);
+  if (stats.fallbacks) CHECK(stats.last_fallback.find("kernel") != std::string::npos);
+  CHECK(patches > 0);  // noise positions, the step number and token counts change every step
+}
