@@ -34,9 +34,9 @@
 // forward, backward, guard + Adam), mean ms per step. On cuda the JSON's "recurrence" says
 // how the GRU recurrence ran: fused (default), composed or persistent, as chosen by
 // COUPLEVAE_CUDA_RECURRENCE (backend/cuda/runtime.cuh), and "graphs" what the CUDA Graphs of
-// whole steps did (COUPLEVAE_CUDA_GRAPHS=1, backend/cuda/graph.cuh: bucketed batches, each
-// bucket's first step eager, its second captured, later ones replayed; give a --warmup long
-// enough for the buckets to be captured).
+// whole steps did (COUPLEVAE_CUDA_GRAPHS=1, backend/cuda/graph.cuh: padded batches; for each
+// shape, batch size and longest length, the first step eager, the second captured, later
+// ones replayed; give a --warmup long enough for the common shapes to be captured).
 // eval: evaluate_nll of a randomly initialised model on the first M test sentences with N
 // importance samples (same as torch_ref bench-eval); reports seconds and sentences_per_s.
 //

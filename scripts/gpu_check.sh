@@ -123,8 +123,8 @@ fi
 if want profile && [[ -n "$PTB" ]]; then
   step "profile: where a step's time goes"
   failed=""
-  # MODEL BATCH RECURRENCE [graphs]: graphs runs with COUPLEVAE_CUDA_GRAPHS=1 (bucketed
-  # batches; a long warm-up so that every bucket is captured before the timed steps)
+  # MODEL BATCH RECURRENCE [graphs]: graphs runs with COUPLEVAE_CUDA_GRAPHS=1 (padded
+  # batches; a long warm-up so that the common shapes are captured before the timed steps)
   for args in "couple-vae 32 fused graphs" "couple-vae 32 fused" "couple-vae 32 persistent" "couple-vae 32 composed" \
               "couple-vae 512 fused graphs" "couple-vae 512 fused" "couple-vae 512 persistent" \
               "couple-vae 32 fused graphs" "couple-vae 32 persistent graphs"; do
@@ -132,7 +132,7 @@ if want profile && [[ -n "$PTB" ]]; then
     mode="$3${4:+-$4}"
     [[ " $failed " == *" $mode "* ]] && { echo "skipping $args: that mode failed before"; continue; }
     graphs=0 warmup=20
-    [[ "${4:-}" == graphs ]] && graphs=1 warmup=200
+    [[ "${4:-}" == graphs ]] && graphs=1 warmup=400
     # A run takes seconds; the limit is for a hang (a mode not yet run on a GPU).
     COUPLEVAE_CUDA_GRAPHS=$graphs COUPLEVAE_CUDA_RECURRENCE=$3 timeout 90 "$BIN/couplevae_bench_cuda" train \
       --model "$1" --data "$PTB" --batch-size "$2" --steps 100 --warmup $warmup --phases 20 --gemm-reps 1 \

@@ -438,9 +438,10 @@ TEST_SUITE("device") {
 
   // Whole steps as CUDA Graphs (backend/cuda/graph.cuh) on bucketed batches: the same steps
   // run eagerly on cuda, replayed from graphs on cuda, and on cpu. Buckets of 4 over lengths
-  // 1-12 give three shapes, so steps warm up, capture and replay several graphs, patching
-  // the KL weight (annealed every step) and the noise positions; halfway the recurrence mode
-  // changes, so replays meet other kernels, fall back to eager and capture again.
+  // 1-12 and several longest lengths give several shapes, so steps warm up, capture and
+  // replay several graphs, patching the KL weight (annealed every step) and the noise
+  // positions; halfway the recurrence mode changes, so replays meet other kernels, fall back
+  // to eager and capture again. (cuda.mock runs the same machinery without a GPU.)
   TEST_CASE_TEMPLATE("training steps replayed from CUDA Graphs equal eager steps and the cpu's", M, models::LM,
                      models::VAE, Coupled<models::VAE>, Coupled<models::VMFVAE>, models::CNNVAE,
                      Coupled<models::WAENF>) {
@@ -488,8 +489,8 @@ TEST_SUITE("device") {
     INFO("captures " << after.captures - before.captures << ", replays " << after.replays - before.replays
                      << ", patched nodes " << after.patched - before.patched << ", fallbacks "
                      << after.fallbacks - before.fallbacks << " (last: " << after.last_fallback << ")");
-    CHECK(after.captures - before.captures >= 3);
-    CHECK(after.replays - before.replays >= 4);
+    CHECK(after.captures - before.captures >= 2);
+    CHECK(after.replays - before.replays >= 3);
     CHECK(after.patched > before.patched);
     CHECK(after.fallbacks - before.fallbacks >= 1);  // the recurrence switch
     CHECK(after.fallbacks - before.fallbacks <= 3);

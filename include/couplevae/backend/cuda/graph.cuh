@@ -2,10 +2,12 @@
 // piece of device work of the cuda backend goes through.
 //
 // A training step issues several hundred kernels, cuBLAS calls, copies and memsets; issued
-// one by one, the host's launch cost bounds the step (bench/gpu_notes.md). On a bucketed
-// batch (core/batch.hpp) every step of a bucket has the same shapes, so the step is captured
-// once into a CUDA Graph and then replayed with one launch. step_runner<cuda>::run(key, step,
-// rewind) does it, per key (model, optimiser, batch shape):
+// one by one, the host's launch cost bounds the step (bench/gpu_notes.md). On bucketed
+// batches (core/batch.hpp: every sentence padded to the longest, rounded up to the bucket)
+// the steps of equal batch size and longest length have the same shapes, so such a step is
+// captured once into a CUDA Graph and then replayed with one launch.
+// step_runner<cuda>::run(model, optimiser, batch, step, rewind) does it, per StepKey (model,
+// optimiser, batch size, steps, longest length):
 //   1st step of a key    eager (buffers reach their sizes for this shape);
 //   2nd                  captured: the step's host code runs once with the stream in capture
 //                        mode; every operation is recorded (GraphOp); the graph is
@@ -299,7 +301,7 @@ class StepGraphs {
   struct Entry {
     std::unique_ptr<StepRecord> record;
     bool warm = false, stays_eager = false;
-    size_t landing = size_t(1) << 20, mismatches = 0;
+    size_t landing = size_t(1) << 18, mismatches = 0;  // grows when a capture needs more
   };
 
   template <class Step, class Rewind>

@@ -155,9 +155,12 @@ struct Runtime {
   bool persistent_recurrence = false;
   size_t persistent_passes = 0;  // passes the persistent kernels have run (they may decline)
   // Whole training steps as CUDA Graphs on bucketed batches of graph_bucket (graph.cuh);
-  // also COUPLEVAE_CUDA_GRAPHS=1. Off by default until measured on a GPU.
+  // also COUPLEVAE_CUDA_GRAPHS=1. Off by default until measured on a GPU. A graph's key holds
+  // the batch's longest length (the CNN decoder's layout follows it), so a bucket of 1 (every
+  // sentence padded to the longest) gives as many graphs as any larger one, with the least
+  // padding.
   bool step_graphs = false;
-  int graph_bucket = 8;
+  int graph_bucket = 1;
   GraphMode graph_mode = GraphMode::eager;
   StepRecord* recording = nullptr;  // the step being captured or replayed
   size_t alloc_generation = 0;      // device allocations and frees so far (graphs hold addresses)
