@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The tool on the cuda backend, end to end (ctest cuda.cli; needs a GPU, else exit 77):
-#   train couple-vae and vmf-vae with --backend cuda on the toy corpus; evaluate each
+#   train couple-vae and vmf-vae with --backend cuda on the toy corpus, couple-vae also with
+#   CUDA Graphs of whole steps (COUPLEVAE_CUDA_GRAPHS=1); evaluate each
 #   checkpoint with --backend cuda and --backend cpu (same seed, so the same samples):
 #   NLL, KL and rec_c must agree to 1e-3 relative; resume the cuda run on the cpu; sample
 #   and interpolate on the GPU.
@@ -30,6 +31,12 @@ ok
 "$bin" train --backend cuda --model vmf-vae --data "$work/toy" --steps 40 --out "$work/vmf" "${small[@]}" \
   >/dev/null 2>"$work/vmf.err" && ok || bad "vmf-vae cuda training: $(cat "$work/vmf.err")"
 
+# Whole steps as CUDA Graphs (COUPLEVAE_CUDA_GRAPHS=1, padded batches): the run finishes,
+# with validations (eager, they allocate and so invalidate the graphs) in between.
+COUPLEVAE_CUDA_GRAPHS=1 "$bin" train --backend cuda --model couple-vae --data "$work/toy" --steps 80 \
+  --out "$work/graphs" "${small[@]}" >/dev/null 2>"$work/graphs.err" && ok \
+  || bad "couple-vae cuda training with CUDA Graphs: $(cat "$work/graphs.err")"
+
 # same_json KEY A B: |A[KEY] - B[KEY]| <= 1e-3 |B[KEY]| (+1e-6)
 close() {
   python3 -c "
@@ -38,7 +45,7 @@ a, b = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 k = sys.argv[1]
 sys.exit(0 if abs(a[k] - b[k]) <= 1e-3 * abs(b[k]) + 1e-6 else 1)" "$@"
 }
-for run in cvae vmf; do
+for run in cvae vmf graphs; do
   ck="$work/$run/last.safetensors"
   g=$("$bin" eval --backend cuda --checkpoint "$ck" --data "$work/toy" --samples 20 --metrics nll --json 2>/dev/null | tail -n 1)
   c=$("$bin" eval --backend cpu --checkpoint "$ck" --data "$work/toy" --samples 20 --metrics nll --json 2>/dev/null | tail -n 1)
