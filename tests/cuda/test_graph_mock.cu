@@ -9,6 +9,9 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <set>
+#include <sstream>
+
 #include <couplevae/couplevae.hpp>
 #include <couplevae/cuda.cuh>
 
@@ -208,4 +211,76 @@ TEST_CASE_TEMPLATE("whole training steps replay with the generator where eager s
   CHECK(stats.fallbacks <= 4);
   if (stats.fallbacks) CHECK(stats.last_fallback.find("kernel") != std::string::npos);
   CHECK(patches > 0);  // noise positions, the step number and token counts change every step
+}
+
+TEST_CASE("the persistent recurrence's cooperative launches replay as captured") {
+  using Mc = with_backend_t<Coupled<models::VAE>, cuda>;
+  GraphsOn on;
+  cuda_rt::runtime().persistent_recurrence = true;
+  struct Off {
+    ~Off() { cuda_rt::runtime().persistent_recurrence = false; }
+  } off;
+  Config cfg = Config::preset("ptb");
+  cfg.vocab_size = 30;
+  cfg.embed = 8, cfg.hidden = 6, cfg.latent = 4, cfg.batch_size = 4;
+  Mc model(cfg, 1);
+  Adam<float, cuda> adam(model.arena(), cfg);
+  StepGuard<cuda> guard(cfg.clip_norm, 20);
+  Context<cuda> ctx(2, true);
+  const size_t passes = cuda_rt::runtime().persistent_passes;
+  const Batch b = make_batch({{4, 5, 6, 7}, {8, 9}, {10}, {11, 12, 13, 14}}, 30, 1);
+  for (long t = 1; t <= 6; ++t) train_step(model, ctx, b, t, adam, guard);
+  const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+  CHECK(s.captures == 1);
+  CHECK(s.replays == 4);
+  CHECK(s.fallbacks == 0);
+  // 4 passes forward and 4 backward a step, replays included (the graph runs them)
+  CHECK(cuda_rt::runtime().persistent_passes == passes + 6 * 8);
+}
+
+TEST_CASE("the trainer with graphs: validations allocate, so the next steps capture again") {
+  using Mc = with_backend_t<Coupled<models::VAE>, cuda>;
+  GraphsOn on;
+  Dataset d;
+  std::vector<std::vector<std::string>> text;
+  Rng r(5);
+  for (int i = 0; i < 24; ++i) {
+    std::vector<std::string> s;
+    for (int k = 0, n = 1 + int(r.below(6)); k < n; ++k) s.push_back(std::string(1, char('a' + r.below(6))));
+    text.push_back(s);
+  }
+  d.vocab = Vocab::build(text);
+  d.train = d.vocab.encode_all(text);
+  d.valid = d.vocab.encode_all({{"a", "b"}, {"c"}});
+  d.test = d.valid;
+  Config cfg = Config::preset("ptb");
+  cfg.vocab_size = int(d.vocab.size());
+  cfg.embed = 8, cfg.hidden = 6, cfg.latent = 4, cfg.batch_size = 3;
+  cfg.valid_every = 15;
+  cfg.valid_samples = 2;
+  Mc model(cfg, 1);
+  std::ostringstream log;
+  TrainOptions o;
+  o.steps = 45;
+  o.log = &log;
+  o.log_every = 0;
+  const TrainResult res = train(model, d, o);
+  CHECK(res.steps == 45);
+  const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+  MESSAGE("eager " << s.eager << ", captures " << s.captures << ", replays " << s.replays << ", fallbacks "
+                   << s.fallbacks);
+  CHECK(s.eager + s.captures + s.replays == 45);
+  CHECK(s.replays > 0);
+  CHECK(s.fallbacks == 0);
+  // The validations at steps 15 and 30 allocate (evaluation buffers), which invalidates every
+  // graph: more captures than shapes. The shapes: the trainer's batches, made again.
+  Batcher same(d.train, cfg.vocab_size, o.seed, cfg.batch_size);
+  same.set_bucket(1);
+  std::set<std::pair<int, int>> shapes;
+  for (int t = 0; t < 45; ++t) {
+    const Batch b = same.next();
+    shapes.insert({b.size(), b.lengths.front()});
+  }
+  CAPTURE(shapes.size());
+  CHECK(s.captures > shapes.size());
 }
