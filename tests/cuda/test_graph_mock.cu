@@ -284,3 +284,25 @@ TEST_CASE("the trainer with graphs: validations allocate, so the next steps capt
   CAPTURE(shapes.size());
   CHECK(s.captures > shapes.size());
 }
+
+TEST_CASE("an error inside a replayed step comes out of the eager run that replaces it") {
+  GraphsOn on;
+  Buffer<float, cuda> x;
+  x.zeros(1, 8);
+  for (int k = 0; k < 5; ++k) {
+    auto step = [&] {
+      launch<cuda>::for_each(8, AddConstant{x.data(), 1});
+      require(k != 3, "step 3 is refused");
+    };
+    if (k == 3)
+      CHECK_THROWS_WITH_AS(step_runner<cuda>::run(&x, nullptr, some_bucketed_batch(), step, [] {}),
+                           doctest::Contains("step 3 is refused"), Error);
+    else
+      step_runner<cuda>::run(&x, nullptr, some_bucketed_batch(), step, [] {});
+  }
+  const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+  CHECK(s.captures == 1);
+  CHECK(s.replays == 1);  // k = 2; from k = 3 on the shape stays eager
+  CHECK(s.fallbacks == 1);
+  CHECK(s.last_fallback.find("step 3 is refused") != std::string::npos);
+}

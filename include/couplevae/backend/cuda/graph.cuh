@@ -27,8 +27,11 @@
 // Anything else (an operation of another kind or shape, an allocation, a read back to the
 // host) is a GraphMismatch: the step is rewound (rewind() restores the host state, the
 // generator position) and run eagerly, and the key is captured again later (retry) or
-// stays eager (GraphStats::last_fallback says why). Any allocation or free of device memory
-// (Runtime::alloc_generation) invalidates every graph, whose node arguments hold addresses.
+// stays eager (GraphStats::last_fallback says why); so does an error inside a capture or a
+// replay (an error of the step itself then comes from the eager run). Any allocation or
+// free of device memory (Runtime::alloc_generation) frees every graph: their nodes hold
+// addresses. (A stale graph would not be replayed wrongly either: its copies, memsets and
+// cuBLAS calls compare their addresses.)
 // Off unless Runtime::step_graphs is set (or COUPLEVAE_CUDA_GRAPHS=1): bucketing changes the
 // dropout noise of a run (more rows draw from the generator), and graphs have not yet run on
 // a GPU (tests/cuda checks replayed steps against eager ones).
@@ -36,6 +39,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <exception>
 #include <map>
 #include <memory>
 #include <string>
@@ -281,8 +285,11 @@ class StepGraphs {
   template <class Step, class Rewind>
   void run(const StepKey& key, Step&& step, Rewind&& rewind) {
     Runtime& rt = runtime();
+    if (generation_ != rt.alloc_generation) {  // every graph holds stale addresses now: free them
+      for (auto& kv : entries_) kv.second.record.reset();
+      generation_ = rt.alloc_generation;
+    }
     Entry& e = entries_[key];
-    if (e.record && e.record->generation != rt.alloc_generation) e.record.reset();
     if (e.stays_eager || !e.warm) {
       step();
       e.warm = true;
@@ -340,10 +347,12 @@ class StepGraphs {
       end_capture();
       if (g) cudaGraphDestroy(g);
       return fall_back(e, m, step, rewind);
-    } catch (...) {
+    } catch (const std::exception& x) {
+      // A call the capture refused, or an error of the step itself, which the eager run
+      // then meets again and throws.
       end_capture();
       if (g) cudaGraphDestroy(g);
-      throw;
+      return fall_back(e, GraphMismatch(std::string("the capture failed: ") + x.what(), false), step, rewind);
     }
     const cudaError_t err = end_capture();
     try {
@@ -377,11 +386,8 @@ class StepGraphs {
       r.end_replay();
     } catch (const GraphMismatch& m) {
       return fall_back(e, m, step, rewind);
-    } catch (...) {
-      rt.graph_mode = GraphMode::eager;
-      rt.recording = nullptr;
-      e.record.reset();
-      throw;
+    } catch (const std::exception& x) {  // as in capture()
+      return fall_back(e, GraphMismatch(std::string("the replay failed: ") + x.what(), false), step, rewind);
     }
     rt.graph_mode = GraphMode::eager;
     rt.recording = nullptr;
@@ -391,6 +397,7 @@ class StepGraphs {
   }
 
   std::map<StepKey, Entry> entries_;
+  size_t generation_ = 0;
 };
 
 // This host thread's step graphs.
