@@ -32,4 +32,15 @@ inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) 
   return num / den;
 }
 
+// n sentences of 1-12 random word ids in [4, vocab) from a fixed stream.
+inline std::vector<std::vector<int32_t>> sentences(int vocab, int n, uint64_t seed) {
+  couplevae::Rng r(seed);
+  std::vector<std::vector<int32_t>> s(n);
+  for (auto& x : s) {
+    const int len = 1 + int(r.below(12));
+    for (int i = 0; i < len; ++i) x.push_back(int32_t(4 + r.below(uint64_t(vocab - 4))));
+  }
+  return s;
+}
+
 }  // namespace cvtest

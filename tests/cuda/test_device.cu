@@ -21,6 +21,7 @@
 using namespace couplevae;
 using cvtest::random_vec;
 using cvtest::rel_err;
+using cvtest::sentences;
 
 namespace {
 
@@ -46,16 +47,6 @@ Config small_config(int vocab) {
   c.dropout = 0.2;
   c.cnn_channels = 24;
   return c;
-}
-
-std::vector<std::vector<int32_t>> sentences(int vocab, int n, uint64_t seed) {
-  Rng r(seed);
-  std::vector<std::vector<int32_t>> s(n);
-  for (auto& x : s) {
-    const int len = 1 + int(r.below(12));
-    for (int i = 0; i < len; ++i) x.push_back(int32_t(4 + r.below(uint64_t(vocab - 4))));
-  }
-  return s;
 }
 
 // Every gradient tensor of a and b, name by name: max |gb - ga| over the tensor, relative to

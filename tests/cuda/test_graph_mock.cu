@@ -12,12 +12,11 @@
 #include <set>
 #include <sstream>
 
-#include <couplevae/couplevae.hpp>
-#include <couplevae/cuda.cuh>
-
+#include "common.cuh"
 #include "mock_runtime.cuh"
 
 using namespace couplevae;
+using cvtest::sentences;
 
 namespace {
 
@@ -46,16 +45,6 @@ struct GraphsOn {
     cuda_rt::step_graphs().clear();
   }
 };
-
-std::vector<std::vector<int32_t>> sentences(int vocab, int n, uint64_t seed) {
-  Rng r(seed);
-  std::vector<std::vector<int32_t>> s(n);
-  for (auto& x : s) {
-    const int len = 1 + int(r.below(12));
-    for (int i = 0; i < len; ++i) x.push_back(int32_t(4 + r.below(uint64_t(vocab - 4))));
-  }
-  return s;
-}
 
 }  // namespace
 
