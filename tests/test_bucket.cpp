@@ -81,9 +81,9 @@ TEST_CASE("bucketed batches: the rectangle, its padding and the unchanged token 
   for (int t = 0; t < b.enc.steps; ++t)
     for (int i = 0; i < b.size(); ++i)
       CHECK(b.enc_tokens[b.enc.row(t, i)] == (b.enc.real(t, i) ? p.enc_tokens[p.enc.row(t, i)] : pad_id));
-  const std::vector<int32_t> keep = b.enc.keep();
+  const std::vector<int32_t>& keep = b.enc.keep;
   CHECK(std::count(keep.begin(), keep.end(), 1) == p.enc.rows);
-  CHECK(p.enc.keep().empty());
+  CHECK(p.enc.keep.empty());
   // A bucket exactly as long as the longest sentence still pads the shorter ones.
   CHECK(make_batch(sentences, 13, 5).enc.steps == 5);
   CHECK(make_batch(sentences, 13, 1).enc.rows == 25);

@@ -18,7 +18,7 @@
 // replayed for every batch of the bucket (backend/cuda/graph.cuh). Such a Packing is a
 // rectangle (padded = true, active[t] = batch): row (t, b) with t >= n_b is padding. Its
 // tokens are <pad>, its targets -1 (no loss), and the GRU carries the state through it
-// unchanged (keep(row) = 0: z = 1, nn/gru.hpp), so losses and gradients equal the packed
+// unchanged (keep[row] = 0: z = 1, nn/gru.hpp), so losses and gradients equal the packed
 // batch's; only the noise of dropout differs (more rows draw from the generator).
 #pragma once
 #include <algorithm>
@@ -39,6 +39,7 @@ struct Packing {
   std::vector<int> active, offset;
   std::vector<int> item_steps;  // n_b, non-increasing
   bool padded = false;          // a rectangle: every item runs `steps` steps, padding after n_b
+  std::vector<int32_t> keep;    // padded: keep[row] = 1 for real rows, 0 for padding; else empty
 
   // steps_per_item must be sorted in non-increasing order, every entry >= 1.
   static Packing from_steps(const std::vector<int>& steps_per_item) {
@@ -69,20 +70,14 @@ struct Packing {
     p.rows = p.steps * p.batch;
     p.item_steps = steps_per_item;
     p.padded = true;
+    p.keep.resize(p.rows);
+    for (int t = 0; t < p.steps; ++t)
+      for (int b = 0; b < p.batch; ++b) p.keep[p.row(t, b)] = p.real(t, b) ? 1 : 0;
     return p;
   }
   int row(int t, int b) const { return offset[t] + b; }
   // Whether row (t, b) is a real step of item b (always, unless padded).
   bool real(int t, int b) const { return t < item_steps[b]; }
-  // keep[row] = 1 for real rows, 0 for padding; empty when not padded (every row is real).
-  std::vector<int32_t> keep() const {
-    std::vector<int32_t> k;
-    if (!padded) return k;
-    k.resize(rows);
-    for (int t = 0; t < steps; ++t)
-      for (int b = 0; b < batch; ++b) k[row(t, b)] = real(t, b) ? 1 : 0;
-    return k;
-  }
   // The same items with their first step removed (n_b - 1 steps each, all >= 1): rows
   // shift by `batch` and keep their order.
   Packing drop_first_step() const {

@@ -93,7 +93,6 @@ class Batcher {
     require(q >= 0, "Batcher: bucket must be >= 0 (got " + std::to_string(q) + ")");
     bucket_ = q;
   }
-  int bucket() const { return bucket_; }
 
   // Corpus indices of the sentences of the last batch, in the order given to make_batch
   // (so sentence i of that batch's `order` is last_indices()[batch.order[i]]).

@@ -52,7 +52,7 @@ struct GRU {
     Buffer<int32_t, B> last_row_b;
     Buffer<int32_t, B> active_b, offset_b;  // the Packing, for whole-pass kernels
     const int32_t *active = nullptr, *offset = nullptr;
-    Buffer<int32_t, B> keep_b;              // Packing::keep() of a padded Packing
+    Buffer<int32_t, B> keep_b;              // Packing::keep of a padded Packing
     const int32_t* keep = nullptr;
   };
 
@@ -82,7 +82,7 @@ struct GRU {
     View<T> whh_t = c.whh_t.shape(H, G);
     ops<B>::transpose(ar.value(W_hh), G, H, whh_t.data);
     c.active = c.offset = nullptr;
-    c.keep = pk.padded ? backend_ids(pk.keep(), c.keep_b) : nullptr;
+    c.keep = pk.padded ? backend_ids(pk.keep, c.keep_b) : nullptr;
     bool done = false;
     if constexpr (has_gru_pass<B>) {
       if (ops<B>::gru_whole_pass()) {

@@ -216,8 +216,7 @@ struct ops<cpu> {
       const T* g = gh + size_t(i) * 3 * H;
       const size_t o = size_t(i) * H;
       if (keep && !keep[i]) {
-        std::fill_n(r + o, H, T(0)), std::fill_n(z + o, H, T(1)), std::fill_n(n + o, H, T(0));
-        std::fill_n(ghn + o, H, T(0)), std::copy_n(h + o, H, h_new + o);
+        for (size_t k = o; k < o + size_t(H); ++k) kernels::store(kernels::gru_carry(h[k]), k, r, z, n, ghn, h_new);
         continue;
       }
       M R(r + o, H), Z(z + o, H), N(n + o, H), G(ghn + o, H);

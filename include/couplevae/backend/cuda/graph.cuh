@@ -195,7 +195,6 @@ class StepRecord {
     COUPLEVAE_CUDA(cudaGraphLaunch(exec_, s));
   }
 
-  size_t generation = 0;  // Runtime::alloc_generation when captured
   size_t patched() const { return patched_; }
   size_t operations() const { return ops_.size(); }
 
@@ -367,7 +366,6 @@ class StepGraphs {
       e.landing = std::max(e.landing, rec->used() + rec->used() / 2);
       return fall_back(e, m, step, rewind);
     }
-    rec->generation = rt.alloc_generation;
     rec->launch(rt.stream);
     e.record = std::move(rec);
     ++stats.captures;
