@@ -16,6 +16,8 @@ using namespace couplevae;
 
 namespace {
 const std::vector<std::vector<int32_t>> sentences = {{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}, {6, 6, 7, 8}};
+// 23 target rows: a bucketed batch of these has one filler row in its vocabulary layer.
+const std::vector<std::vector<int32_t>> with_filler = {{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}, {6, 6, 7, 8}, {9, 10}};
 
 Config small(int vocab) {
   Config c = Config::preset("ptb");
@@ -88,6 +90,28 @@ TEST_CASE("bucketed batches: the rectangle, its padding and the unchanged token 
   CHECK(make_batch(sentences, 13, 5).enc.steps == 5);
   CHECK(make_batch(sentences, 13, 1).enc.rows == 25);
   CHECK_THROWS_WITH_AS(make_batch(sentences, 13, -1), doctest::Contains("bucket must be >= 0"), Error);
+  // The vocabulary layer's rows: all decoder rows of steps >= 1 when packed; the real ones
+  // (the same targets and sentences, in the packed order of steps) plus fillers up to a
+  // multiple of 4 x batch = 20 when bucketed: 20 real rows here, so no filler.
+  const OutputRows &po = p.outputs, &bo = b.outputs;
+  CHECK(po.identity);
+  CHECK(po.count() == p.dec.rows - p.size());
+  for (int k = 0; k < po.count(); ++k) {
+    CHECK(po.target[k] == p.dec_targets[p.size() + k]);
+    CHECK(po.item[k] >= 0);
+    CHECK(po.item[k] < p.size());
+  }
+  CHECK_FALSE(bo.identity);
+  CHECK(bo.count() == 20);
+  CHECK(bo.item == po.item);
+  CHECK(bo.target == po.target);
+  for (int k = 0; k < bo.count(); ++k) CHECK(b.dec_targets[b.size() + bo.source[k]] == bo.target[k]);
+  const Batch six = make_batch({{4}, {5, 6}, {7}, {8}, {9}, {10}}, 13, 1);  // 13 real rows, 24 with fillers
+  CHECK(six.outputs.count() == 24);
+  for (int k = 0; k < 24; ++k) {
+    CHECK((k < 13) == (six.outputs.target[k] >= 0));
+    if (k >= 13) CHECK(six.outputs.source[k] == 0);
+  }
   // The LM's packing: the decoder's without step 0.
   const Packing lm = b.dec.drop_first_step();
   CHECK(lm.padded);
@@ -137,7 +161,8 @@ TEST_CASE("bucketed batches: a GRU carries each sequence's state through the pad
 }
 
 TEST_CASE("bucketed batches: every model's loss parts and gradients equal the packed batch's") {
-  const Batch p = make_batch(sentences, 13), b = make_batch(sentences, 13, 4);
+  const Batch p = make_batch(with_filler, 13), b = make_batch(with_filler, 13, 4);
+  REQUIRE(b.outputs.count() == 24);
   for (const std::string& name : model_names()) {
     CAPTURE(name);
     with_model(name, [&]<class M>() {
@@ -170,7 +195,8 @@ TEST_CASE("bucketed batches: finite-difference gradients of whole models (double
   Config c = small(13);
   c.dropout = 0.3;  // on: gradcheck fixes the noise by restoring the generator position
   c.lambda_c = 1.5;
-  const Batch b = make_batch(sentences, 13, 4);
+  const Batch b = make_batch(with_filler, 13, 4);
+  REQUIRE(b.outputs.count() == 24);
   {
     Coupled<VAEd> m(c, 2);
     CHECK(gradcheck::check_model(m, b, 5, 5) > 100);

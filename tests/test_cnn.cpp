@@ -463,7 +463,7 @@ std::vector<std::vector<double>> teacher_probs(DecoderRig& rig, const Config& c,
   CNNDec::Cache cache;
   rig.dec.forward(ctx, rig.ar, rig.emb, b, {hv.data(), 1, c.embed}, {rec.data(), 1, 1}, cache);
   std::vector<std::vector<double>> p(s.size() + 1, std::vector<double>(c.vocab_size));
-  const auto probs = cache.logits.to_host();  // softmax after the forward
+  const auto probs = cache.vocab.logits.to_host();  // softmax after the forward
   for (size_t t = 0; t <= s.size(); ++t)
     for (int v = 0; v < c.vocab_size; ++v) p[t][v] = probs[t * c.vocab_size + v];
   return p;

@@ -74,7 +74,7 @@ Batch teacher_forced(Rig& rig, const std::vector<std::vector<int32_t>>& sents, c
 
 // Probability row of step t (1-based target position) of sorted sentence i.
 const double* prob_row(const Batch& b, const Dec::Cache& c, int t, int i, int V) {
-  return c.logits.data() + size_t(b.dec.row(t, i) - b.dec.batch) * V;
+  return c.vocab.logits.data() + size_t(b.dec.row(t, i) - b.dec.batch) * V;
 }
 
 // Counts of the first token over `draws` and expected probabilities p^(1/T) (renormalised,

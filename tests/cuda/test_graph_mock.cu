@@ -90,6 +90,32 @@ TEST_CASE("a step is eager, then captured, then replayed: one graph launch, patc
   CHECK(cuda_rt::step_graphs().stats.fallbacks == 0);
 }
 
+TEST_CASE("a step that uploads more than the landing area holds is captured again with a larger one; other keys start there") {
+  GraphsOn on;
+  Buffer<int32_t, cuda> ids;
+  std::vector<int32_t> host(100000);  // 400 KB: more than the first landing area (256 KB)
+  int keys[2];
+  for (int key = 0; key < 2; ++key)
+    for (int k = 0; k < 4; ++k) {
+      for (size_t i = 0; i < host.size(); ++i) host[i] = int32_t(i) + 7 * k + key;
+      const cuda_rt::GraphStats before = cuda_rt::step_graphs().stats;
+      step_runner<cuda>::run(&keys[key], nullptr, some_bucketed_batch(), [&] { ids.from_host(host.data(), host.size()); },
+                             [] {});
+      CAPTURE(key);
+      CAPTURE(k);
+      CHECK(ids.to_host() == host);
+      const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+      if (key == 0 && k == 1) {  // the capture overflows: eager instead
+        CHECK(s.fallbacks == before.fallbacks + 1);
+        CHECK(s.last_fallback.find("more than the landing area") != std::string::npos);
+      }
+      if (key == 0 && k == 2) CHECK(s.captures == before.captures + 1);
+      if (key == 1 && k == 1) CHECK(s.captures == before.captures + 1);  // the area another key needed
+      if (k == 3 || (key == 1 && k == 2)) CHECK(s.replays == before.replays + 1);
+    }
+  CHECK(cuda_rt::step_graphs().stats.fallbacks == 1);
+}
+
 TEST_CASE("a replay that meets another cuBLAS call rewinds, runs eagerly and captures again") {
   GraphsOn on;
   Buffer<float, cuda> a, c;

@@ -20,6 +20,13 @@
 // tokens are <pad>, its targets -1 (no loss), and the GRU carries the state through it
 // unchanged (keep[row] = 0: z = 1, nn/gru.hpp), so losses and gradients equal the packed
 // batch's; only the noise of dropout differs (more rows draw from the generator).
+//
+// The vocabulary layer runs on Batch::outputs (nn/vocab_loss.hpp): the decoder rows of steps
+// >= 1, numbered from 0 (dec row - batch). A packed batch uses all of them in order (identity).
+// A bucketed batch uses only its real rows, in row order, followed by filler rows (source 0,
+// target -1: no loss, no gradient) up to a multiple of 4 x batch: the largest layer of the
+// model then runs on real tokens plus at most 4 fillers per sentence, instead of the padded
+// rectangle, and its shape depends only on that multiple (a CUDA Graph key, graph.cuh).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -90,6 +97,16 @@ struct Packing {
   }
 };
 
+// The rows of the vocabulary layer (see the top of this file), each with its source row (dec
+// row - batch), its sentence and its target (-1: none).
+struct OutputRows {
+  bool identity = true;         // source[k] == k for every row (source is left empty then)
+  std::vector<int32_t> source;  // (count) when !identity
+  std::vector<int32_t> item;    // (count) sorted sentence index of each row
+  std::vector<int32_t> target;  // (count) target id, -1 for filler and padding rows
+  int count() const { return int(item.size()); }
+};
+
 // The steps of a bucketed encoder packing: the longest length rounded up to a multiple of q.
 inline int bucket_steps(int longest, int q) { return (longest + q - 1) / q * q; }
 
@@ -97,6 +114,7 @@ struct Batch {
   std::vector<int> lengths;  // L_b, sorted non-increasing
   std::vector<int> order;    // caller index of each sorted sentence
   Packing enc, dec;
+  OutputRows outputs;                // the vocabulary layer's rows (see the top of this file)
   std::vector<int32_t> enc_tokens;   // (enc.rows)
   std::vector<int32_t> dec_inputs;   // (dec.rows); -1 on step 0
   std::vector<int32_t> dec_targets;  // (dec.rows); -1 on step 0
@@ -110,6 +128,28 @@ struct Batch {
   // The bucket's step count of a bucketed batch (enc.steps), 0 for a packed one.
   int bucket() const { return enc.padded ? enc.steps : 0; }
 };
+
+// Fills b.outputs from b.dec and b.dec_targets: every row of steps >= 1 of a packed decoder,
+// the real ones plus fillers up to a multiple of 4 x batch of a padded one.
+inline void make_outputs(Batch& b) {
+  const Packing& pk = b.dec;
+  OutputRows& o = b.outputs;
+  o = OutputRows{};
+  o.identity = !pk.padded;
+  for (int t = 1; t < pk.steps; ++t)
+    for (int i = 0; i < pk.active[t]; ++i) {
+      if (!pk.real(t, i)) continue;
+      const int r = pk.row(t, i);
+      if (!o.identity) o.source.push_back(r - pk.batch);
+      o.item.push_back(i);
+      o.target.push_back(b.dec_targets[r]);
+    }
+  if (o.identity) return;
+  const int q = 4 * pk.batch, count = (o.count() + q - 1) / q * q;
+  o.source.resize(count, 0);
+  o.item.resize(count, 0);
+  o.target.resize(count, -1);
+}
 
 // Packs sentences of token ids. Every sentence needs at least one token and ids in
 // [0, vocab_size); ids 0..3 are the reserved <pad> <go> <eos> <unk> and only <unk> may
@@ -164,6 +204,7 @@ inline Batch make_batch(const std::vector<std::vector<int32_t>>& sentences, int 
       b.dec_inputs[r] = t == 1 ? go_id : s[t - 2];
       b.dec_targets[r] = t <= int(s.size()) ? s[t - 1] : eos_id;
     }
+  make_outputs(b);
   return b;
 }
 
@@ -193,6 +234,7 @@ inline Batch replicate_batch(const Batch& b, int k) {
   copy(b.enc, r.enc, b.enc_tokens, r.enc_tokens);
   copy(b.dec, r.dec, b.dec_inputs, r.dec_inputs);
   copy(b.dec, r.dec, b.dec_targets, r.dec_targets);
+  make_outputs(r);
   return r;
 }
 

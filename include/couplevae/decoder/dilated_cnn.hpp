@@ -72,6 +72,7 @@
 #include "../nn/dropout.hpp"
 #include "../nn/embedding.hpp"
 #include "../nn/linear.hpp"
+#include "../nn/vocab_loss.hpp"
 #include "../policies.hpp"
 
 namespace couplevae {
@@ -103,12 +104,12 @@ struct Decoder<DilatedCNN> {
     struct Cache {
       int batch = 0, steps = 0;
       std::vector<int32_t> tokens;     // (B*(T-1)) input ids of positions 1.. (<pad> after the end)
-      std::vector<int32_t> out_index;  // padded row of each packed target row
-      std::vector<int32_t> row_item;   // sentence of each packed target row
-      // The three index arrays and the batch's targets, readable by B's kernels (backend_ids).
-      Buffer<int32_t, B> tokens_b, out_index_b, items_b, targets_b;
-      const int32_t *tokens_d = nullptr, *out_index_d = nullptr, *items = nullptr, *targets = nullptr;
-      Buffer<T, B> Em, X, x, O, logits, loss, dloss, dO, dx, dX, dEm, g, dq, dp, dr;
+      OutputRows outputs;  // the batch's output rows with their sources in the padded layout
+      // The input ids, readable by B's kernels (backend_ids).
+      Buffer<int32_t, B> tokens_b;
+      const int32_t* tokens_d = nullptr;
+      typename nn::VocabLoss<T, B>::Cache vocab;  // its logits hold the probabilities
+      Buffer<T, B> Em, X, x, dx, dX, dEm, g, dq, dp, dr;
       typename nn::Conv1d<T, B>::Cache c_in;
       typename nn::Dropout<T, B>::Cache drop;
       std::vector<BlockCache> blocks;
@@ -142,7 +143,7 @@ struct Decoder<DilatedCNN> {
     void forward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
                  View<T> rec, Cache& c) const {
       const Packing& pk = b.dec;
-      const int nb = pk.batch, Tp = layout_steps(b), nout = pk.rows - nb, N = nb * Tp;
+      const int nb = pk.batch, Tp = layout_steps(b), N = nb * Tp;
       index(pk, b, c);
       // Input sequence: [h; h], [dropout(emb(u_t)); h].
       const int ne = nb * (Tp - 1);
@@ -160,31 +161,18 @@ struct Decoder<DilatedCNN> {
         block_forward(ctx, ar, i, x, xo, nb, Tp, c.blocks[i]);
         x = xo;
       }
-      // Output: drop position 0, keep real targets only.
-      View<T> O = c.O.shape(nout, F);
-      ops<B>::gather_rows(x.data, F, c.out_index_d, nout, O.data, F);
-      View<T> logits = c.logits.shape(nout, V);
-      out.forward(ctx, ar, O, logits);
-      View<T> loss = c.loss.shape(nout, 1);
-      ops<B>::softmax_xent(logits.data, nout, V, c.targets + nb, loss.data);
-      ops<B>::fill(rec.data, size_t(nb), T(0));
-      ops<B>::segment_sum(loss.data, c.items, nout, rec.data);
+      // Output: the batch's output rows (position 0 and the padding dropped).
+      nn::VocabLoss<T, B>::forward(ctx, ar, out, c.outputs, x, rec, c.vocab);
     }
 
     void backward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
                   View<T> drec, View<T> dh, Cache& c) const {
       (void)h;
       const Packing& pk = b.dec;
-      const int nb = pk.batch, Tp = layout_steps(b), nout = pk.rows - nb, N = nb * Tp;
-      View<T> dloss = c.dloss.shape(nout, 1);
-      ops<B>::segment_broadcast(drec.data, c.items, nout, dloss.data);
-      View<T> dlogits{c.logits.data(), nout, V};
-      ops<B>::softmax_xent_backward(dlogits.data, nout, V, c.targets + nb, dloss.data);
-      View<T> O{c.O.data(), nout, F};
-      View<T> dO = c.dO.zeros(nout, F);
-      out.backward(ctx, ar, O, dlogits, dO);
+      const int nb = pk.batch, Tp = layout_steps(b), N = nb * Tp;
+      const int last = int(blocks.size());
       View<T> dx = c.dx.zeros(N, F);
-      ops<B>::scatter_add_rows(dO.data, F, c.out_index_d, nout, F, dx.data);
+      nn::VocabLoss<T, B>::backward(ctx, ar, out, block_input(c, last, N), drec, dx, c.vocab);
       for (size_t i = blocks.size(); i-- > 0;) block_backward(ctx, ar, i, dx, nb, Tp, c.blocks[i], c);
       View<T> X{c.X.data(), N, 2 * E};
       View<T> dX = c.dX.zeros(N, 2 * E);
@@ -315,29 +303,28 @@ struct Decoder<DilatedCNN> {
     // BatchNorm statistics see what they see on the packed batch, so the results are equal.
     static int layout_steps(const Batch& b) { return b.lengths.front() + 2; }
 
-    // Index arrays of the padded layout (rows b * T + t) for this batch, built on the host.
+    // The input ids and the output rows' positions in the padded layout (rows b * T + t) for
+    // this batch, built on the host.
     void index(const Packing& pk, const Batch& b, Cache& c) const {
-      const int nb = pk.batch, Tp = layout_steps(b), nout = pk.rows - nb;
+      const int nb = pk.batch, Tp = layout_steps(b);
       c.batch = nb;
       c.steps = Tp;
       c.tokens.assign(size_t(nb) * (Tp - 1), pad_id);
-      c.out_index.resize(nout);
-      c.row_item.resize(nout);
+      std::vector<int32_t> position(size_t(pk.rows - nb), 0);  // layout row of each dec row - nb
       for (int t = 1; t < pk.steps; ++t)
         for (int i = 0; i < pk.active[t]; ++i) {
+          if (!pk.real(t, i)) continue;  // padding of a bucketed batch: no output row reads it
           const int r = pk.row(t, i);
-          c.row_item[r - nb] = i;
-          if (!pk.real(t, i)) {  // padding of a bucketed batch: no target, any position
-            c.out_index[r - nb] = i * Tp;
-            continue;
-          }
           c.tokens[size_t(i) * (Tp - 1) + t - 1] = b.dec_inputs[r];
-          c.out_index[r - nb] = i * Tp + t;
+          position[r - nb] = i * Tp + t;
         }
+      const OutputRows& o = b.outputs;
+      c.outputs.identity = false;
+      c.outputs.item = o.item;
+      c.outputs.target = o.target;
+      c.outputs.source.resize(o.item.size());
+      for (size_t k = 0; k < o.item.size(); ++k) c.outputs.source[k] = position[o.identity ? k : size_t(o.source[k])];
       c.tokens_d = backend_ids(c.tokens, c.tokens_b);
-      c.out_index_d = backend_ids(c.out_index, c.out_index_b);
-      c.items = backend_ids(c.row_item, c.items_b);
-      c.targets = backend_ids(b.dec_targets, c.targets_b);
     }
   };
 };

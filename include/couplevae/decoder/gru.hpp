@@ -6,7 +6,8 @@
 //   o_t -> dropout -> tanh(W_c o_t + b_c) (E) -> W_v . + b_v (V) -> softmax
 //   rec[b] = sum_t -log p(w_t | w_<t, h), targets w_1..w_L, <eos>
 // Shapes: X (dec.rows, 2E) packed (core/batch.hpp), states (dec.rows, Hd), logits
-// (dec.rows - B, V). The GRU hidden size Hd is config.dec_hidden() (2H, reference.md §5).
+// (outputs.count(), V): the vocabulary layer runs on the batch's output rows
+// (nn/vocab_loss.hpp). The GRU hidden size Hd is config.dec_hidden() (2H, reference.md §5).
 // The embedding is the model's shared table, passed in.
 // backward accumulates into the decoder's parameters, the embedding, and dh (B, E), given
 // drec (B), the gradient on each sentence's loss.
@@ -24,6 +25,7 @@
 #include "../nn/embedding.hpp"
 #include "../nn/gru.hpp"
 #include "../nn/linear.hpp"
+#include "../nn/vocab_loss.hpp"
 #include "../policies.hpp"
 
 namespace couplevae {
@@ -40,13 +42,14 @@ struct Decoder<GRU> {
     int E = 0, Hd = 0, V = 0;
 
     struct Cache {
-      Buffer<T, B> X, O, A, logits, loss, dloss, dA, dP, dO, dstates, dX;
+      Buffer<T, B> X, O, A, dA, dP, dO, dstates, dX;
       typename nn::GRU<T, B>::Cache rnn;
       typename nn::Dropout<T, B>::Cache in_drop, out_drop;
+      typename nn::VocabLoss<T, B>::Cache vocab;  // its logits hold the probabilities
       std::vector<int32_t> row_item;  // sentence of each decoder row
-      // row_item and the batch's inputs and targets, readable by B's kernels (backend_ids).
-      Buffer<int32_t, B> items_b, inputs_b, targets_b;
-      const int32_t *items = nullptr, *inputs = nullptr, *targets = nullptr;
+      // row_item and the batch's inputs, readable by B's kernels (backend_ids).
+      Buffer<int32_t, B> items_b, inputs_b;
+      const int32_t *items = nullptr, *inputs = nullptr;
     };
 
     module() = default;
@@ -76,13 +79,9 @@ struct Decoder<GRU> {
                   View<T> h, View<T> drec, View<T> dh, Cache& c) const {
       const Packing& pk = b.dec;
       const int n = pk.rows, nb = pk.batch, nout = n - nb;
-      View<T> dloss = c.dloss.shape(nout, 1);
-      ops<B>::segment_broadcast(drec.data, c.items + nb, nout, dloss.data);
-      View<T> dlogits{c.logits.data(), nout, V};
-      ops<B>::softmax_xent_backward(dlogits.data, nout, V, c.targets + nb, dloss.data);
       View<T> A{c.A.data(), nout, E}, O{c.O.data(), nout, Hd};
       View<T> dA = c.dA.zeros(nout, E), dP = c.dP.zeros(nout, E), dO = c.dO.zeros(nout, Hd);
-      out.backward(ctx, ar, A, dlogits, dA);
+      nn::VocabLoss<T, B>::backward(ctx, ar, out, A, drec, dA, c.vocab);
       ops<B>::tanh_backward_acc(A.size(), A.data, dA.data, dP.data);
       proj.backward(ctx, ar, O, dP, dO);
       View<T> dst = c.dstates.zeros(n, Hd);
@@ -159,7 +158,6 @@ struct Decoder<GRU> {
         for (int i = 0; i < pk.active[t]; ++i) c.row_item[pk.row(t, i)] = i;
       c.items = backend_ids(c.row_item, c.items_b);
       c.inputs = backend_ids(b.dec_inputs, c.inputs_b);
-      c.targets = backend_ids(b.dec_targets, c.targets_b);
       View<T> X = c.X.shape(n, 2 * E);
       emb.forward(ctx, ar, c.inputs + nb, nout, X.row(nb), 2 * E);
       ops<B>::gather_rows(h.data, E, c.items, nb, X.data, 2 * E);       // step 0: [h; .]
@@ -171,22 +169,10 @@ struct Decoder<GRU> {
       View<T> A = c.A.shape(nout, E);
       proj.forward(ctx, ar, O, A);
       ops<B>::tanh_forward(A.size(), A.data, A.data);
-      View<T> loss = c.loss.shape(nout, 1);
-      const int32_t* targets = c.targets + nb;
-      if (for_backward) {
-        View<T> logits = c.logits.shape(nout, V);
-        out.forward(ctx, ar, A, logits);
-        ops<B>::softmax_xent(logits.data, nout, V, targets, loss.data);
-      } else {
-        for (int r0 = 0; r0 < nout; r0 += chunk_rows) {
-          const int m = std::min(chunk_rows, nout - r0);
-          View<T> logits = c.logits.shape(m, V);
-          out.forward(ctx, ar, A.block(r0, m), logits);
-          ops<B>::softmax_xent(logits.data, m, V, targets + r0, loss.data + r0, /*keep_probs=*/false);
-        }
-      }
-      ops<B>::fill(rec.data, size_t(nb), T(0));
-      ops<B>::segment_sum(loss.data, c.items + nb, nout, rec.data);
+      if (for_backward)
+        nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, A, rec, c.vocab);
+      else
+        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, A, rec, c.vocab, chunk_rows);
     }
   };
 };

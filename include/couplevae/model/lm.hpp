@@ -43,6 +43,7 @@
 #include "../nn/embedding.hpp"
 #include "../nn/gru.hpp"
 #include "../nn/linear.hpp"
+#include "../nn/vocab_loss.hpp"
 #include "../policies.hpp"
 #include "model.hpp"
 
@@ -105,18 +106,13 @@ class LanguageModel {
 
   void backward(Context<B>& ctx) {
     const Batch& b = *batch_;
-    const int nb = b.size(), n = pk_.rows, E = cfg_.embed, Hd = cfg_.dec_hidden(), V = cfg_.vocab_size;
+    const int nb = b.size(), n = pk_.rows, E = cfg_.embed, Hd = cfg_.dec_hidden();
     const int32_t* inputs = inputs_ + nb;
-    const int32_t* targets = targets_ + nb;
     View<T> drec = drec_buf.shape(nb, 1);
     ops<B>::fill(drec.data, size_t(nb), T(1.0 / nb));
-    View<T> dloss = dloss_buf.shape(n, 1);
-    ops<B>::segment_broadcast(drec.data, items_, n, dloss.data);
-    View<T> dlogits{logits_buf.data(), n, V};
-    ops<B>::softmax_xent_backward(dlogits.data, n, V, targets, dloss.data);
     View<T> A{a_buf.data(), n, E}, O{o_buf.data(), n, Hd};
     View<T> dA = da_buf.zeros(n, E), dP = dp_buf.zeros(n, E), dO = do_buf.zeros(n, Hd);
-    out.backward(ctx, arena_, A, dlogits, dA);
+    nn::VocabLoss<T, B>::backward(ctx, arena_, out, A, drec, dA, vocab_cache);
     ops<B>::tanh_backward_acc(A.size(), A.data, dA.data, dP.data);
     proj.backward(ctx, arena_, O, dP, dO);
     View<T> dst = dst_buf.zeros(n, Hd);
@@ -152,10 +148,11 @@ class LanguageModel {
 
   // Per-sentence summed cross-entropy of the last forward, (B, 1) in the batch's sorted order.
   View<T> sentence_loss() { return View<T>{rec_buf.data(), batch_ ? batch_->size() : 0, 1}; }
-  // softmax(logits) of the last forward, (rows, V) in the LM's packing: row(t, i) predicts
-  // token t + 1 of sorted sentence i (<eos> at t = L_i), with rows = sum_b (L_b + 1). Valid
-  // until backward, which turns them into logit gradients.
-  View<T> probabilities() { return View<T>{logits_buf.data(), pk_.rows, cfg_.vocab_size}; }
+  // softmax(logits) of the last forward, (batch.outputs.count(), V): row k predicts
+  // outputs.target[k] of sorted sentence outputs.item[k]. For a packed batch that is the LM's
+  // packing: row(t, i) predicts token t + 1 of sentence i (<eos> at t = L_i). Valid until
+  // backward, which turns them into logit gradients.
+  View<T> probabilities() { return View<T>{vocab_cache.logits.data(), vocab_cache.count, cfg_.vocab_size}; }
   const Packing& packing() const { return pk_; }
 
   // Generates `samples` sentences (reference.md §5 decoding rule, evaluation mode whatever
@@ -207,18 +204,12 @@ class LanguageModel {
   // Teacher-forced pass over the batch: fills every cache and rec_buf (B, 1).
   void run(Context<B>& ctx, const Batch& batch) {
     batch_ = &batch;
-    const int nb = batch.size(), E = cfg_.embed, Hd = cfg_.dec_hidden(), V = cfg_.vocab_size;
+    const int nb = batch.size(), E = cfg_.embed, Hd = cfg_.dec_hidden();
     pk_ = batch.dec.drop_first_step();
     require(pk_.rows == batch.dec.rows - nb, "LanguageModel: the batch's decoder packing is inconsistent");
     const int n = pk_.rows;
-    row_item_.resize(size_t(n));
-    for (int t = 0; t < pk_.steps; ++t)
-      for (int i = 0; i < pk_.active[t]; ++i) row_item_[size_t(pk_.row(t, i))] = i;
-    items_ = backend_ids(row_item_, items_b_);
     inputs_ = backend_ids(batch.dec_inputs, inputs_b_);
-    targets_ = backend_ids(batch.dec_targets, targets_b_);
     const int32_t* inputs = inputs_ + nb;
-    const int32_t* targets = targets_ + nb;
     View<T> X = x_buf.shape(n, E);
     emb.forward(ctx, arena_, inputs, n, X.data, E);
     in_drop.forward(ctx, X, X, in_drop_cache);
@@ -228,25 +219,18 @@ class LanguageModel {
     View<T> A = a_buf.shape(n, E);
     proj.forward(ctx, arena_, O, A);
     ops<B>::tanh_forward(A.size(), A.data, A.data);
-    View<T> logits = logits_buf.shape(n, V);
-    out.forward(ctx, arena_, A, logits);
-    View<T> loss = loss_buf.shape(n, 1);
-    ops<B>::softmax_xent(logits.data, n, V, targets, loss.data);
-    View<T> rec = rec_buf.shape(nb, 1);
-    ops<B>::fill(rec.data, size_t(nb), T(0));
-    ops<B>::segment_sum(loss.data, items_, n, rec.data);
+    nn::VocabLoss<T, B>::forward(ctx, arena_, out, batch.outputs, A, rec_buf.shape(nb, 1), vocab_cache);
   }
 
   Config cfg_;
   Arena<T, B> arena_;
   const Batch* batch_ = nullptr;
   Packing pk_;
-  std::vector<int32_t> row_item_;  // sentence of each packed row
-  // row_item_ and the batch's inputs and targets, readable by B's kernels (backend_ids).
-  Buffer<int32_t, B> items_b_, inputs_b_, targets_b_;
-  const int32_t *items_ = nullptr, *inputs_ = nullptr, *targets_ = nullptr;
-  Buffer<T, B> x_buf, o_buf, a_buf, logits_buf, loss_buf, rec_buf, drec_buf, dloss_buf, da_buf, dp_buf, do_buf,
-      dst_buf, dx_buf;
+  // The batch's inputs, readable by B's kernels (backend_ids).
+  Buffer<int32_t, B> inputs_b_;
+  const int32_t* inputs_ = nullptr;
+  Buffer<T, B> x_buf, o_buf, a_buf, rec_buf, drec_buf, da_buf, dp_buf, do_buf, dst_buf, dx_buf;
+  typename nn::VocabLoss<T, B>::Cache vocab_cache;  // its logits hold the probabilities
   Buffer<double, B> parts_buf;  // the last forward's loss parts (model/losses.hpp)
   typename nn::GRU<T, B>::Cache rnn_cache;
   typename nn::Dropout<T, B>::Cache in_drop_cache, out_drop_cache;

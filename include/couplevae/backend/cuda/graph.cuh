@@ -4,10 +4,11 @@
 // A training step issues several hundred kernels, cuBLAS calls, copies and memsets; issued
 // one by one, the host's launch cost bounds the step (bench/gpu_notes.md). On bucketed
 // batches (core/batch.hpp: every sentence padded to the longest, rounded up to the bucket)
-// the steps of equal batch size and longest length have the same shapes, so such a step is
-// captured once into a CUDA Graph and then replayed with one launch.
+// the steps of equal batch size, longest length and output rows (Batch::outputs, a multiple
+// of 4 x batch) have the same shapes, so such a step is captured once into a CUDA Graph and
+// then replayed with one launch.
 // step_runner<cuda>::run(model, optimiser, batch, step, rewind) does it, per StepKey (model,
-// optimiser, batch size, steps, longest length):
+// optimiser, batch size, steps, longest length, output rows):
 //   1st step of a key    eager (buffers reach their sizes for this shape);
 //   2nd                  captured: the step's host code runs once with the stream in capture
 //                        mode; every operation is recorded (GraphOp); the graph is
@@ -270,12 +271,13 @@ struct GraphStats {
 };
 
 // Which graph a step uses: the objects whose memory it touches, and the batch's shape: its
-// size, its bucket and its longest sentence (the CNN decoder's padded layout has the longest
-// length's steps, core/batch.hpp; for the GRU models the bucket alone would do).
+// size, its bucket, its longest sentence (the CNN decoder's padded layout has the longest
+// length's steps, core/batch.hpp; for the GRU models the bucket alone would do) and the rows
+// of its vocabulary layer.
 struct StepKey {
   const void *model, *optimiser;
-  int batch, enc_steps, dec_steps, longest;
-  auto tie() const { return std::tie(model, optimiser, batch, enc_steps, dec_steps, longest); }
+  int batch, enc_steps, dec_steps, longest, outputs;
+  auto tie() const { return std::tie(model, optimiser, batch, enc_steps, dec_steps, longest, outputs); }
   bool operator<(const StepKey& o) const { return tie() < o.tie(); }
 };
 
@@ -300,14 +302,17 @@ class StepGraphs {
     else
       replay(e, step, rewind);
   }
-  void clear() { entries_.clear(); }
+  void clear() {
+    entries_.clear();
+    landing_ = initial_landing;
+  }
   GraphStats stats;
 
  private:
   struct Entry {
     std::unique_ptr<StepRecord> record;
     bool warm = false, stays_eager = false;
-    size_t landing = size_t(1) << 18, mismatches = 0;  // grows when a capture needs more
+    size_t landing = 0, mismatches = 0;  // grows when a capture needs more
   };
 
   template <class Step, class Rewind>
@@ -327,6 +332,7 @@ class StepGraphs {
   template <class Step, class Rewind>
   void capture(Entry& e, Step& step, Rewind& rewind) {
     Runtime& rt = runtime();
+    e.landing = std::max(e.landing, landing_);  // another key's need predicts this one's
     auto rec = std::make_unique<StepRecord>(e.landing);
     const size_t generation = rt.alloc_generation;
     COUPLEVAE_CUDA(cudaStreamBeginCapture(rt.stream, cudaStreamCaptureModeRelaxed));
@@ -364,6 +370,7 @@ class StepGraphs {
     } catch (const GraphMismatch& m) {
       if (g) cudaGraphDestroy(g);
       e.landing = std::max(e.landing, rec->used() + rec->used() / 2);
+      landing_ = std::max(landing_, e.landing);
       return fall_back(e, m, step, rewind);
     }
     rec->launch(rt.stream);
@@ -396,6 +403,8 @@ class StepGraphs {
 
   std::map<StepKey, Entry> entries_;
   size_t generation_ = 0;
+  static constexpr size_t initial_landing = size_t(1) << 18;
+  size_t landing_ = initial_landing;  // the largest landing area a capture has needed so far
 };
 
 // This host thread's step graphs.
@@ -421,7 +430,8 @@ struct step_runner<cuda> {
   static void run(const void* model, const void* optimiser, const Batch& b, Step&& step, Rewind&& rewind) {
     if (!cuda_rt::runtime().step_graphs || b.bucket() == 0) return step();
     cuda_rt::step_graphs().run(
-        cuda_rt::StepKey{model, optimiser, b.size(), b.enc.steps, b.dec.steps, b.lengths.front()}, step, rewind);
+        cuda_rt::StepKey{model, optimiser, b.size(), b.enc.steps, b.dec.steps, b.lengths.front(), b.outputs.count()},
+        step, rewind);
   }
 };
 
