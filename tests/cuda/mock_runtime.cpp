@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <vector>
 
 namespace mock {
@@ -36,7 +37,9 @@ struct Node {
 };
 struct Graph {
   std::vector<Node> nodes;
+  const Graph* from = nullptr;  // an executable graph: the graph it was instantiated from
 };
+std::set<const Graph*> live_graphs;  // captured and not destroyed
 struct Stream {
   Graph* capture = nullptr;  // the graph being captured
   bool invalid = false;
@@ -225,14 +228,18 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* out) {
     *out = nullptr;
     return cudaErrorStreamCaptureInvalidated;
   }
+  live_graphs.insert(g);
   *out = reinterpret_cast<cudaGraph_t>(g);
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned long long) {
-  *exec = reinterpret_cast<cudaGraphExec_t>(new Graph(*reinterpret_cast<Graph*>(g)));
+  Graph* x = new Graph(*reinterpret_cast<Graph*>(g));
+  x->from = reinterpret_cast<Graph*>(g);
+  *exec = reinterpret_cast<cudaGraphExec_t>(x);
   return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  live_graphs.erase(reinterpret_cast<Graph*>(g));
   delete reinterpret_cast<Graph*>(g);
   return cudaSuccess;
 }
@@ -243,7 +250,9 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
 cudaError_t cudaGraphExecKernelNodeSetParams(cudaGraphExec_t e, cudaGraphNode_t node, const struct cudaKernelNodeParams* p) {
   Graph* g = reinterpret_cast<Graph*>(e);
   const size_t i = reinterpret_cast<size_t>(node) - 1;
-  // The real runtime refuses another function for a node; so does the mock.
+  // A node handle belongs to the captured graph: once that is destroyed, the real runtime's
+  // behaviour is undefined; the mock refuses. It refuses another function for a node too.
+  if (!live_graphs.count(g->from)) return cudaErrorInvalidResourceHandle;
   if (i >= g->nodes.size() || g->nodes[i].kind != Node::kernel || g->nodes[i].func != p->func)
     return cudaErrorInvalidValue;
   ++counters.patches;

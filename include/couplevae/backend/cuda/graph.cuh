@@ -101,6 +101,7 @@ class StepRecord {
   ~StepRecord() {
     if (landed_) cudaEventSynchronize(landed_);
     if (exec_) cudaGraphExecDestroy(exec_);
+    if (graph_) cudaGraphDestroy(graph_);
     if (landed_) cudaEventDestroy(landed_);
     if (dev_) cudaFree(dev_);
     if (host_) cudaFreeHost(host_);
@@ -146,8 +147,10 @@ class StepRecord {
     op.dst = dst, op.size = bytes, op.offset = at;
     ops_.push_back(std::move(op));
   }
-  // Ends a capture: the executable graph, or a GraphMismatch.
+  // Ends a capture: the executable graph, or a GraphMismatch. The record owns g from here:
+  // the kernel nodes patched in a replay are g's nodes, so g lives as long as the record.
   void instantiate(cudaGraph_t g) {
+    graph_ = g;
     if (overflow_) throw GraphMismatch("the step uploads more than the landing area holds", true);
     COUPLEVAE_CUDA(cudaGraphInstantiate(&exec_, g, 0));
   }
@@ -208,6 +211,7 @@ class StepRecord {
 
   std::vector<GraphOp> ops_;
   size_t next_ = 0;
+  cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t exec_ = nullptr;
   char *host_ = nullptr, *dev_ = nullptr;
   size_t capacity_ = 0, used_ = 0;
@@ -364,9 +368,7 @@ class StepGraphs {
       if (err != cudaSuccess || !g)
         throw GraphMismatch(std::string("the capture failed: ") + cudaGetErrorName(err), false);
       if (generation != rt.alloc_generation) throw GraphMismatch("device memory was allocated during the capture", true);
-      rec->instantiate(g);
-      cudaGraphDestroy(g);
-      g = nullptr;
+      rec->instantiate(std::exchange(g, nullptr));
     } catch (const GraphMismatch& m) {
       if (g) cudaGraphDestroy(g);
       e.landing = std::max(e.landing, rec->used() + rec->used() / 2);
