@@ -171,7 +171,8 @@ int setup_threads(int requested) {
 // GEMMs skip step 0, whose state is zero (B rows per GRU direction).
 double step_flops(const Config& c, const Batch& b, bool coupled) {
   const double E = c.embed, H = c.hidden, D = c.dec_hidden(), Z = c.latent, Hm = c.mlp_size(), V = c.vocab_size;
-  const double nb = b.size(), enc_rows = b.enc.rows, dec_rows = b.dec.rows, tgt = double(b.target_tokens());
+  // out: the vocabulary layer's rows (the target tokens; plus fillers in a bucketed batch)
+  const double nb = b.size(), enc_rows = b.enc.rows, dec_rows = b.dec.rows, out = b.outputs.count();
   auto g = [](double m, double n, double k) { return 2.0 * m * n * k; };
   // encoder: bidirectional GRU, input projection (E -> 3H) + recurrent (H -> 3H), two directions
   const double encoder = 2.0 * (g(enc_rows, 3 * H, E) + g(enc_rows - nb, 3 * H, H));
@@ -179,8 +180,8 @@ double step_flops(const Config& c, const Batch& b, bool coupled) {
   const double mlp = g(nb, Hm, Z) + g(nb, E, Hm);           // Linear(Z -> Hm), Linear(Hm -> E)
   const double decoder = g(dec_rows, 3 * D, 2 * E)          // GRU input projection (2E -> 3D)
                          + g(dec_rows - nb, 3 * D, D)       // GRU recurrent (D -> 3D)
-                         + g(tgt, E, D)                     // proj Linear(D -> E)
-                         + g(tgt, V, E);                    // output Linear(E -> V)
+                         + g(dec_rows - nb, E, D)           // proj Linear(D -> E)
+                         + g(out, V, E);                    // output Linear(E -> V)
   double fwd = encoder + 2 * head + mlp + decoder;          // mu and log-sigma heads
   if (coupled) fwd += head + mlp + decoder;                 // mu^c head, MLP^c, decoder^c
   return 3.0 * fwd;
