@@ -1,5 +1,5 @@
 // Gradient checks for the nn modules: Linear, Embedding, Dropout, MLP, GRU (both
-// directions, variable lengths), BiGRU. Loss = sum of outputs weighted by fixed random
+// directions, variable lengths), BiGRU, VocabLoss. Loss = sum of outputs weighted by fixed random
 // coefficients, so every output element carries a distinct gradient.
 #include <doctest/doctest.h>
 
@@ -10,6 +10,7 @@
 #include <couplevae/nn/gru.hpp>
 #include <couplevae/nn/linear.hpp>
 #include <couplevae/nn/mlp.hpp>
+#include <couplevae/nn/vocab_loss.hpp>
 
 #include "gradcheck.hpp"
 
@@ -284,4 +285,76 @@ TEST_CASE("gemm_few_rows (no packing) equals a plain triple loop, every tail sha
   std::vector<float> A(4, 1.f), Bt(4, 1.f), C(3 * 2, -7.f);
   ops<cpu>::gemm_few_rows(2, 2, 2, A.data(), 2, Bt.data(), 2, C.data(), 3, false);
   CHECK(C == std::vector<float>{2.f, 2.f, -7.f, 2.f, 2.f, -7.f});
+}
+
+TEST_CASE("vocab loss: gathered or identity rows, summed per sentence; gradients; chunked evaluation") {
+  const int n = 7, F = 3, V = 6, nb = 3;
+  OutputRows gathered;  // rows 4, 0, 6, 2 of X, then a filler (no target)
+  gathered.identity = false;
+  gathered.source = {4, 0, 6, 2, 0};
+  gathered.item = {0, 1, 1, 2, 0};
+  gathered.target = {2, 5, 4, 3, -1};
+  OutputRows identity;  // every row of X, one without a target
+  identity.item = {0, 0, 1, 1, 1, 2, 2};
+  identity.target = {1, 0, 5, -1, 2, 3, 4};
+  for (const OutputRows* rows : {&gathered, &identity}) {
+    CAPTURE(rows->identity);
+    A ar;
+    Linear<double> out(ar, "out", F, V);
+    ar.finalize();
+    ar.initialise(3);
+    Context<> ctx(5);
+    auto x = randn(size_t(n) * F, 6), w = randn(nb, 7);
+    std::vector<double> rec(nb), dx(size_t(n) * F);
+    VocabLoss<double>::Cache c;
+    auto loss = [&] {
+      VocabLoss<double>::forward(ctx, ar, out, *rows, {x.data(), n, F}, {rec.data(), nb, 1}, c);
+      return dot(rec.data(), w);
+    };
+    loss();
+    // rec against a direct computation: logsumexp(logits) - logits[target] per row with a target
+    std::vector<double> expect(nb, 0.0);
+    for (int k = 0; k < rows->count(); ++k) {
+      if (rows->target[k] < 0) continue;
+      const double* xr = x.data() + size_t(rows->identity ? k : rows->source[k]) * F;
+      std::vector<double> z(V);
+      double m = -1e300, s = 0;
+      for (int v = 0; v < V; ++v) {
+        z[v] = ar.value(out.b)[v];
+        for (int f = 0; f < F; ++f) z[v] += ar.value(out.W)[v * F + f] * xr[f];
+        m = std::max(m, z[v]);
+      }
+      for (int v = 0; v < V; ++v) s += std::exp(z[v] - m);
+      expect[rows->item[k]] += m + std::log(s) - z[rows->target[k]];
+    }
+    for (int i = 0; i < nb; ++i) CHECK(rec[i] == doctest::Approx(expect[i]).epsilon(1e-12));
+    // evaluation in chunks of 2 rows gives the same sums
+    std::vector<double> rec2(nb, -1.0);
+    VocabLoss<double>::Cache c2;
+    VocabLoss<double>::loss_only(ctx, ar, out, *rows, {x.data(), n, F}, {rec2.data(), nb, 1}, c2, 2);
+    for (int i = 0; i < nb; ++i) CHECK(rec2[i] == doctest::Approx(rec[i]).epsilon(1e-12));
+    auto probes = gradcheck::arena_probes(ar, [&] {
+      loss();
+      std::fill(dx.begin(), dx.end(), 0.5);  // backward accumulates into dX
+      VocabLoss<double>::backward(ctx, ar, out, {x.data(), n, F}, {w.data(), nb, 1}, {dx.data(), n, F}, c);
+      for (double& g : dx) g -= 0.5;
+    });
+    probes.push_back({"x", x.data(), dx});
+    CHECK(gradcheck::check(probes, loss) > 20);
+    // rows no output row reads get no gradient (gathered: rows 1, 3 and 5)
+    if (!rows->identity)
+      for (int r : {1, 3, 5})
+        for (int f = 0; f < F; ++f) CHECK(dx[size_t(r) * F + f] == 0.0);
+  }
+  std::vector<double> x(size_t(n) * F), rec(nb);
+  A ar;
+  Linear<double> out(ar, "out", F, V);
+  ar.finalize();
+  Context<> ctx(5);
+  VocabLoss<double>::Cache c;
+  OutputRows short_rows = identity;
+  short_rows.item.pop_back();
+  short_rows.target.pop_back();
+  CHECK_THROWS_WITH_AS(VocabLoss<double>::forward(ctx, ar, out, short_rows, {x.data(), n, F}, {rec.data(), nb, 1}, c),
+                       doctest::Contains("7 head rows for 6 output rows"), Error);
 }
