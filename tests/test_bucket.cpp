@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include <couplevae/couplevae.hpp>
 
@@ -16,7 +17,8 @@ using namespace couplevae;
 
 namespace {
 const std::vector<std::vector<int32_t>> sentences = {{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}, {6, 6, 7, 8}};
-// 23 target rows: a bucketed batch of these has one filler row in its vocabulary layer.
+// 17 tokens in 6 sentences: a bucketed batch of these lists 24 compact encoder rows (7
+// fillers) and 30 output rows (7 fillers).
 const std::vector<std::vector<int32_t>> with_filler = {{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}, {6, 6, 7, 8}, {9, 10}};
 
 Config small(int vocab) {
@@ -86,13 +88,29 @@ TEST_CASE("bucketed batches: the rectangle, its padding and the unchanged token 
   const std::vector<int32_t>& keep = b.enc.keep;
   CHECK(std::count(keep.begin(), keep.end(), 1) == p.enc.rows);
   CHECK(p.enc.keep.empty());
+  // The real rows in row order, then fillers: 15 tokens, 20 compact rows (4 x batch); the
+  // decoder's 25 real rows among 30, the LM's 20 among 25.
+  for (const auto& [pk, real, compact] : {std::tuple(&b.enc, 15, 20), std::tuple(&b.dec, 25, 30)}) {
+    REQUIRE(int(pk->real_rows.size()) == compact);
+    std::vector<int32_t> expect;
+    for (int r = 0; r < pk->rows; ++r)
+      if (pk->keep[r]) expect.push_back(r);
+    CHECK(int(expect.size()) == real);
+    CHECK(std::equal(expect.begin(), expect.end(), pk->real_rows.begin()));
+    CHECK(std::all_of(pk->real_rows.begin() + real, pk->real_rows.end(), [](int32_t r) { return r == -1; }));
+  }
+  const std::vector<int32_t> lm_rows = b.dec.drop_first_step().real_rows;
+  CHECK(lm_rows.size() == 25);
+  CHECK(std::count(lm_rows.begin(), lm_rows.end(), -1) == 5);
+  CHECK(p.enc.real_rows.empty());
   // A bucket exactly as long as the longest sentence still pads the shorter ones.
   CHECK(make_batch(sentences, 13, 5).enc.steps == 5);
   CHECK(make_batch(sentences, 13, 1).enc.rows == 25);
   CHECK_THROWS_WITH_AS(make_batch(sentences, 13, -1), doctest::Contains("bucket must be >= 0"), Error);
   // The vocabulary layer's rows: all decoder rows of steps >= 1 when packed; the real ones
-  // (the same targets and sentences, in the packed order of steps) plus fillers up to a
-  // multiple of 4 x batch = 20 when bucketed: 20 real rows here, so no filler.
+  // (the same targets and sentences, in the packed order of steps) plus fillers when
+  // bucketed: 15 tokens round up to 20 = 4 x batch compact rows, so 20 + 5 output rows for
+  // 20 real ones.
   const OutputRows &po = p.outputs, &bo = b.outputs;
   CHECK(po.identity);
   CHECK(po.count() == p.dec.rows - p.size());
@@ -102,13 +120,16 @@ TEST_CASE("bucketed batches: the rectangle, its padding and the unchanged token 
     CHECK(po.item[k] < p.size());
   }
   CHECK_FALSE(bo.identity);
-  CHECK(bo.count() == 20);
-  CHECK(bo.item == po.item);
-  CHECK(bo.target == po.target);
-  for (int k = 0; k < bo.count(); ++k) CHECK(b.dec_targets[b.size() + bo.source[k]] == bo.target[k]);
-  const Batch six = make_batch({{4}, {5, 6}, {7}, {8}, {9}, {10}}, 13, 1);  // 13 real rows, 24 with fillers
-  CHECK(six.outputs.count() == 24);
-  for (int k = 0; k < 24; ++k) {
+  CHECK(bo.count() == 25);
+  CHECK(std::equal(po.item.begin(), po.item.end(), bo.item.begin()));
+  CHECK(std::equal(po.target.begin(), po.target.end(), bo.target.begin()));
+  for (int k = 0; k < bo.count(); ++k)
+    if (bo.target[k] >= 0) CHECK(b.dec_targets[b.size() + bo.source[k]] == bo.target[k]);
+  for (int k = 20; k < 25; ++k) CHECK(bo.target[k] == -1);
+  // 7 tokens round up to 24 compact rows: 13 real output rows, 30 with fillers
+  const Batch six = make_batch({{4}, {5, 6}, {7}, {8}, {9}, {10}}, 13, 1);
+  CHECK(six.outputs.count() == 30);
+  for (int k = 0; k < 30; ++k) {
     CHECK((k < 13) == (six.outputs.target[k] >= 0));
     if (k >= 13) CHECK(six.outputs.source[k] == 0);
   }
@@ -162,7 +183,7 @@ TEST_CASE("bucketed batches: a GRU carries each sequence's state through the pad
 
 TEST_CASE("bucketed batches: every model's loss parts and gradients equal the packed batch's") {
   const Batch p = make_batch(with_filler, 13), b = make_batch(with_filler, 13, 4);
-  REQUIRE(b.outputs.count() == 24);
+  REQUIRE(b.outputs.count() == 30);
   for (const std::string& name : model_names()) {
     CAPTURE(name);
     with_model(name, [&]<class M>() {
@@ -196,7 +217,7 @@ TEST_CASE("bucketed batches: finite-difference gradients of whole models (double
   c.dropout = 0.3;  // on: gradcheck fixes the noise by restoring the generator position
   c.lambda_c = 1.5;
   const Batch b = make_batch(with_filler, 13, 4);
-  REQUIRE(b.outputs.count() == 24);
+  REQUIRE(b.outputs.count() == 30);
   {
     Coupled<VAEd> m(c, 2);
     CHECK(gradcheck::check_model(m, b, 5, 5) > 100);

@@ -24,9 +24,10 @@
 // The vocabulary layer runs on Batch::outputs (nn/vocab_loss.hpp): the decoder rows of steps
 // >= 1, numbered from 0 (dec row - batch). A packed batch uses all of them in order (identity).
 // A bucketed batch uses only its real rows, in row order, followed by filler rows (source 0,
-// target -1: no loss, no gradient) up to a multiple of 4 x batch: the largest layer of the
+// target -1: no loss, no gradient) up to compact_rows() + batch: the largest layer of the
 // model then runs on real tokens plus at most 4 fillers per sentence, instead of the padded
-// rectangle, and its shape depends only on that multiple (a CUDA Graph key, graph.cuh).
+// rectangle, and its shape depends only on that count (a CUDA Graph key, graph.cuh). The
+// GRUs' GEMMs over all rows do the same with Packing::real_rows.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -47,6 +48,9 @@ struct Packing {
   std::vector<int> item_steps;  // n_b, non-increasing
   bool padded = false;          // a rectangle: every item runs `steps` steps, padding after n_b
   std::vector<int32_t> keep;    // padded: keep[row] = 1 for real rows, 0 for padding; else empty
+  // padded: the real rows in row order, then -1 (fillers) up to the rectangle's compact row
+  // count: what the GEMMs over all rows run on (nn/gru.hpp), so padding costs them nothing.
+  std::vector<int32_t> real_rows;
 
   // steps_per_item must be sorted in non-increasing order, every entry >= 1.
   static Packing from_steps(const std::vector<int>& steps_per_item) {
@@ -65,8 +69,9 @@ struct Packing {
     p.item_steps = steps_per_item;
     return p;
   }
-  // The padded rectangle of `steps` >= n_0 steps over the same items.
-  static Packing rectangle(const std::vector<int>& steps_per_item, int steps) {
+  // The padded rectangle of `steps` >= n_0 steps over the same items, whose real rows are
+  // listed in `compact` >= sum n_b entries (fillers after them).
+  static Packing rectangle(const std::vector<int>& steps_per_item, int steps, int compact) {
     require(steps_per_item.empty() || steps >= steps_per_item.front(), "Packing::rectangle: fewer steps than the longest item");
     Packing p;
     p.batch = int(steps_per_item.size());
@@ -79,7 +84,10 @@ struct Packing {
     p.padded = true;
     p.keep.resize(p.rows);
     for (int t = 0; t < p.steps; ++t)
-      for (int b = 0; b < p.batch; ++b) p.keep[p.row(t, b)] = p.real(t, b) ? 1 : 0;
+      for (int b = 0; b < p.batch; ++b)
+        if ((p.keep[p.row(t, b)] = p.real(t, b) ? 1 : 0)) p.real_rows.push_back(p.row(t, b));
+    require(int(p.real_rows.size()) <= compact, "Packing::rectangle: more real rows than the compact count");
+    p.real_rows.resize(compact, -1);
     return p;
   }
   int row(int t, int b) const { return offset[t] + b; }
@@ -93,7 +101,7 @@ struct Packing {
       require(n >= 2, "Packing::drop_first_step: an item has a single step");
       --n;
     }
-    return padded ? rectangle(s, steps - 1) : from_steps(s);
+    return padded ? rectangle(s, steps - 1, int(real_rows.size()) - batch) : from_steps(s);
   }
 };
 
@@ -109,6 +117,13 @@ struct OutputRows {
 
 // The steps of a bucketed encoder packing: the longest length rounded up to a multiple of q.
 inline int bucket_steps(int longest, int q) { return (longest + q - 1) / q * q; }
+// The compact row count of a bucketed batch of `batch` sentences with `tokens` tokens in all:
+// tokens rounded up to a multiple of 4 x batch (at most 4 fillers per sentence). The encoder
+// lists this many rows, the decoder 2 x batch more, its output rows batch more.
+inline int compact_rows(long tokens, int batch) {
+  const long q = 4L * batch;
+  return int((tokens + q - 1) / q * q);
+}
 
 struct Batch {
   std::vector<int> lengths;  // L_b, sorted non-increasing
@@ -145,7 +160,7 @@ inline void make_outputs(Batch& b) {
       o.target.push_back(b.dec_targets[r]);
     }
   if (o.identity) return;
-  const int q = 4 * pk.batch, count = (o.count() + q - 1) / q * q;
+  const int count = int(pk.real_rows.size()) - pk.batch;  // the decoder's compact rows minus step 0
   o.source.resize(count, 0);
   o.item.resize(count, 0);
   o.target.resize(count, -1);
@@ -181,8 +196,9 @@ inline Batch make_batch(const std::vector<std::vector<int32_t>>& sentences, int 
   require(bucket >= 0, "make_batch: bucket must be >= 0 (got " + std::to_string(bucket) + ")");
   if (bucket > 0) {
     const int steps = bucket_steps(b.lengths.front(), bucket);
-    b.enc = Packing::rectangle(enc_steps, steps);
-    b.dec = Packing::rectangle(dec_steps, steps + 2);
+    const int compact = compact_rows(std::accumulate(b.lengths.begin(), b.lengths.end(), 0L), n);
+    b.enc = Packing::rectangle(enc_steps, steps, compact);
+    b.dec = Packing::rectangle(dec_steps, steps + 2, compact + 2 * n);
   } else {
     b.enc = Packing::from_steps(enc_steps);
     b.dec = Packing::from_steps(dec_steps);

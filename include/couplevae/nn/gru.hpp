@@ -13,7 +13,9 @@
 // (kernels::gru_carry): a forward GRU's state at the last step is then each sequence's
 // final one, a reverse GRU reaches each sequence's last token from the zero state, and
 // backward passes gradients through the padding untouched with zero gate gradients.
-// The input projection X W_ih^T for all rows is one GEMM outside the recurrence; each step
+// The input projection X W_ih^T for all rows is one GEMM outside the recurrence (on a padded
+// Packing over its real rows only, Packing::real_rows: gathered, projected, and spread back
+// to the rectangle; likewise the weight-gradient and dX GEMMs of backward); each step
 // does one (active, H) x (H, 3H) product over the rows still running (ops::gemm_few_rows,
 // against a transposed copy of W_hh made once per pass) and one gate kernel that adds b_hh
 // (and, backward, the outside gradient dstates) itself. A backend whose ops have
@@ -28,6 +30,7 @@
 // backward accumulates into the four parameters and (when given) dX; dstates (gradient on
 // every step's state) and dh_final are both optional.
 #pragma once
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -54,6 +57,13 @@ struct GRU {
     const int32_t *active = nullptr, *offset = nullptr;
     Buffer<int32_t, B> keep_b;              // Packing::keep of a padded Packing
     const int32_t* keep = nullptr;
+    // A padded Packing's real rows (Compact): fillers to row 0 (from_row0) or to the extra
+    // zero row `rows` of dgx / dgh (from_zero_row), and each row's compact index (to_compact).
+    Buffer<T, B> xc, gxc, dgxc, dghc, hpc, dxc;
+    std::vector<int32_t> from_row0_h, from_zero_row_h, to_compact_h;  // (on cpu, what the pointers read)
+    Buffer<int32_t, B> from_row0_b, from_zero_row_b, to_compact_b;
+    const int32_t *from_row0 = nullptr, *from_zero_row = nullptr, *to_compact = nullptr;
+    int compact = 0;
   };
 
   GRU() = default;
@@ -71,8 +81,16 @@ struct GRU {
   void forward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, Cache& c) const {
     const int G = 3 * H;
     View<T> gx = c.gx.shape(pk.rows, G);
-    ops<B>::gemm(false, true, pk.rows, G, in, T(1), X.data, X.cols, ar.value(W_ih), in, T(0), gx.data, G);
-    ops<B>::add_row_bias(gx.data, pk.rows, G, ar.value(b_ih));
+    c.compact = pk.padded ? int(pk.real_rows.size()) : 0;
+    if (c.compact) {  // the projection of the real rows, spread back to the rectangle
+      upload_compact(pk, c);
+      View<T> xc = c.xc.shape(c.compact, X.cols), gxc = c.gxc.shape(c.compact, G);
+      ops<B>::gather_rows(X.data, X.cols, c.from_row0, c.compact, xc.data, X.cols);
+      project(ar, xc, gxc);
+      ops<B>::gather_rows(gxc.data, G, c.to_compact, pk.rows, gx.data, G);  // padding rows: unread
+    } else {
+      project(ar, X, gx);
+    }
     View<T> st = c.states.shape(pk.rows, H);
     c.r.shape(pk.rows, H);
     c.z.shape(pk.rows, H);
@@ -124,10 +142,16 @@ struct GRU {
   void backward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dstates,
                 View<T> dh_final, View<T> dX, Cache& c) const {
     const int G = 3 * H;
-    View<T> dgx = c.dgx.shape(pk.rows, G);
+    // a padded Packing's gathers read the fillers from an extra zero row of dgx and dgh
+    const int extra = c.compact ? 1 : 0;
+    View<T> dgx = c.dgx.shape(pk.rows + extra, G);
     View<T> dh = c.dh.zeros(pk.batch, H);
     if (dh_final) ops<B>::copy2d(dh_final.data, pk.batch, H, dh_final.cols, dh.data, H);
-    View<T> hp_all{c.hprev.data(), pk.rows, H}, dgh_all = c.dgh.shape(pk.rows, G);
+    View<T> hp_all{c.hprev.data(), pk.rows, H}, dgh_all = c.dgh.shape(pk.rows + extra, G);
+    if (extra) {
+      ops<B>::fill(dgx.row(pk.rows), size_t(G), T(0));
+      ops<B>::fill(dgh_all.row(pk.rows), size_t(G), T(0));
+    }
     bool done = false;
     if constexpr (has_gru_pass<B>) {
       if (c.active && ops<B>::gru_whole_pass())  // the forward pass uploaded the Packing
@@ -146,11 +170,19 @@ struct GRU {
                                  dstates.cols, dh.data, dgx.row(pk.offset[t]), dgh);
       ops<B>::gemm_few_rows(a, H, G, dgh, G, ar.value(W_hh), H, dh.data, H, /*accumulate=*/true);
     }
-    ops<B>::gemm(true, false, G, H, pk.rows, T(1), dgh_all.data, G, hp_all.data, H, T(1), ar.grad(W_hh), H);
-    ops<B>::col_sum_acc(dgh_all.data, pk.rows, G, ar.grad(b_hh));
-    ops<B>::gemm(true, false, G, in, pk.rows, T(1), dgx.data, G, X.data, X.cols, T(1), ar.grad(W_ih), in);
-    ops<B>::col_sum_acc(dgx.data, pk.rows, G, ar.grad(b_ih));
-    if (dX) ops<B>::gemm(false, false, pk.rows, in, G, T(1), dgx.data, G, ar.value(W_ih), in, T(1), dX.data, dX.cols);
+    if (!c.compact) {
+      weight_gradients(ar, View<T>{dgh_all.data, pk.rows, G}, hp_all, View<T>{dgx.data, pk.rows, G}, X, dX);
+      return;
+    }
+    // The real rows only: padding rows have zero gate gradients, fillers read the zero row.
+    const int m = c.compact;
+    View<T> dghc = c.dghc.shape(m, G), hpc = c.hpc.shape(m, H), dgxc = c.dgxc.shape(m, G);
+    ops<B>::gather_rows(dgh_all.data, G, c.from_zero_row, m, dghc.data, G);
+    ops<B>::gather_rows(hp_all.data, H, c.from_row0, m, hpc.data, H);
+    ops<B>::gather_rows(dgx.data, G, c.from_zero_row, m, dgxc.data, G);
+    View<T> dxc = dX ? c.dxc.zeros(m, X.cols) : View<T>{};
+    weight_gradients(ar, dghc, hpc, dgxc, View<T>{c.xc.data(), m, X.cols}, dxc);
+    if (dX) ops<B>::scatter_add_rows(dxc.data, X.cols, c.from_row0, m, X.cols, dX.data);  // fillers add 0
   }
 
   // One step for X.rows rows from given states (decoding): h_new = cell(X, h_prev). Uses
@@ -158,14 +190,43 @@ struct GRU {
   void step(Context<B>&, Arena<T, B>& ar, View<T> X, View<T> h_prev, View<T> h_new, Cache& c) const {
     const int G = 3 * H, a = X.rows;
     View<T> gx = c.gx.shape(a, G), gh = c.gh.shape(a, G);
-    ops<B>::gemm(false, true, a, G, in, T(1), X.data, X.cols, ar.value(W_ih), in, T(0), gx.data, G);
-    ops<B>::add_row_bias(gx.data, a, G, ar.value(b_ih));
+    project(ar, X, gx);
     ops<B>::gemm(false, true, a, G, H, T(1), h_prev.data, h_prev.cols, ar.value(W_hh), H, T(0), gh.data, G);
     ops<B>::gru_gates_forward(a, H, gx.data, gh.data, ar.value(b_hh), h_prev.data, c.r.shape(a, H).data,
                               c.z.shape(a, H).data, c.n.shape(a, H).data, c.ghn.shape(a, H).data, h_new.data);
   }
 
  private:
+  // gx = X W_ih^T + b_ih over X's rows.
+  void project(Arena<T, B>& ar, View<T> X, View<T> gx) const {
+    ops<B>::gemm(false, true, X.rows, gx.cols, in, T(1), X.data, X.cols, ar.value(W_ih), in, T(0), gx.data, gx.cols);
+    ops<B>::add_row_bias(gx.data, X.rows, gx.cols, ar.value(b_ih));
+  }
+  // The weight gradients from the rows given, and dX += dGX W_ih when dX is given.
+  void weight_gradients(Arena<T, B>& ar, View<T> dgh, View<T> hp, View<T> dgx, View<T> X, View<T> dX) const {
+    const int G = 3 * H;
+    ops<B>::gemm(true, false, G, H, dgh.rows, T(1), dgh.data, G, hp.data, H, T(1), ar.grad(W_hh), H);
+    ops<B>::col_sum_acc(dgh.data, dgh.rows, G, ar.grad(b_hh));
+    ops<B>::gemm(true, false, G, in, dgx.rows, T(1), dgx.data, G, X.data, X.cols, T(1), ar.grad(W_ih), in);
+    ops<B>::col_sum_acc(dgx.data, dgx.rows, G, ar.grad(b_ih));
+    if (dX) ops<B>::gemm(false, false, dgx.rows, in, G, T(1), dgx.data, G, ar.value(W_ih), in, T(1), dX.data, dX.cols);
+  }
+  // The three index arrays of a padded Packing's real rows (see Cache).
+  static void upload_compact(const Packing& pk, Cache& c) {
+    const int m = int(pk.real_rows.size());
+    c.from_row0_h.resize(size_t(m));
+    c.from_zero_row_h.resize(size_t(m));
+    c.to_compact_h.assign(size_t(pk.rows), 0);
+    for (int k = 0; k < m; ++k) {
+      const int32_t r = pk.real_rows[k];
+      c.from_row0_h[k] = std::max(r, 0);
+      c.from_zero_row_h[k] = r < 0 ? pk.rows : r;
+      if (r >= 0) c.to_compact_h[r] = k;
+    }
+    c.from_row0 = backend_ids(c.from_row0_h, c.from_row0_b);
+    c.from_zero_row = backend_ids(c.from_zero_row_h, c.from_zero_row_b);
+    c.to_compact = backend_ids(c.to_compact_h, c.to_compact_b);
+  }
   // hp[0:rs.a) = the states each sequence running at step rs.t had before it (0 at its start).
   void previous_states(const Packing& pk, const RecStep& rs, View<T> st, View<T> hp) const {
     if (rs.ap > 0) ops<B>::copy(st.row(pk.offset[rs.tp]), size_t(rs.ap) * H, hp.data);
