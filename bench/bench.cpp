@@ -171,14 +171,19 @@ int setup_threads(int requested) {
 // GEMMs skip step 0, whose state is zero (B rows per GRU direction).
 double step_flops(const Config& c, const Batch& b, bool coupled) {
   const double E = c.embed, H = c.hidden, D = c.dec_hidden(), Z = c.latent, Hm = c.mlp_size(), V = c.vocab_size;
-  // out: the vocabulary layer's rows (the target tokens; plus fillers in a bucketed batch)
+  // Rows: the recurrence runs every row of the packing (a bucketed batch's padding too); the
+  // input projections run on the real rows (plus fillers when bucketed, Packing::real_rows),
+  // the vocabulary layer on the output rows. (A bucketed batch's dW_hh runs on the real rows
+  // too; counted here with the recurrence.)
+  auto all_rows = [](const Packing& p) { return double(p.padded ? p.real_rows.size() : size_t(p.rows)); };
   const double nb = b.size(), enc_rows = b.enc.rows, dec_rows = b.dec.rows, out = b.outputs.count();
+  const double enc_in = all_rows(b.enc), dec_in = all_rows(b.dec);
   auto g = [](double m, double n, double k) { return 2.0 * m * n * k; };
   // encoder: bidirectional GRU, input projection (E -> 3H) + recurrent (H -> 3H), two directions
-  const double encoder = 2.0 * (g(enc_rows, 3 * H, E) + g(enc_rows - nb, 3 * H, H));
+  const double encoder = 2.0 * (g(enc_in, 3 * H, E) + g(enc_rows - nb, 3 * H, H));
   const double head = g(nb, Z, 2 * H);                      // one Linear(2H -> Z)
   const double mlp = g(nb, Hm, Z) + g(nb, E, Hm);           // Linear(Z -> Hm), Linear(Hm -> E)
-  const double decoder = g(dec_rows, 3 * D, 2 * E)          // GRU input projection (2E -> 3D)
+  const double decoder = g(dec_in, 3 * D, 2 * E)            // GRU input projection (2E -> 3D)
                          + g(dec_rows - nb, 3 * D, D)       // GRU recurrent (D -> 3D)
                          + g(dec_rows - nb, E, D)           // proj Linear(D -> E)
                          + g(out, V, E);                    // output Linear(E -> V)
