@@ -357,4 +357,7 @@ TEST_CASE("vocab loss: gathered or identity rows, summed per sentence; gradients
   short_rows.target.pop_back();
   CHECK_THROWS_WITH_AS(VocabLoss<double>::forward(ctx, ar, out, short_rows, {x.data(), n, F}, {rec.data(), nb, 1}, c),
                        doctest::Contains("7 head rows for 6 output rows"), Error);
+  const std::vector<int32_t> too_few = {0, 1, 2};
+  CHECK_THROWS_WITH_AS(VocabLoss<double>::forward(ctx, ar, out, identity, {x.data(), n, F}, {rec.data(), nb, 1}, c, &too_few),
+                       doctest::Contains("3 sources for 7 output rows"), Error);
 }

@@ -104,7 +104,7 @@ struct Decoder<DilatedCNN> {
     struct Cache {
       int batch = 0, steps = 0;
       std::vector<int32_t> tokens;     // (B*(T-1)) input ids of positions 1.. (<pad> after the end)
-      OutputRows outputs;  // the batch's output rows with their sources in the padded layout
+      std::vector<int32_t> source;  // the padded layout's row of each of the batch's output rows
       // The input ids, readable by B's kernels (backend_ids).
       Buffer<int32_t, B> tokens_b;
       const int32_t* tokens_d = nullptr;
@@ -162,7 +162,7 @@ struct Decoder<DilatedCNN> {
         x = xo;
       }
       // Output: the batch's output rows (position 0 and the padding dropped).
-      nn::VocabLoss<T, B>::forward(ctx, ar, out, c.outputs, x, rec, c.vocab);
+      nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, x, rec, c.vocab, &c.source);
     }
 
     void backward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
@@ -319,11 +319,8 @@ struct Decoder<DilatedCNN> {
           position[r - nb] = i * Tp + t;
         }
       const OutputRows& o = b.outputs;
-      c.outputs.identity = false;
-      c.outputs.item = o.item;
-      c.outputs.target = o.target;
-      c.outputs.source.resize(o.item.size());
-      for (size_t k = 0; k < o.item.size(); ++k) c.outputs.source[k] = position[o.identity ? k : size_t(o.source[k])];
+      c.source.resize(size_t(o.count()));
+      for (size_t k = 0; k < c.source.size(); ++k) c.source[k] = position[o.identity ? k : size_t(o.source[k])];
       c.tokens_d = backend_ids(c.tokens, c.tokens_b);
     }
   };

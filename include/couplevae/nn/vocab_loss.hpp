@@ -2,7 +2,9 @@
 // batch's output rows (core/batch.hpp, Batch::outputs).
 //
 //   X (n, F)       the head's rows, one per decoder row of steps >= 1
-//   S = X[source]  (count, F), gathered; X itself when the rows are the identity (packed)
+//   S = X[source]  (count, F), gathered; X itself when the rows are the identity (packed).
+//                  A head whose X has another layout (the CNN's padded one) passes its own
+//                  source: X's row of each output row.
 //   logits = S W^T + b (count, V), then softmax in place (kept for backward)
 //   loss_k = -log softmax(logits_k)[target_k], 0 when target_k < 0
 //   rec[i] = sum_{k : item_k = i} loss_k   (B, 1), overwritten
@@ -13,6 +15,7 @@
 #pragma once
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "../core/batch.hpp"
 #include "linear.hpp"
@@ -31,8 +34,8 @@ struct VocabLoss {
 
   // Keeps the probabilities and the gathered rows for backward.
   static void forward(Context<B>& ctx, Arena<T, B>& ar, const Linear<T, B>& out, const OutputRows& rows, View<T> X,
-                      View<T> rec, Cache& c) {
-    View<T> S = select(rows, X, c);
+                      View<T> rec, Cache& c, const std::vector<int32_t>* source = nullptr) {
+    View<T> S = select(rows, X, c, source);
     View<T> logits = c.logits.shape(c.count, out.out);
     out.forward(ctx, ar, S, logits);
     View<T> loss = c.loss.shape(c.count, 1);
@@ -44,7 +47,7 @@ struct VocabLoss {
   // bounded for large evaluation batches.
   static void loss_only(Context<B>& ctx, Arena<T, B>& ar, const Linear<T, B>& out, const OutputRows& rows, View<T> X,
                         View<T> rec, Cache& c, int chunk) {
-    View<T> S = select(rows, X, c);
+    View<T> S = select(rows, X, c, nullptr);
     View<T> loss = c.loss.shape(c.count, 1);
     for (int r0 = 0; r0 < c.count; r0 += chunk) {
       const int m = std::min(chunk, c.count - r0);
@@ -73,15 +76,17 @@ struct VocabLoss {
 
  private:
   // Uploads the rows' indices and gathers S (or returns X for the identity).
-  static View<T> select(const OutputRows& rows, View<T> X, Cache& c) {
+  static View<T> select(const OutputRows& rows, View<T> X, Cache& c, const std::vector<int32_t>* source) {
     c.count = rows.count();
-    c.identity = rows.identity;
+    c.identity = rows.identity && !source;
+    require(!source || int(source->size()) == c.count, "VocabLoss: " + std::to_string(source ? source->size() : 0) +
+                                                           " sources for " + std::to_string(c.count) + " output rows");
     require(!c.identity || X.rows == c.count, "VocabLoss: " + std::to_string(X.rows) + " head rows for " +
                                                   std::to_string(c.count) + " output rows");
     c.item = backend_ids(rows.item, c.item_b);
     c.target = backend_ids(rows.target, c.target_b);
     if (c.identity) return X;
-    c.source = backend_ids(rows.source, c.source_b);
+    c.source = backend_ids(source ? *source : rows.source, c.source_b);
     View<T> S = c.S.shape(c.count, X.cols);
     ops<B>::gather_rows(X.data, X.cols, c.source, c.count, S.data, X.cols);
     return S;
