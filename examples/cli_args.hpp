@@ -33,7 +33,7 @@ struct TrainArgs {
   int embed = 0, hidden = 0, latent = 0, batch_size = 0, valid_every = 0, kl_start = -1, kl_anneal_steps = 0,
       log_every = 100, max_nonfinite = 20;
   long valid_max_sentences = -1;
-  bool overwrite = false;
+  bool overwrite = false, aggressive = false;
   long track_every = 0, track_sentences = 200;
   // Flags given on the command line are applied whatever their value, so impossible
   // values reach Config::validate and fail there instead of being ignored.
@@ -91,6 +91,7 @@ inline Config train_config(const TrainArgs& a, int vocab_size) {
   if (a.given("--kl-start")) cfg.kl_start = a.kl_start;
   if (a.given("--kl-anneal-steps")) cfg.kl_anneal_steps = a.kl_anneal_steps;
   if (a.given("--steps")) cfg.steps = a.steps;
+  if (a.aggressive) cfg.aggressive = true;
   require(cfg.steps >= 1, "--steps must be >= 1");
   cfg.vocab_size = vocab_size;
   cfg.validate();
@@ -177,6 +178,9 @@ struct CommandLine {
     train_cmd->add_option("--dilations", ta.dilations, "dilations of the CNN decoder's blocks, e.g. 1 2 4 8 16");
     train_cmd->add_option("--resume", ta.resume, "continue from a last.safetensors");
     train_cmd->add_flag("--overwrite", ta.overwrite, "replace a run already in --out");
+    train_cmd->add_flag("--aggressive", ta.aggressive,
+                        "aggressive inference-network training (He et al.'s Lagging-VAE schedule) for any model "
+                        "with a stochastic posterior; lagging-vae and couple-lagging-vae imply it");
     train_cmd->add_option("--embed", ta.embed, "embedding size");
     train_cmd->add_option("--hidden", ta.hidden, "encoder size per direction (decoder: twice)");
     train_cmd->add_option("--latent", ta.latent, "latent size");

@@ -49,6 +49,17 @@ struct Config {
   int lr_decay_start = 30000, lr_decay_every = 2000;
   double lr_decay = 0.5;
   long steps = 60000;
+  // Lagging-VAE (He et al. 2019; train/aggressive.hpp): aggressive inference-network
+  // training until the validation MI stops rising; at most aggressive_inner encoder updates
+  // per decoder update, stopped early when the loss summed over a window of
+  // aggressive_window of them does not fall.
+  bool aggressive = false;
+  int aggressive_inner = 99, aggressive_window = 15;
+  // SA-VAE (Kim et al. 2018; model/semi_amortized.hpp): svi_steps steps of SVI with momentum
+  // on the posterior's (mu, log variance), learning rate svi_lr, each gradient clipped to
+  // the norm svi_clip; Hessian-vector products by finite differences of size svi_fd.
+  int svi_steps = 20;
+  double svi_lr = 1.0, svi_momentum = 0.5, svi_clip = 5.0, svi_fd = 1e-5;
   int valid_every = 1000, valid_samples = 10, test_samples = 100;
   // data
   int max_len = 200;
@@ -118,6 +129,14 @@ struct Config {
     positive("valid_samples", valid_samples);
     positive("test_samples", test_samples);
     positive("max_len", max_len);
+    positive("aggressive_inner", aggressive_inner);
+    positive("aggressive_window", aggressive_window);
+    non_negative("svi_steps", svi_steps);
+    require(svi_steps <= 1000, "config: svi_steps must be at most 1000 (got " + std::to_string(svi_steps) + ")");
+    positive("svi_lr", svi_lr);
+    require(svi_momentum >= 0 && svi_momentum < 1, "config: svi_momentum must be in [0, 1) (got " + fmt(svi_momentum) + ")");
+    positive("svi_clip", svi_clip);
+    positive("svi_fd", svi_fd);
     positive("cnn_channels", cnn_channels);
     require(!cnn_dilations.empty(), "config: cnn_dilations must not be empty");
     for (int d : cnn_dilations) require(d >= 1 && d <= 4096, "config: cnn_dilations must be in [1, 4096] (got " + std::to_string(d) + ")");
@@ -146,7 +165,10 @@ struct Config {
             {"clip_norm", clip_norm}, {"lr_decay_start", lr_decay_start},
             {"lr_decay_every", lr_decay_every}, {"lr_decay", lr_decay}, {"steps", steps},
             {"valid_every", valid_every}, {"valid_samples", valid_samples},
-            {"test_samples", test_samples}, {"max_len", max_len}, {"drop_label", drop_label}};
+            {"test_samples", test_samples}, {"max_len", max_len}, {"drop_label", drop_label},
+            {"aggressive", aggressive}, {"aggressive_inner", aggressive_inner},
+            {"aggressive_window", aggressive_window}, {"svi_steps", svi_steps}, {"svi_lr", svi_lr},
+            {"svi_momentum", svi_momentum}, {"svi_clip", svi_clip}, {"svi_fd", svi_fd}};
   }
 
   // Reads every key of to_json(); unknown keys and wrong types are errors.
@@ -172,6 +194,9 @@ struct Config {
       get("lr_decay", c.lr_decay); get("steps", c.steps); get("valid_every", c.valid_every);
       get("valid_samples", c.valid_samples); get("test_samples", c.test_samples);
       get("max_len", c.max_len); get("drop_label", c.drop_label);
+      get("aggressive", c.aggressive); get("aggressive_inner", c.aggressive_inner);
+      get("aggressive_window", c.aggressive_window); get("svi_steps", c.svi_steps); get("svi_lr", c.svi_lr);
+      get("svi_momentum", c.svi_momentum); get("svi_clip", c.svi_clip); get("svi_fd", c.svi_fd);
     } catch (const nlohmann::json::exception& e) {
       throw Error(std::string("config: ") + e.what());
     }

@@ -6,6 +6,8 @@
 // model_config(name, preset) is the preset's Config with the model's own settings from the
 // authors' released configuration (reference.md §7-8, §15): KL annealing start, beta,
 // lambda_c (including their odd ones: vMF 7.5/7/5, PTB Couple-CNN 0) and the coupling kind.
+// "lagging-vae" / "couple-lagging-vae" are the VAE / Couple-VAE types with config.aggressive
+// (He et al.'s schedule, train/aggressive.hpp); KL annealing as the VAE's.
 #pragma once
 #include <string>
 #include <vector>
@@ -61,7 +63,8 @@ inline const std::vector<std::string>& model_names() {
   static const std::vector<std::string> names = {
       "lm",         "dae",           "vae",         "couple-vae",         "beta0.8-vae", "couple-beta0.8-vae",
       "beta1.2-vae", "couple-beta1.2-vae", "vmf-vae", "couple-vmf-vae",     "cnn-vae",     "couple-cnn-vae",
-      "wae",        "couple-wae",    "vae-nf",      "couple-vae-nf",      "wae-nf",      "couple-wae-nf"};
+      "wae",        "couple-wae",    "vae-nf",      "couple-vae-nf",      "wae-nf",      "couple-wae-nf",
+      "lagging-vae", "couple-lagging-vae"};
   return names;
 }
 
@@ -86,6 +89,9 @@ decltype(auto) with_model(const std::string& name, F&& f) {
   if (name == "dae") return f.template operator()<DAE>();
   if (name == "vae") return f.template operator()<VAE>();
   if (name == "couple-vae") return f.template operator()<Coupled<VAE>>();
+  // Lagging-VAE: the VAE trained aggressively (config.aggressive, train/aggressive.hpp).
+  if (name == "lagging-vae") return f.template operator()<VAE>();
+  if (name == "couple-lagging-vae") return f.template operator()<Coupled<VAE>>();
   if (name == "beta0.8-vae" || name == "beta1.2-vae") return f.template operator()<BetaVAE>();
   if (name == "couple-beta0.8-vae" || name == "couple-beta1.2-vae") return f.template operator()<Coupled<BetaVAE>>();
   if (name == "vmf-vae") return f.template operator()<VMFVAE>();
@@ -116,6 +122,7 @@ inline Config model_config(const std::string& name, const std::string& preset) {
   if (base == "beta0.8-vae") c.beta = 0.8;
   if (base == "beta1.2-vae") c.beta = 1.2;
   c.lambda_c = coupled ? 0.1 : 0.0;
+  if (base == "lagging-vae") c.aggressive = true;
   if (name == "couple-vmf-vae") c.lambda_c = preset == "ptb" ? 7.5 : preset == "yelp" ? 7.0 : 5.0;
   if (name == "couple-cnn-vae" && preset == "ptb") c.lambda_c = 0.0;
   // The authors' Yahoo Couple-VAE used the plain squared distance (§15.5).

@@ -8,6 +8,9 @@
 //   structure       the compile-time structure ("coupled-gaussian-kl-gru")
 //   config          the Config as JSON text      vocab  the vocabulary as a JSON array
 //   train_state     JSON: step, generator position, batcher epoch/position, best validation
+//                   (and, for aggressive training, its phase: train/aggressive.hpp)
+//   optimizer_steps Adam's update count (optimizer_inference_steps: that of the inference
+//                   network, when the optimiser has groups)
 // load_checkpoint() refuses a file of another format version, structure or architecture
 // (shape-fixing config fields), any missing, extra or misshapen tensor, any NaN or Inf value
 // (and a negative Adam second moment), with a message naming the file and the tensor. Writes are atomic (temp file + rename).
@@ -40,10 +43,25 @@ struct TrainState {
   double best_valid = 0;  // best validation NLL so far (0 = none yet)
   long best_step = 0;
   long nonfinite_skipped = 0;
+  // Aggressive training (Lagging-VAE, train/aggressive.hpp); absent from the JSON otherwise.
+  struct Aggressive {
+    bool on = true;            // still in the aggressive phase
+    long epochs = 0;           // epochs ended in it (MI measured at each)
+    double last_mi = 0;        // the MI measured at the last of them
+    long inner_steps = 0;      // inference-network updates so far
+    uint64_t epoch = 0, position = 0;  // the inner loop's own batcher
+  };
+  bool has_aggressive = false;
+  Aggressive aggressive;
 
   nlohmann::json to_json() const {
-    return {{"step", step}, {"rng_position", rng_position}, {"epoch", epoch}, {"position", position},
-            {"best_valid", best_valid}, {"best_step", best_step}, {"nonfinite_skipped", nonfinite_skipped}};
+    nlohmann::json j = {{"step", step}, {"rng_position", rng_position}, {"epoch", epoch}, {"position", position},
+                        {"best_valid", best_valid}, {"best_step", best_step}, {"nonfinite_skipped", nonfinite_skipped}};
+    if (has_aggressive)
+      j["aggressive"] = {{"on", aggressive.on}, {"epochs", aggressive.epochs}, {"last_mi", aggressive.last_mi},
+                         {"inner_steps", aggressive.inner_steps}, {"epoch", aggressive.epoch},
+                         {"position", aggressive.position}};
+    return j;
   }
   static TrainState from_json(const nlohmann::json& j) {
     TrainState s;
@@ -54,6 +72,18 @@ struct TrainState {
     s.best_valid = j.at("best_valid").get<double>();
     s.best_step = j.at("best_step").get<long>();
     s.nonfinite_skipped = j.value("nonfinite_skipped", 0L);
+    if (j.contains("aggressive")) {
+      const auto& a = j.at("aggressive");
+      s.has_aggressive = true;
+      s.aggressive.on = a.at("on").get<bool>();
+      s.aggressive.epochs = a.at("epochs").get<long>();
+      s.aggressive.last_mi = a.at("last_mi").get<double>();
+      s.aggressive.inner_steps = a.at("inner_steps").get<long>();
+      s.aggressive.epoch = a.at("epoch").get<uint64_t>();
+      s.aggressive.position = a.at("position").get<uint64_t>();
+      require(s.aggressive.epochs >= 0 && s.aggressive.inner_steps >= 0 && std::isfinite(s.aggressive.last_mi),
+              "train_state " + j.dump() + " has an impossible aggressive phase (negative or non-finite entries)");
+    }
     require(s.step >= 0 && s.best_step >= 0 && s.best_step <= s.step && s.nonfinite_skipped >= 0 &&
                 std::isfinite(s.best_valid) && s.best_valid >= 0,
             "train_state " + j.dump() + " is impossible (negative or non-finite entries)");
@@ -154,6 +184,7 @@ void save_checkpoint(const std::string& path, M& model, const std::string& model
   if (state) {
     md["train_state"] = state->to_json().dump();
     md["optimizer_steps"] = std::to_string(opt ? opt->steps() : 0);
+    if (opt && opt->is_split()) md["optimizer_inference_steps"] = std::to_string(opt->inference_steps());
   }
   save_safetensors(path, refs, md);
 }
@@ -202,13 +233,20 @@ CheckpointInfo load_checkpoint(const std::string& path, M& model,
     require(has_opt, "checkpoint " + path + ": holds no optimizer state to resume from (it is not a training checkpoint)");
     copy_set("optimizer.m.", opt->first_moment());
     copy_set("optimizer.v.", opt->second_moment(), true);
-    auto it = f.metadata.find("optimizer_steps");
-    require(it != f.metadata.end(), "checkpoint " + path + ": metadata 'optimizer_steps' is missing");
-    long steps = -1;
-    const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), steps);
-    require(ec == std::errc() && end == it->second.data() + it->second.size() && steps >= 0,
-            "checkpoint " + path + ": metadata 'optimizer_steps' is not a non-negative integer ('" + it->second + "')");
-    opt->set_steps(steps);
+    auto count = [&](const char* key) {
+      auto it = f.metadata.find(key);
+      require(it != f.metadata.end(), "checkpoint " + path + ": metadata '" + key + "' is missing");
+      long steps = -1;
+      const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), steps);
+      require(ec == std::errc() && end == it->second.data() + it->second.size() && steps >= 0,
+              "checkpoint " + path + ": metadata '" + key + "' is not a non-negative integer ('" + it->second + "')");
+      return steps;
+    };
+    opt->set_steps(count("optimizer_steps"));
+    // An optimiser with groups: the inference network's own count (the same when absent).
+    if (opt->is_split())
+      opt->set_inference_steps(f.metadata.count("optimizer_inference_steps") ? count("optimizer_inference_steps")
+                                                                            : opt->steps());
   }
   return info;
 }

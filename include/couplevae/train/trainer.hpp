@@ -20,6 +20,9 @@
 // TrainResult::dynamics and rewritten atomically to OUT/dynamics.csv and OUT/dynamics.npy.
 // A fresh run removes stale dynamics files from OUT; a resumed run reads OUT/dynamics.csv
 // (or the one beside the resumed checkpoint) and keeps its rows up to the resumed step.
+// With config.aggressive (Lagging-VAE), steps run aggressive_step (train/aggressive.hpp)
+// until the validation MI measured at an epoch's end falls; the phase, the inner loop's
+// batcher and the inference network's Adam count travel in the checkpoints.
 #pragma once
 #include <chrono>
 #include <cmath>
@@ -34,6 +37,7 @@
 #include "../eval/dynamics.hpp"
 #include "../eval/nll.hpp"
 #include "adam.hpp"
+#include "aggressive.hpp"
 #include "checkpoint.hpp"
 #include "step_guard.hpp"
 
@@ -62,6 +66,10 @@ struct TrainResult {
   Losses last;
   double seconds = 0;
   DynamicsLog dynamics;  // the tracked rows (resumed ones included); empty without tracking
+  // Aggressive training: the last step of the phase (0: none, or still on at the end) and
+  // the inference-network updates of its inner loops.
+  long aggressive_until = 0;
+  long inner_updates = 0;
 };
 
 namespace detail {
@@ -142,6 +150,18 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   batcher.set_bucket(step_runner<B>::bucket());  // bucketed batches when the backend replays graphs
   Context<B> ctx(Rng(opt.seed).derive(0x747261696eull).seed, true);  // "train"
   TrainState st;
+  // Aggressive training (train/aggressive.hpp): two parameter groups, the inner loop's batches.
+  Batcher inner(data.train, cfg.vocab_size, Rng(opt.seed).derive(0x6275726eull).seed, cfg.batch_size);  // "burn"
+  if (cfg.aggressive) {
+    if constexpr (!detail::aggressive_applicable<M>())
+      throw Error("train: '" + opt.model_name + "' cannot train aggressively (Lagging-VAE): the phase ends by the "
+                  "posterior's mutual information, and this model has no stochastic posterior");
+    require(data.valid.size() >= 2, "train: aggressive training measures the validation MI at every epoch's end; "
+                                    "it needs at least 2 validation sentences (the data has " +
+                                        std::to_string(data.valid.size()) + ")");
+    adam.split(inference_range(model.arena()));
+    st.has_aggressive = true;
+  }
   if (!opt.resume.empty()) {
     // What the checkpoint is, checked before anything is loaded.
     const CheckpointInfo info = read_checkpoint_info(opt.resume);
@@ -154,6 +174,11 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
                                           " words); resume with the same training corpus");
     load_checkpoint(opt.resume, model, &adam);
     st = info.state;
+    require(st.has_aggressive == cfg.aggressive,
+            "checkpoint " + opt.resume + ": " +
+                (cfg.aggressive ? "holds no aggressive-training state; it was not an aggressive (Lagging-VAE) run"
+                                : "is an aggressive (Lagging-VAE) run; resume it with the same model and --aggressive"));
+    if (st.has_aggressive) inner.restore(st.aggressive.epoch, st.aggressive.position);
     require(st.step <= steps, "checkpoint " + opt.resume + ": already at step " + std::to_string(st.step) +
                                   ", beyond --steps " + std::to_string(steps));
     ctx.rng.position = st.rng_position;
@@ -227,6 +252,8 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
     st.rng_position = ctx.rng.position;
     st.epoch = batcher.epoch();
     st.position = batcher.position();
+    st.aggressive.epoch = inner.epoch();
+    st.aggressive.position = inner.position();
     save_checkpoint((fs::path(opt.out_dir) / name).string(), model, opt.model_name, data.vocab, &adam, &st);
   };
   auto validate = [&] {
@@ -249,14 +276,47 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   };
 
   TrainResult res;
+  StepGuard<B> inner_guard(cfg.clip_norm, opt.max_nonfinite);
+  long window_inner = 0;
+  // At the end of an epoch of the aggressive phase: the validation MI decides whether it goes on.
+  auto end_aggressive_epoch = [&](long t) {
+    if constexpr (detail::aggressive_applicable<M>()) {
+      const auto t_start = std::chrono::steady_clock::now();
+      const double mi = evaluate_mi(model, data.valid, 10, 513, Rng(opt.seed).derive(0x6d69ull).derive(uint64_t(t)).seed,
+                                    opt.valid_max_sentences);
+      const double before = st.aggressive.last_mi;
+      const bool first = st.aggressive.epochs == 0;
+      const bool on = AggressiveSchedule{st.aggressive}.end_epoch(mi);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      char line[256];
+      std::snprintf(line, sizeof line, "aggressive: epoch end at step %ld, valid MI %.4f%s%s (%.1f s)", t, mi,
+                    first ? "" : (std::string(" (previous ") + std::to_string(before).substr(0, 8) + ")").c_str(),
+                    on ? "; the phase goes on" : "; MI fell, the phase ends: both groups update every step from now on",
+                    secs);
+      log << line << std::endl;
+      if (!on) res.aggressive_until = t;
+    } else {
+      (void)t;
+    }
+  };
   const auto t0 = std::chrono::steady_clock::now();
   auto window_start = t0;
   long last_logged = st.step;
   const long first = st.step + 1;
   const long poll_every = std::max(1, opt.max_nonfinite);
   for (long t = first; t <= steps; ++t) {
-    train_step(model, ctx, batcher.next(), t, adam, guard);
+    const uint64_t epoch_before = batcher.epoch();
+    if (cfg.aggressive && st.aggressive.on) {
+      if constexpr (detail::aggressive_applicable<M>()) {
+        const int n = aggressive_step(model, ctx, batcher.next(), t, adam, guard, inner_guard, inner);
+        st.aggressive.inner_steps += n;
+        window_inner += n;
+      }
+    } else {
+      train_step(model, ctx, batcher.next(), t, adam, guard);
+    }
     st.step = t;
+    if (cfg.aggressive && st.aggressive.on && batcher.epoch() != epoch_before) end_aggressive_epoch(t);
     const bool log_now = opt.log_every > 0 && (t % opt.log_every == 0 || t == steps);
     const bool track_now = tracking && t % opt.track_every == 0;
     const bool valid_now = t % cfg.valid_every == 0 || t == steps;
@@ -276,7 +336,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       const Losses& acc = tally.window;
       char line[512];
       std::snprintf(line, sizeof line,
-                    "step %ld/%ld | loss %.3f rec %.3f kl %.3f (w %.4f)%s | |g| %.2f lr %.2g | %.2f steps/s | ETA %s%s",
+                    "step %ld/%ld | loss %.3f rec %.3f kl %.3f (w %.4f)%s | |g| %.2f lr %.2g | %.2f steps/s | ETA %s%s%s",
                     t, steps, acc.loss / n, acc.rec / n, acc.kl / n, acc.kl_weight,
                     M::is_coupled ? (" rec_c " + std::to_string(acc.rec_c / n).substr(0, 8) + " couple " +
                                      std::to_string(acc.couple / n).substr(0, 7))
@@ -284,7 +344,11 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
                                   : "",
                     tally.window_norm / n, learning_rate(cfg, t), double(t - last_logged) / std::max(dt, 1e-9),
                     detail::format_duration(double(steps - t) / rate).c_str(),
-                    st.nonfinite_skipped ? (" | skipped " + std::to_string(st.nonfinite_skipped) + " non-finite").c_str() : "");
+                    st.nonfinite_skipped ? (" | skipped " + std::to_string(st.nonfinite_skipped) + " non-finite").c_str() : "",
+                    window_inner ? (" | aggressive: " + std::to_string(double(window_inner) / double(t - last_logged)).substr(0, 5) +
+                                    " encoder updates/step").c_str()
+                                 : "");
+      window_inner = 0;
       log << line << std::endl;
       guard.start_window();
       window_start = now;
@@ -299,6 +363,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   res.best_step = st.best_step;
   res.nonfinite_skipped = st.nonfinite_skipped;
   res.dynamics = std::move(dynamics);
+  res.inner_updates = st.aggressive.inner_steps;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }
