@@ -92,6 +92,12 @@ inline Config train_config(const TrainArgs& a, int vocab_size) {
   if (a.given("--kl-anneal-steps")) cfg.kl_anneal_steps = a.kl_anneal_steps;
   if (a.given("--steps")) cfg.steps = a.steps;
   if (a.aggressive) cfg.aggressive = true;
+  if (cfg.aggressive)
+    with_model(a.model, [&]<class M>() {
+      if constexpr (!detail::aggressive_applicable<M>())
+        throw Error("train: '" + a.model + "' cannot train aggressively (--aggressive, Lagging-VAE): the phase ends by "
+                    "the posterior's mutual information, and this model has no stochastic posterior");
+    });
   require(cfg.steps >= 1, "--steps must be >= 1");
   cfg.vocab_size = vocab_size;
   cfg.validate();

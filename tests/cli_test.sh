@@ -72,5 +72,14 @@ expect_error 2 "required|subcommand" --
 head -c 100 "$work/run/last.safetensors" >"$work/trunc.safetensors"
 expect_error 2 "checkpoint .*trunc.safetensors" -- eval --checkpoint "$work/trunc.safetensors" --data "$work/toy"
 
+# Lagging-VAE: the aggressive phase runs, logs its epoch-end MI, and the run evaluates.
+"$bin" train --model couple-lagging-vae --data "$work/toy" --steps 10 --seed 0 --out "$work/lag" "${small[@]}" \
+  --batch-size 64 >/dev/null 2>"$work/lag.err" && grep -q "encoder updates/step" "$work/lag.err" \
+  && grep -q "aggressive: epoch end at step 4, valid MI" "$work/lag.err" && ok \
+  || bad "train couple-lagging-vae: $(cat "$work/lag.err")"
+"$bin" eval --checkpoint "$work/lag/last.safetensors" --data "$work/toy" --samples 2 --metrics nll,mi --max-sentences 20 \
+  --json 2>/dev/null | tail -n 1 | grep -q '"mi":' && ok || bad "eval of a couple-lagging-vae run"
+expect_error 2 "'dae' cannot train aggressively" -- train --model dae --data "$work/toy" --steps 2 --aggressive
+
 echo "$passes passed, $fails failed"
 [ "$fails" = 0 ]
