@@ -70,6 +70,8 @@ bool metric_applies(const std::string& m) {
   constexpr bool latent = M::has_latent;
   constexpr bool stochastic = detail::has_likelihood<M>() && latent;
   if (m == "nll") return true;
+  // SA-VAE's posterior is refined per sentence: the encoder-based analyses do not describe it.
+  if constexpr (requires { M::is_semi_amortized; }) return m == "dist";
   if (m == "mi") return stochastic;
   if (m == "bleu") return latent;
   if (m == "dist") return stochastic || !latent;  // the LM samples too; the DAE has no prior

@@ -204,7 +204,10 @@ TEST_CASE("bucketed batches: every model's loss parts and gradients equal the pa
       REQUIRE(scale > 0);
       for (size_t i = 0; i < a.grads.size(); ++i) worst = std::max(worst, double(std::abs(r.grads[i] - a.grads[i])));
       CAPTURE(scale);
-      CHECK(worst <= 2e-6 * scale);
+      // SA-VAE differences float gradients over a step of about sqrt(float epsilon) for its
+      // Hessian-vector products, which magnifies rounding differences about 1/r times.
+      const double tol = requires { M::is_semi_amortized; } ? 2e-5 : 2e-6;
+      CHECK(worst <= tol * scale);
     });
   }
 }

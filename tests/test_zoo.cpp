@@ -144,7 +144,8 @@ TEST_CASE("zoo: the authors' presets per model and dataset (reference.md §7-8, 
   CHECK(model_config("cnn-vae", "ptb").cnn_dilations == std::vector<int>{1, 2, 4, 8, 16});
   CHECK(model_config("vae", "yelp").hidden == 256);
   CHECK_THROWS_WITH_AS(model_config("couple-lm", "ptb"), doctest::Contains("unknown model 'couple-lm'"), Error);
-  CHECK(model_names().size() == 20);
+  CHECK(model_names().size() == 21);
+  CHECK(model_config("sa-vae", "ptb").svi_steps == 20);
   CHECK(model_config("lagging-vae", "ptb").aggressive);
   CHECK(model_config("couple-lagging-vae", "ptb").aggressive);
   CHECK(model_config("couple-lagging-vae", "ptb").lambda_c == 0.1);

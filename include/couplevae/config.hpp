@@ -57,9 +57,10 @@ struct Config {
   int aggressive_inner = 99, aggressive_window = 15;
   // SA-VAE (Kim et al. 2018; model/semi_amortized.hpp): svi_steps steps of SVI with momentum
   // on the posterior's (mu, log variance), learning rate svi_lr, each gradient clipped to
-  // the norm svi_clip; Hessian-vector products by finite differences of size svi_fd.
+  // the norm svi_clip; Hessian-vector products by finite differences of step svi_fd
+  // (0: scaled to the scalar's precision; Kim's code used the fixed 1e-5).
   int svi_steps = 20;
-  double svi_lr = 1.0, svi_momentum = 0.5, svi_clip = 5.0, svi_fd = 1e-5;
+  double svi_lr = 1.0, svi_momentum = 0.5, svi_clip = 5.0, svi_fd = 0;
   int valid_every = 1000, valid_samples = 10, test_samples = 100;
   // data
   int max_len = 200;
@@ -136,7 +137,7 @@ struct Config {
     positive("svi_lr", svi_lr);
     require(svi_momentum >= 0 && svi_momentum < 1, "config: svi_momentum must be in [0, 1) (got " + fmt(svi_momentum) + ")");
     positive("svi_clip", svi_clip);
-    positive("svi_fd", svi_fd);
+    non_negative("svi_fd", svi_fd);
     positive("cnn_channels", cnn_channels);
     require(!cnn_dilations.empty(), "config: cnn_dilations must not be empty");
     for (int d : cnn_dilations) require(d >= 1 && d <= 4096, "config: cnn_dilations must be in [1, 4096] (got " + std::to_string(d) + ")");

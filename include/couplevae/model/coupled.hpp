@@ -48,6 +48,9 @@ template <class M>
 class Coupled : public M {
   static_assert(!detail::is_coupled<M>::value,
                 "couplevae: Coupled<Coupled<M>> is not a model; couple the base model once: Coupled<M>");
+  static_assert(!requires { M::is_semi_amortized; },
+                "couplevae: Coupled<SemiAmortized<M>> is not a model: SA-VAE refines each posterior by SVI instead "
+                "of amortized inference, and the paper does not couple it; couple the amortized model: Coupled<M>");
   static_assert(M::has_latent,
                 "couplevae: Coupled<M> needs a model with a latent path (a Model<Posterior<...>, ...>); "
                 "the GRU-LM has none to couple");

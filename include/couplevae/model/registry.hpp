@@ -7,7 +7,8 @@
 // authors' released configuration (reference.md §7-8, §15): KL annealing start, beta,
 // lambda_c (including their odd ones: vMF 7.5/7/5, PTB Couple-CNN 0) and the coupling kind.
 // "lagging-vae" / "couple-lagging-vae" are the VAE / Couple-VAE types with config.aggressive
-// (He et al.'s schedule, train/aggressive.hpp); KL annealing as the VAE's.
+// (He et al.'s schedule, train/aggressive.hpp); KL annealing as the VAE's. "sa-vae" is
+// SemiAmortized<VAE> with Kim et al.'s SVI settings (20 steps, lr 1, momentum 0.5, clip 5).
 #pragma once
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "coupled.hpp"
 #include "lm.hpp"
 #include "model.hpp"
+#include "semi_amortized.hpp"
 
 namespace couplevae {
 
@@ -38,6 +40,7 @@ using CNNVAE = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<DilatedCNN>>;
 using WAE = Model<Posterior<Gaussian>, Regularizer<MMD>, Decoder<GRU>>;
 using VAENF = Model<Posterior<Flow<3>>, Regularizer<KL>, Decoder<GRU>>;
 using WAENF = Model<Posterior<Flow<3>>, Regularizer<MMD>, Decoder<GRU>>;
+using SAVAE = SemiAmortized<VAE>;
 }  // namespace models
 
 // with_backend_t<M, B>: the same model on backend B (models:: aliases are cpu models):
@@ -52,6 +55,10 @@ template <class M, class B>
 struct with_backend<Coupled<M>, B> {
   using type = Coupled<typename with_backend<M, B>::type>;
 };
+template <class M, class B>
+struct with_backend<SemiAmortized<M>, B> {
+  using type = SemiAmortized<typename with_backend<M, B>::type>;
+};
 template <class D, class B0, class T, class B>
 struct with_backend<LanguageModel<D, B0, T>, B> {
   using type = LanguageModel<D, B, T>;
@@ -64,7 +71,7 @@ inline const std::vector<std::string>& model_names() {
       "lm",         "dae",           "vae",         "couple-vae",         "beta0.8-vae", "couple-beta0.8-vae",
       "beta1.2-vae", "couple-beta1.2-vae", "vmf-vae", "couple-vmf-vae",     "cnn-vae",     "couple-cnn-vae",
       "wae",        "couple-wae",    "vae-nf",      "couple-vae-nf",      "wae-nf",      "couple-wae-nf",
-      "lagging-vae", "couple-lagging-vae"};
+      "lagging-vae", "couple-lagging-vae", "sa-vae"};
   return names;
 }
 
@@ -92,6 +99,8 @@ decltype(auto) with_model(const std::string& name, F&& f) {
   // Lagging-VAE: the VAE trained aggressively (config.aggressive, train/aggressive.hpp).
   if (name == "lagging-vae") return f.template operator()<VAE>();
   if (name == "couple-lagging-vae") return f.template operator()<Coupled<VAE>>();
+  // SA-VAE: the VAE with K SVI steps per posterior (model/semi_amortized.hpp); no Coupled twin.
+  if (name == "sa-vae") return f.template operator()<SAVAE>();
   if (name == "beta0.8-vae" || name == "beta1.2-vae") return f.template operator()<BetaVAE>();
   if (name == "couple-beta0.8-vae" || name == "couple-beta1.2-vae") return f.template operator()<Coupled<BetaVAE>>();
   if (name == "vmf-vae") return f.template operator()<VMFVAE>();

@@ -116,6 +116,16 @@ template <class M>
 void train_step(M& model, Context<typename M::backend>& ctx, const Batch& batch, long t,
                 Adam<typename M::scalar, typename M::backend>& adam, StepGuard<typename M::backend>& guard) {
   const uint64_t position = ctx.rng.position;
+  if constexpr (requires { M::graph_capturable; }) {
+    if constexpr (!M::graph_capturable) {  // a step that reads the backend (SA-VAE): always eager
+      model.zero_grad();
+      const PendingLosses l = model.forward_async(ctx, batch, t);
+      model.backward(ctx);
+      guard.check(model.arena(), l, t);
+      adam.step(model.arena(), learning_rate(model.config(), t), guard.gate());
+      return;
+    }
+  }
   step_runner<typename M::backend>::run(
       &model, &adam, batch,
       [&] {
@@ -196,7 +206,8 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
     fs::remove(fs::path(opt.out_dir) / dynamics_csv_name, ec);
     fs::remove(fs::path(opt.out_dir) / dynamics_npy_name, ec);
   }
-  if constexpr (M::has_latent) {
+  constexpr bool trackable = M::has_latent && !requires { M::is_semi_amortized; };
+  if constexpr (trackable) {
     if (opt.track_every > 0) {
       require(!data.valid.empty(), "train: gradient-norm tracking needs validation sentences (the data has none)");
       tracking = true;
@@ -221,11 +232,14 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       }
     }
   } else {
-    if (opt.track_every > 0) log << "note: '" << opt.model_name << "' has no latent path; gradient-norm tracking is off\n";
+    if (opt.track_every > 0)
+      log << "note: '" << opt.model_name
+          << (M::has_latent ? "' refines its posterior per sentence (SA-VAE)" : "' has no latent path")
+          << "; gradient-norm tracking is off\n";
   }
   const uint64_t track_seed = dynamics_seed(opt.seed);
   auto track = [&](long t) {
-    if constexpr (M::has_latent) {
+    if constexpr (trackable) {
       const auto t_start = std::chrono::steady_clock::now();
       dynamics.append(dynamics_row(model, data.valid, opt.track_sentences, track_seed, t));
       if (!opt.out_dir.empty()) dynamics.write(opt.out_dir);
