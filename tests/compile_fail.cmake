@@ -16,3 +16,5 @@ couplevae_compile_fail(unknown_posterior unknown_posterior.cpp "unknown posterio
 couplevae_compile_fail(coupled_dae coupled_dae.cpp "needs a stochastic posterior")
 couplevae_compile_fail(coupled_lm coupled_lm.cpp "the GRU-LM has none to couple")
 couplevae_compile_fail(cuda_without_header cuda_without_header.cpp "cuda> is not visible: include <couplevae/cuda.cuh>")
+couplevae_compile_fail(coupled_savae coupled_savae.cpp "the paper does not couple it")
+couplevae_compile_fail(savae_mmd savae_mmd.cpp "use Regularizer<KL> or Regularizer<Beta>")
