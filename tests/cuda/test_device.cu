@@ -9,6 +9,7 @@
 //      float tolerance; importance weights too;
 //   3. whole training steps replayed from CUDA Graphs on bucketed batches against the same
 //      steps run eagerly and on cpu (several buckets, patched arguments, a fallback);
+//   3b. SA-VAE's forward and n2n backward, and one aggressive Lagging-VAE step;
 //   4. 200 training steps of couple-vae (PTB when ../shared/data/ptb is there, else the
 //      toy corpus) with Adam and clipping on both backends: the losses track.
 #include "common.cuh"
@@ -405,6 +406,57 @@ TEST_SUITE("device") {
                      Coupled<models::WAENF>) {
     const int V = 60;
     check_model_parity<M>(small_config(V), sentences(V, 9, 5));
+  }
+
+  // SA-VAE (its SVI reads norms on the host, and its n2n gradient differences float
+  // gradients, so the tolerance is wider) and one aggressive Lagging-VAE step (Adam groups,
+  // the inner loop's host reads): the same numbers on both backends.
+  TEST_CASE("SA-VAE and an aggressive Lagging-VAE step agree with cpu") {
+    const int V = 60;
+    Config cfg = small_config(V);
+    cfg.svi_steps = 5;
+    const auto sents = sentences(V, 9, 5);
+    const Batch batch = make_batch(sents, V);
+    {
+      models::SAVAE a(cfg, 2024);
+      with_backend_t<models::SAVAE, cuda> b(cfg, 2024);
+      Context<cpu> ca(99, true);
+      Context<cuda> cb(99, true);
+      const Losses la = a.forward(ca, batch, 7), lb = b.forward(cb, batch, 7);
+      CHECK(lb.loss == doctest::Approx(la.loss).epsilon(1e-4));
+      CHECK(lb.kl == doctest::Approx(la.kl).epsilon(1e-3));
+      a.zero_grad();
+      b.zero_grad();
+      a.backward(ca);
+      b.backward(cb);
+      CHECK(ca.rng.position == cb.rng.position);
+      check_grads(a, b, 5e-3);
+      Context<cpu> ea(5, false);
+      Context<cuda> eb(5, false);
+      const auto ia = a.importance_weights(ea, batch, 4), ib = b.importance_weights(eb, batch, 4);
+      for (size_t i = 0; i < ia.log_weight.size(); ++i)
+        CHECK(ib.log_weight[i] == doctest::Approx(ia.log_weight[i]).epsilon(1e-3));
+    }
+    {
+      cfg.aggressive_inner = 4;
+      cfg.aggressive_window = 100;
+      models::VAE a(cfg, 7);
+      with_backend_t<models::VAE, cuda> b(cfg, 7);
+      Adam<float, cpu> oa(a.arena(), cfg);
+      Adam<float, cuda> ob(b.arena(), cfg);
+      oa.split(inference_range(a.arena()));
+      ob.split(inference_range(b.arena()));
+      StepGuard<cpu> ga(cfg.clip_norm, 5), ia(cfg.clip_norm, 5);
+      StepGuard<cuda> gb(cfg.clip_norm, 5), ib(cfg.clip_norm, 5);
+      Batcher sa(sents, V, 3, 4), sb(sents, V, 3, 4);
+      Context<cpu> ca(1, true);
+      Context<cuda> cb(1, true);
+      CHECK(aggressive_step(a, ca, batch, 5, oa, ga, ia, sa) == 4);
+      CHECK(aggressive_step(b, cb, batch, 5, ob, gb, ib, sb) == 4);
+      CHECK(ob.inference_steps() == 4);
+      CHECK(ob.steps() == 1);
+      CHECK(rel_err(b.arena().values().to_host(), a.arena().values().to_host()) < 1e-4);
+    }
   }
 
   // The whole-pass GRU kernels (runtime persistent_recurrence, recurrence.cuh), on a batch of
