@@ -40,7 +40,8 @@ struct Config {
   // vMF sampler: false = exact Wood sampler; true = the authors' blended b for kappa > 10,
   // which samples a slightly different concentration (see README).
   bool vmf_blend = false;
-  int kl_start = 2000;       // KL annealing starts after this step
+  int kl_start = 2000;       // KL annealing starts after this step (negative: the weight is
+                             // already -kl_start / kl_anneal_steps at step 0)
   int kl_anneal_steps = 40000;
   // optimisation
   int batch_size = 32;
@@ -114,7 +115,8 @@ struct Config {
     require(coupling == "rq" || coupling == "euclidean",
             "config: coupling must be 'rq' or 'euclidean' (got '" + coupling + "')");
     positive("beta", beta);
-    non_negative("kl_start", kl_start);
+    require(kl_start >= -kl_anneal_steps, "config: kl_start must be >= -kl_anneal_steps (got " + std::to_string(kl_start) +
+                                              "): the KL weight at step 0 is -kl_start / kl_anneal_steps, at most 1");
     positive("kl_anneal_steps", kl_anneal_steps);
     positive("batch_size", batch_size);
     positive("lr", lr);
