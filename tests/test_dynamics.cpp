@@ -494,4 +494,6 @@ TEST_CASE("report: log-scale y axis when values span orders of magnitude; ticks 
   CHECK(detail::tick_label(0.01) == "0.01");
   CHECK(display_model_name("couple-beta0.8-vae") == "Couple-β(0.8)-VAE");
   CHECK(display_model_name("lm") == "GRU-LM");
+  CHECK(display_model_name("couple-lagging-vae") == "Couple-Lagging-VAE");
+  CHECK(display_model_name("sa-vae") == "SA-VAE");
 }

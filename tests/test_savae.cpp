@@ -133,6 +133,9 @@ TEST_CASE("sa-vae: evaluation uses the refined proposal and leaves the parameter
   Context<> ctx(3, false);
   const ImportanceTerms it = m.importance_weights(ctx, b, 6);
   CHECK(m.arena().grads().to_host() == pre);
+  // The SVI ran in evaluation mode too (w = 1, no dropout) and lowered the objective.
+  REQUIRE(m.svi_objectives().size() == 5);
+  CHECK(m.svi_objectives().back() < m.svi_objectives().front());
   REQUIRE(it.log_weight.size() == sentences.size() * 6);
   for (size_t i = 0; i < it.log_weight.size(); ++i) {
     CHECK(std::isfinite(it.log_weight[i]));

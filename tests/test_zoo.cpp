@@ -151,7 +151,7 @@ TEST_CASE("zoo: the authors' presets per model and dataset (reference.md §7-8, 
   CHECK(model_config("couple-lagging-vae", "ptb").lambda_c == 0.1);
   CHECK_FALSE(model_config("couple-vae", "ptb").aggressive);
   // He et al.'s annealing for the Lagging-VAE: 0.1 at step 0, 1 after 10 epochs (PTB: 13,140 steps).
-  for (const char* name : {"lagging-vae", "couple-lagging-vae"}) {
+  for (const char* name : {"lagging-vae", "couple-lagging-vae", "sa-vae"}) {
     const Config c = model_config(name, "ptb");
     CHECK(kl_weight(0, c.kl_start, c.kl_anneal_steps, 1.0) == doctest::Approx(0.1).epsilon(1e-3));
     CHECK(kl_weight(1315 * 10, c.kl_start, c.kl_anneal_steps, 1.0) == doctest::Approx(1.0).epsilon(1e-3));

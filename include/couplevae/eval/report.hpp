@@ -63,7 +63,7 @@ inline std::string display_model_name(const std::string& model) {
   static const std::map<std::string, std::string> names = {
       {"lm", "GRU-LM"},       {"dae", "DAE"},         {"vae", "VAE"},         {"beta0.8-vae", "β(0.8)-VAE"},
       {"beta1.2-vae", "β(1.2)-VAE"}, {"vmf-vae", "vMF-VAE"}, {"cnn-vae", "CNN-VAE"}, {"wae", "WAE"},
-      {"vae-nf", "VAE-NF"},   {"wae-nf", "WAE-NF"}};
+      {"vae-nf", "VAE-NF"},   {"wae-nf", "WAE-NF"},   {"lagging-vae", "Lagging-VAE"}, {"sa-vae", "SA-VAE"}};
   auto it = names.find(model);
   return it == names.end() ? model : it->second;
 }
