@@ -13,6 +13,7 @@
 
 #include <couplevae/couplevae.hpp>
 
+#include "fixtures.hpp"
 #include "temp_dir.hpp"
 #include <couplevae/eval/dynamics.hpp>
 #include <couplevae/eval/report.hpp>
@@ -23,29 +24,15 @@ namespace fs = std::filesystem;
 namespace {
 
 Config small_config(int vocab) {
-  Config c = Config::preset("ptb");
-  c.vocab_size = vocab;
-  c.embed = 8;
-  c.hidden = 6;
-  c.latent = 3;
-  c.batch_size = 4;
+  Config c = fixtures::tiny_sizes(Config::preset("ptb"), vocab);
   c.valid_every = 3;
   c.valid_samples = 2;
   c.kl_start = 1;
-  c.kl_anneal_steps = 10;
   return c;
 }
 
 Dataset small_dataset() {
-  Dataset d;
-  std::vector<std::vector<std::string>> train = {{"a", "b", "c"}, {"b", "c"}, {"c", "a", "d", "b"}, {"d"},
-                                                 {"a", "a", "b"}, {"b", "d", "c", "a", "b"}, {"c", "c"}, {"d", "a"},
-                                                 {"a", "b", "d"}};
-  d.vocab = Vocab::build(train);
-  d.train = d.vocab.encode_all(train);
-  d.valid = d.vocab.encode_all({{"a", "b"}, {"c", "d", "a"}, {"b"}, {"d", "d", "c", "b"}, {"a", "c"}});
-  d.test = d.valid;
-  return d;
+  return fixtures::tiny_corpus({{"a", "b"}, {"c", "d", "a"}, {"b"}, {"d", "d", "c", "b"}, {"a", "c"}});
 }
 
 std::string read_text(const std::string& path) {

@@ -9,6 +9,7 @@
 
 #include <couplevae/couplevae.hpp>
 
+#include "fixtures.hpp"
 #include "temp_dir.hpp"
 
 using namespace couplevae;
@@ -16,30 +17,14 @@ using namespace couplevae;
 namespace {
 
 Config lagging_config(int vocab) {
-  Config c = model_config("lagging-vae", "ptb");
-  c.vocab_size = vocab;
-  c.embed = 8;
-  c.hidden = 6;
-  c.latent = 3;
-  c.batch_size = 4;
+  Config c = fixtures::tiny_sizes(model_config("lagging-vae", "ptb"), vocab);
   c.valid_every = 5;
   c.valid_samples = 3;
   c.kl_start = 0;
-  c.kl_anneal_steps = 10;
   return c;
 }
 
-Dataset lagging_data() {
-  Dataset d;
-  std::vector<std::vector<std::string>> train = {{"a", "b", "c"}, {"b", "c"}, {"c", "a", "d", "b"}, {"d"},
-                                                 {"a", "a", "b"}, {"b", "d", "c", "a", "b"}, {"c", "c"}, {"d", "a"},
-                                                 {"a", "b", "d"}};
-  d.vocab = Vocab::build(train);
-  d.train = d.vocab.encode_all(train);
-  d.valid = d.vocab.encode_all({{"a", "b"}, {"c", "d", "a"}, {"b"}, {"d", "c"}});
-  d.test = d.valid;
-  return d;
-}
+Dataset lagging_data() { return fixtures::tiny_corpus({{"a", "b"}, {"c", "d", "a"}, {"b"}, {"d", "c"}}); }
 
 template <class T, class B>
 std::vector<T> values(Arena<T, B>& ar) {
