@@ -94,7 +94,7 @@ inline Config train_config(const TrainArgs& a, int vocab_size) {
   if (a.aggressive) cfg.aggressive = true;
   if (cfg.aggressive)
     with_model(a.model, [&]<class M>() {
-      if constexpr (!detail::aggressive_applicable<M>())
+      if constexpr (!detail::mi_applicable<M>())
         throw Error("train: '" + a.model + "' cannot train aggressively (--aggressive, Lagging-VAE): the phase ends by "
                     "the posterior's mutual information, and this model has no stochastic posterior");
     });

@@ -89,7 +89,6 @@ class SemiAmortized : public M {
     const int nb = batch.size(), Z = this->cfg_.latent;
     View<T> eps = final_eps_.shape(nb, Z);
     ops<B>::normal(ctx.rng, eps.data, eps.size());
-    final_position_ = ctx.rng.position;
     pass(ctx, batch, lam_mu(steps()), lam_v(steps()), eps.data, w, false);
     double* parts = this->parts_buf.zeros(1, loss_parts).data;
     ops<B>::sum_into(rec_.data(), size_t(nb), 1.0 / nb, parts + part_rec);
@@ -116,9 +115,8 @@ class SemiAmortized : public M {
     saved_.resize(n);
     ops<B>::copy(grads.data(), n, saved_.data());
     grads.fill_zero();
-    // d f(lambda_K): theta's part into acc_, lambda's into a = (a_mu, a_v).
-    ctx.rng.position = final_position_;
-    pass(ctx, batch, lam_mu(K), lam_v(K), final_eps_.data(), w_, true);
+    // d f(lambda_K) from the forward's last pass: theta's part into acc_, lambda's into a = (a_mu, a_v).
+    pass_backward(ctx, batch, lam_mu(K), final_eps_.data(), w_);
     acc_.resize(n);
     ops<B>::copy(grads.data(), n, acc_.data());
     T* a_mu = a_.zeros(2 * nb, Z).data;
@@ -275,7 +273,16 @@ class SemiAmortized : public M {
       this->dec.loss(ctx, this->arena_, this->emb, batch, h, rec, dec_cache_);
     else
       this->dec.forward(ctx, this->arena_, this->emb, batch, h, rec, dec_cache_);
-    if (!grad) return;
+    if (grad) pass_backward(ctx, batch, mu, eps, w);
+  }
+
+  // The backward of the last pass (its caches, z, h and log sigma) at (mu, .) with noise eps:
+  // dmu_, dv_ and theta's gradient added to the arena.
+  void pass_backward(Context<B>& ctx, const Batch& batch, const T* mu, const T* eps, double w) {
+    const int nb = batch.size(), Z = this->cfg_.latent, E = this->cfg_.embed;
+    const size_t nl = size_t(nb) * Z;
+    const T* ls = ls_.data();
+    View<T> z{z_.data(), nb, Z}, h{h_.data(), nb, E};
     View<T> drec = drec_.shape(nb, 1);
     ops<B>::fill(drec.data, size_t(nb), T(1.0 / nb));
     View<T> dh = dh_.zeros(nb, E);
@@ -322,7 +329,7 @@ class SemiAmortized : public M {
   }
 
   double w_ = 1;
-  uint64_t final_position_ = 0, end_position_ = 0;
+  uint64_t end_position_ = 0;
   std::vector<uint64_t> positions_;
   std::vector<double> objectives_;
   Buffer<T, B> lams_, epss_, final_eps_, mom_, a_, q_, probe_, g_plus_;

@@ -77,13 +77,6 @@ struct AggressiveSchedule {
   }
 };
 
-namespace detail {
-template <class M>
-constexpr bool aggressive_applicable() {
-  return mi_applicable<M>();
-}
-}  // namespace detail
-
 // One aggressive training step t on `batch` (see the header). `inner` draws the inner
 // loop's further batches; `inner_guard` clips and skips the inner updates as `guard` does
 // the outer one (an inner loss or gradient that is not finite skips that update and counts).
@@ -92,7 +85,7 @@ template <class M>
 int aggressive_step(M& model, Context<typename M::backend>& ctx, const Batch& batch, long t,
                     Adam<typename M::scalar, typename M::backend>& adam, StepGuard<typename M::backend>& guard,
                     StepGuard<typename M::backend>& inner_guard, Batcher& inner) {
-  static_assert(detail::aggressive_applicable<M>(),
+  static_assert(detail::mi_applicable<M>(),
                 "couplevae: aggressive training needs a stochastic posterior (Gaussian, Flow<K> or VMF): the "
                 "phase ends by the posterior's mutual information, which the GRU-LM and the DAE do not have");
   require(adam.is_split(), "aggressive_step: the optimiser needs its groups (adam.split(inference_range(arena)))");

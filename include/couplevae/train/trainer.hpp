@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "../data/batcher.hpp"
@@ -115,27 +116,25 @@ inline void prepare_out_dir(const TrainOptions& o) {
 template <class M>
 void train_step(M& model, Context<typename M::backend>& ctx, const Batch& batch, long t,
                 Adam<typename M::scalar, typename M::backend>& adam, StepGuard<typename M::backend>& guard) {
-  const uint64_t position = ctx.rng.position;
-  if constexpr (requires { M::graph_capturable; }) {
-    if constexpr (!M::graph_capturable) {  // a step that reads the backend (SA-VAE): always eager
-      model.zero_grad();
-      const PendingLosses l = model.forward_async(ctx, batch, t);
-      model.backward(ctx);
-      guard.check(model.arena(), l, t);
-      adam.step(model.arena(), learning_rate(model.config(), t), guard.gate());
-      return;
-    }
+  auto step = [&] {
+    model.zero_grad();
+    const PendingLosses l = model.forward_async(ctx, batch, t);
+    model.backward(ctx);
+    guard.check(model.arena(), l, t);
+    adam.step(model.arena(), learning_rate(model.config(), t), guard.gate());
+  };
+  constexpr bool capturable = [] {
+    if constexpr (requires { M::graph_capturable; })
+      return bool(M::graph_capturable);
+    else
+      return true;
+  }();
+  if constexpr (capturable) {
+    const uint64_t position = ctx.rng.position;
+    step_runner<typename M::backend>::run(&model, &adam, batch, step, [&] { ctx.rng.position = position; });
+  } else {
+    step();  // a step that reads the backend (SA-VAE) is never captured
   }
-  step_runner<typename M::backend>::run(
-      &model, &adam, batch,
-      [&] {
-        model.zero_grad();
-        const PendingLosses l = model.forward_async(ctx, batch, t);
-        model.backward(ctx);
-        guard.check(model.arena(), l, t);
-        adam.step(model.arena(), learning_rate(model.config(), t), guard.gate());
-      },
-      [&] { ctx.rng.position = position; });
 }
 
 template <class M>
@@ -161,15 +160,18 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   Context<B> ctx(Rng(opt.seed).derive(0x747261696eull).seed, true);  // "train"
   TrainState st;
   // Aggressive training (train/aggressive.hpp): two parameter groups, the inner loop's batches.
-  Batcher inner(data.train, cfg.vocab_size, Rng(opt.seed).derive(0x6275726eull).seed, cfg.batch_size);  // "burn"
+  std::optional<Batcher> inner;
+  std::optional<StepGuard<B>> inner_guard;
   if (cfg.aggressive) {
-    if constexpr (!detail::aggressive_applicable<M>())
+    if constexpr (!detail::mi_applicable<M>())
       throw Error("train: '" + opt.model_name + "' cannot train aggressively (Lagging-VAE): the phase ends by the "
                   "posterior's mutual information, and this model has no stochastic posterior");
     require(data.valid.size() >= 2, "train: aggressive training measures the validation MI at every epoch's end; "
                                     "it needs at least 2 validation sentences (the data has " +
                                         std::to_string(data.valid.size()) + ")");
     adam.split(inference_range(model.arena()));
+    inner.emplace(data.train, cfg.vocab_size, Rng(opt.seed).derive(0x6275726eull).seed, cfg.batch_size);  // "burn"
+    inner_guard.emplace(cfg.clip_norm, opt.max_nonfinite);
     st.has_aggressive = true;
   }
   if (!opt.resume.empty()) {
@@ -188,7 +190,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
             "checkpoint " + opt.resume + ": " +
                 (cfg.aggressive ? "holds no aggressive-training state; it was not an aggressive (Lagging-VAE) run"
                                 : "is an aggressive (Lagging-VAE) run; resume it with the same model and --aggressive"));
-    if (st.has_aggressive) inner.restore(st.aggressive.epoch, st.aggressive.position);
+    if (inner) inner->restore(st.aggressive.epoch, st.aggressive.position);
     require(st.step <= steps, "checkpoint " + opt.resume + ": already at step " + std::to_string(st.step) +
                                   ", beyond --steps " + std::to_string(steps));
     ctx.rng.position = st.rng_position;
@@ -266,8 +268,10 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
     st.rng_position = ctx.rng.position;
     st.epoch = batcher.epoch();
     st.position = batcher.position();
-    st.aggressive.epoch = inner.epoch();
-    st.aggressive.position = inner.position();
+    if (inner) {
+      st.aggressive.epoch = inner->epoch();
+      st.aggressive.position = inner->position();
+    }
     save_checkpoint((fs::path(opt.out_dir) / name).string(), model, opt.model_name, data.vocab, &adam, &st);
   };
   auto validate = [&] {
@@ -290,11 +294,10 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   };
 
   TrainResult res;
-  StepGuard<B> inner_guard(cfg.clip_norm, opt.max_nonfinite);
   long window_inner = 0;
   // At the end of an epoch of the aggressive phase: the validation MI decides whether it goes on.
   auto end_aggressive_epoch = [&](long t) {
-    if constexpr (detail::aggressive_applicable<M>()) {
+    if constexpr (detail::mi_applicable<M>()) {
       const auto t_start = std::chrono::steady_clock::now();
       const double mi = evaluate_mi(model, data.valid, 10, 513, Rng(opt.seed).derive(0x6d69ull).derive(uint64_t(t)).seed,
                                     opt.valid_max_sentences);
@@ -321,8 +324,8 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   for (long t = first; t <= steps; ++t) {
     const uint64_t epoch_before = batcher.epoch();
     if (cfg.aggressive && st.aggressive.on) {
-      if constexpr (detail::aggressive_applicable<M>()) {
-        const int n = aggressive_step(model, ctx, batcher.next(), t, adam, guard, inner_guard, inner);
+      if constexpr (detail::mi_applicable<M>()) {
+        const int n = aggressive_step(model, ctx, batcher.next(), t, adam, guard, *inner_guard, *inner);
         st.aggressive.inner_steps += n;
         window_inner += n;
       }
