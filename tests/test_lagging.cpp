@@ -126,6 +126,33 @@ TEST_CASE("lagging: Adam's groups update their own elements with their own clock
   CHECK(values(fresh.arena()) == after);
 }
 
+TEST_CASE("lagging: the phase's state round-trips through train_state, and impossible ones are refused") {
+  TrainState st;
+  st.step = 40;
+  st.has_aggressive = true;
+  st.aggressive = {false, 3, 0.25, 812, 30, 2, 17};
+  const TrainState back = TrainState::from_json(st.to_json());
+  CHECK(back.has_aggressive);
+  CHECK_FALSE(back.aggressive.on);
+  CHECK(back.aggressive.epochs == 3);
+  CHECK(back.aggressive.last_mi == 0.25);
+  CHECK(back.aggressive.inner_steps == 812);
+  CHECK(back.aggressive.until == 30);
+  CHECK(back.aggressive.epoch == 2);
+  CHECK(back.aggressive.position == 17);
+  // Written before `until` existed: the end is unknown (0), the rest loads.
+  nlohmann::json old = st.to_json();
+  old["aggressive"].erase("until");
+  CHECK(TrainState::from_json(old).aggressive.until == 0);
+  // An end after the checkpoint's step, or an end while the phase is still on, cannot be.
+  nlohmann::json later = st.to_json();
+  later["aggressive"]["until"] = 41;
+  CHECK_THROWS_WITH_AS(TrainState::from_json(later), doctest::Contains("impossible aggressive phase"), Error);
+  nlohmann::json on = st.to_json();
+  on["aggressive"]["on"] = true;
+  CHECK_THROWS_WITH_AS(TrainState::from_json(on), doctest::Contains("impossible aggressive phase"), Error);
+}
+
 TEST_CASE("lagging: the inner loop's stop rule (He et al.: per-token loss over windows of 15)") {
   // Falling loss: never stops.
   BurnMonitor falling(15);
@@ -259,6 +286,9 @@ TEST_CASE("lagging: the trainer's aggressive phase, its log, and resume = uninte
   Coupled<models::VAE> resumed(c, 99);
   const TrainResult r2 = train(resumed, d, o2);
   CHECK(r2.inner_updates == r.inner_updates);
+  // The phase ended at step 6 in both, before the checkpoint: the resumed run restores it.
+  CHECK(r.aggressive_until == 6);
+  CHECK(r2.aggressive_until == r.aggressive_until);
   CHECK(values(full.arena()) == values(resumed.arena()));
   // A plain run cannot resume an aggressive one.
   Config plain = c;

@@ -49,6 +49,8 @@ struct TrainState {
     long epochs = 0;           // epochs ended in it (MI measured at each)
     double last_mi = 0;        // the MI measured at the last of them
     long inner_steps = 0;      // inference-network updates so far
+    long until = 0;            // the step at whose end the phase ended (0: still on, or a
+                               // checkpoint written before this field existed)
     uint64_t epoch = 0, position = 0;  // the inner loop's own batcher
   };
   bool has_aggressive = false;
@@ -59,8 +61,8 @@ struct TrainState {
                         {"best_valid", best_valid}, {"best_step", best_step}, {"nonfinite_skipped", nonfinite_skipped}};
     if (has_aggressive)
       j["aggressive"] = {{"on", aggressive.on}, {"epochs", aggressive.epochs}, {"last_mi", aggressive.last_mi},
-                         {"inner_steps", aggressive.inner_steps}, {"epoch", aggressive.epoch},
-                         {"position", aggressive.position}};
+                         {"inner_steps", aggressive.inner_steps}, {"until", aggressive.until},
+                         {"epoch", aggressive.epoch}, {"position", aggressive.position}};
     return j;
   }
   static TrainState from_json(const nlohmann::json& j) {
@@ -79,9 +81,11 @@ struct TrainState {
       s.aggressive.epochs = a.at("epochs").get<long>();
       s.aggressive.last_mi = a.at("last_mi").get<double>();
       s.aggressive.inner_steps = a.at("inner_steps").get<long>();
+      s.aggressive.until = a.value("until", 0L);
       s.aggressive.epoch = a.at("epoch").get<uint64_t>();
       s.aggressive.position = a.at("position").get<uint64_t>();
-      require(s.aggressive.epochs >= 0 && s.aggressive.inner_steps >= 0 && std::isfinite(s.aggressive.last_mi),
+      require(s.aggressive.epochs >= 0 && s.aggressive.inner_steps >= 0 && std::isfinite(s.aggressive.last_mi) &&
+                  s.aggressive.until >= 0 && s.aggressive.until <= s.step && (s.aggressive.until == 0 || !s.aggressive.on),
               "train_state " + j.dump() + " has an impossible aggressive phase (negative or non-finite entries)");
     }
     require(s.step >= 0 && s.best_step >= 0 && s.best_step <= s.step && s.nonfinite_skipped >= 0 &&

@@ -311,7 +311,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
                     on ? "; the phase goes on" : "; MI fell, the phase ends: both groups update every step from now on",
                     secs);
       log << line << std::endl;
-      if (!on) res.aggressive_until = t;
+      if (!on) st.aggressive.until = t;
     } else {
       (void)t;
     }
@@ -381,6 +381,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   res.nonfinite_skipped = st.nonfinite_skipped;
   res.dynamics = std::move(dynamics);
   res.inner_updates = st.aggressive.inner_steps;
+  res.aggressive_until = st.aggressive.until;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }
