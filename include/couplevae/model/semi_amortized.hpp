@@ -25,8 +25,13 @@
 // one float ulp when q is small). The clipping in the forward is not differentiated (Kim
 // neither); in the backward we difference unclipped gradients (Kim clips the perturbed ones,
 // but not the stored ones, which makes the difference meaningless whenever clipping acts).
-// Cost: one encoder pass, 3K + 1 decoder passes (forward and backward) per training step;
-// memory: K + 1 copies of lambda and of the noise, plus two arena-sized gradient buffers.
+// grad f(lambda_k) (theta's and lambda's parts) is the SVI step's own gradient: with
+// cfg.svi_keep (the default, as Kim's code) the forward keeps it for the backward, otherwise
+// the backward computes it again (the same pass on the same noise and dropout masks, so the
+// result is the same bit for bit).
+// Cost: one encoder pass and 2K + 1 decoder passes (forward and backward) per training step,
+// 3K + 1 without svi_keep; memory: K + 1 copies of lambda and of the noise, four
+// arena-sized gradient buffers, and with svi_keep K more (about 20 MB each at PTB sizes).
 // The step reads norms on the host, so it is never captured in a CUDA Graph.
 // Evaluation (importance_weights): the same K SVI steps (w = 1, no dropout), then the
 // importance-sampled NLL with q(z | lambda_K) as the proposal; KL is its Monte Carlo estimate.
@@ -84,7 +89,7 @@ class SemiAmortized : public M {
 
   PendingLosses forward_async(Context<B>& ctx, const Batch& batch, long step) {
     const double w = M::regularizer_policy::weight(this->cfg_, step);
-    refine(ctx, batch, w);
+    refine(ctx, batch, w, cfg().svi_keep);
     // The loss at lambda_K on fresh noise.
     const int nb = batch.size(), Z = this->cfg_.latent;
     View<T> eps = final_eps_.shape(nb, Z);
@@ -139,18 +144,22 @@ class SemiAmortized : public M {
       T* g_plus = g_plus_.shape(2 * nb, Z).data;
       ops<B>::copy(dmu_.data(), nl, g_plus);
       ops<B>::copy(dv_.data(), nl, g_plus + nl);
-      // ... and at lambda_k.
-      grads.fill_zero();
-      ctx.rng.position = positions_[size_t(k)];
-      pass(ctx, batch, lam_mu(k), lam_v(k), eps_k(k), w_, true);
-      // H_tl q = (plus - grads) / r, clipped; acc -= it.
-      ops<B>::axpy(n, T(-1), grads.data(), plus_.data());
+      // ... and at lambda_k: kept by the forward, or computed again.
+      const T *g_theta = kept_theta(k), *g_mu = kept_lambda(k), *g_v = g_mu + nl;
+      if (!kept_) {
+        grads.fill_zero();
+        ctx.rng.position = positions_[size_t(k)];
+        pass(ctx, batch, lam_mu(k), lam_v(k), eps_k(k), w_, true);
+        g_theta = grads.data(), g_mu = dmu_.data(), g_v = dv_.data();
+      }
+      // H_tl q = (plus - g_theta) / r, clipped; acc -= it.
+      ops<B>::axpy(n, T(-1), g_theta, plus_.data());
       ops<B>::scale(plus_.data(), n, T(1.0 / r));
       clip(plus_.data(), n);
       ops<B>::axpy(n, T(-1), plus_.data(), acc_.data());
       // H_ll q = (g_plus - g) / r; a -= it, clipped.
-      ops<B>::axpy(nl, T(-1), dmu_.data(), g_plus);
-      ops<B>::axpy(nl, T(-1), dv_.data(), g_plus + nl);
+      ops<B>::axpy(nl, T(-1), g_mu, g_plus);
+      ops<B>::axpy(nl, T(-1), g_v, g_plus + nl);
       ops<B>::axpy(2 * nl, T(-1.0 / r), g_plus, a_mu);
       clip(a_mu, 2 * nl);
       ops<B>::scale(q, 2 * nl, T(cfg().svi_momentum));
@@ -177,7 +186,7 @@ class SemiAmortized : public M {
     const size_t n = this->arena_.total();
     saved_.resize(n);
     ops<B>::copy(this->arena_.grads().data(), n, saved_.data());
-    refine(ctx, batch, 1.0);
+    refine(ctx, batch, 1.0, false);
     ImportanceTerms it;
     const int nb = batch.size(), Z = this->cfg_.latent;
     it.batch = nb;
@@ -218,12 +227,16 @@ class SemiAmortized : public M {
   T* lam_mu(int k) { return lams_.data() + size_t(k) * 2 * lam_size(); }
   T* lam_v(int k) { return lam_mu(k) + lam_size(); }
   T* eps_k(int k) { return epss_.data() + size_t(k) * lam_size(); }
+  // With svi_keep: grad_theta f(lambda_k) (arena layout) and grad_lambda f(lambda_k) (2 (B, Z), unclipped).
+  T* kept_theta(int k) { return kept_ ? kept_thetas_.data() + size_t(k) * this->arena_.total() : nullptr; }
+  T* kept_lambda(int k) { return kept_ ? kept_lambdas_.data() + size_t(k) * 2 * lam_size() : nullptr; }
 
   // Encoder, heads and the K SVI steps (lambda_0 .. lambda_K, their noise and generator
-  // positions); objectives_ gets f(lambda_k).
-  void refine(Context<B>& ctx, const Batch& batch, double w) {
+  // positions); objectives_ gets f(lambda_k); with `keep`, the steps' gradients are kept.
+  void refine(Context<B>& ctx, const Batch& batch, double w, bool keep) {
     this->batch_ = &batch;
     w_ = w;
+    kept_ = keep;
     const int nb = batch.size(), Z = this->cfg_.latent, K = steps();
     const size_t nl = size_t(nb) * Z;
     this->encode(ctx, batch);
@@ -240,11 +253,21 @@ class SemiAmortized : public M {
     // The SVI passes add parameter gradients the caller must not see.
     scratch_.resize(n);
     ops<B>::copy(grads.data(), n, scratch_.data());
+    if (keep) {
+      kept_thetas_.resize(std::max<size_t>(1, size_t(K) * n));
+      kept_lambdas_.resize(std::max<size_t>(1, size_t(K) * 2 * nl));
+    }
     for (int k = 0; k < K; ++k) {
       ops<B>::normal(ctx.rng, eps_k(k), nl);
       positions_[size_t(k)] = ctx.rng.position;
+      if (keep) grads.fill_zero();
       pass(ctx, batch, lam_mu(k), lam_v(k), eps_k(k), w, true);
       objectives_[size_t(k)] = objective();
+      if (keep) {
+        ops<B>::copy(grads.data(), n, kept_theta(k));
+        ops<B>::copy(dmu_.data(), nl, kept_lambda(k));
+        ops<B>::copy(dv_.data(), nl, kept_lambda(k) + nl);
+      }
       clip(dmu_.data(), nl);
       clip(dv_.data(), nl);
       // p = m p - g;  lambda_{k+1} = lambda_k + lr p
@@ -329,12 +352,13 @@ class SemiAmortized : public M {
   }
 
   double w_ = 1;
+  bool kept_ = false;
   uint64_t end_position_ = 0;
   std::vector<uint64_t> positions_;
   std::vector<double> objectives_;
   Buffer<T, B> lams_, epss_, final_eps_, mom_, a_, q_, probe_, g_plus_;
   Buffer<T, B> ls_, z_, h_, rec_, kl_, logq_, logp_, drec_, dh_, dz_, dkl_, dmu_, dls_, dv_;
-  Buffer<T, B> saved_, scratch_, acc_, plus_;
+  Buffer<T, B> saved_, scratch_, acc_, plus_, kept_thetas_, kept_lambdas_;
   typename nn::MLP<T, B>::Cache mlp_cache_;
   typename M::decoder_module::Cache dec_cache_;
 };
