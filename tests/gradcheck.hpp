@@ -16,8 +16,36 @@
 #include <couplevae/core/arena.hpp>
 #include <couplevae/core/batch.hpp>
 #include <couplevae/core/context.hpp>
+#include <couplevae/config.hpp>
 
 namespace gradcheck {
+
+// Random inputs, projections and parameter look-ups for the checks.
+inline std::vector<double> randn(size_t n, uint64_t seed, double scale = 1.0) {
+  std::vector<double> v(n);
+  couplevae::Rng(seed).normal(v.data(), n);
+  for (double& x : v) x *= scale;
+  return v;
+}
+// sum_i a[i] w[i]: a scalar loss from a tensor, with random weights w.
+inline double dot(const double* a, const std::vector<double>& w) {
+  double s = 0;
+  for (size_t i = 0; i < w.size(); ++i) s += a[i] * w[i];
+  return s;
+}
+// The values of the arena's tensor `name`, or nullptr.
+inline double* find_param(couplevae::Arena<double>& ar, const std::string& name) {
+  double* p = nullptr;
+  ar.visit([&](const couplevae::ParamInfo& info, double* v, double*) {
+    if (info.name == name) p = v;
+  });
+  return p;
+}
+inline double* param(couplevae::Arena<double>& ar, const std::string& name) {
+  double* p = find_param(ar, name);
+  REQUIRE_MESSAGE(p != nullptr, "no parameter " << name);
+  return p;
+}
 
 struct Probe {
   std::string name;
@@ -112,6 +140,28 @@ int check_model(M& model, const couplevae::Batch& b, long step, int per_tensor) 
   Options o;
   o.per_tensor = per_tensor;
   return check(probes, loss, o);
+}
+
+// The whole-model checks' sizes: vocabulary 13, embedding 4, encoder 3, latent 2, MLP 5,
+// the KL weight ramped over 10 steps (0.5 at step 5), and a batch of four sentences.
+inline couplevae::Config tiny_model_config() {
+  couplevae::Config c = couplevae::Config::preset("ptb");
+  c.vocab_size = 13;
+  c.embed = 4;
+  c.hidden = 3;
+  c.latent = 2;
+  c.mlp_hidden = 5;
+  c.kl_start = 0;
+  c.kl_anneal_steps = 10;
+  return c;
+}
+inline couplevae::Batch tiny_model_batch(int V) {
+  return couplevae::make_batch({{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}}, V);
+}
+// check_model over `per_tensor` entries of every tensor, which must come to more than `at_least`.
+template <class M>
+void check_model_gradients(M& model, const couplevae::Batch& b, long step, int per_tensor = 6, int at_least = 100) {
+  CHECK(check_model(model, b, step, per_tensor) > at_least);
 }
 
 }  // namespace gradcheck

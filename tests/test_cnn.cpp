@@ -22,29 +22,13 @@
 #include "gradcheck.hpp"
 
 using namespace couplevae;
+using gradcheck::randn;
+using gradcheck::dot;
+using gradcheck::param;
 using A = Arena<double>;
 using CNNDec = Decoder<DilatedCNN>::module<double, cpu>;
 
 namespace {
-std::vector<double> randn(size_t n, uint64_t seed, double scale = 1.0) {
-  std::vector<double> v(n);
-  Rng(seed).normal(v.data(), n);
-  for (double& x : v) x *= scale;
-  return v;
-}
-double dot(const double* a, const std::vector<double>& w) {
-  double s = 0;
-  for (size_t i = 0; i < w.size(); ++i) s += a[i] * w[i];
-  return s;
-}
-double* param(A& ar, const std::string& name) {
-  double* p = nullptr;
-  ar.visit([&](const ParamInfo& info, double* v, double*) {
-    if (info.name == name) p = v;
-  });
-  REQUIRE_MESSAGE(p != nullptr, "no parameter " << name);
-  return p;
-}
 
 using Seq = std::vector<std::vector<std::vector<double>>>;  // [b][c][t]
 
@@ -81,16 +65,9 @@ Seq to_seq(const std::vector<double>& m, int Bn, int T, int C) {
 }
 
 Config tiny_config() {
-  Config c = Config::preset("ptb");
-  c.vocab_size = 13;
-  c.embed = 4;
-  c.hidden = 3;
-  c.latent = 2;
-  c.mlp_hidden = 5;
+  Config c = gradcheck::tiny_model_config();
   c.cnn_channels = 4;
   c.cnn_dilations = {1, 2};
-  c.kl_start = 0;
-  c.kl_anneal_steps = 10;  // weight 0.5 at step 5
   return c;
 }
 // Sorted by length (longest first), so the batch order is the identity.
@@ -610,29 +587,24 @@ TEST_CASE("cnn decoder: sampling follows softmax(logits / temperature) without <
 namespace {
 using CNNVAEd = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<DilatedCNN>, cpu, double>;
 using CCNNVAEd = Coupled<CNNVAEd>;
-
-template <class M>
-void check_model_gradients(M& model, const Batch& b, long step) {
-  CHECK(gradcheck::check_model(model, b, step, 5) > 150);
-}
 }  // namespace
 
 TEST_CASE("Model<Gaussian, KL, DilatedCNN>: whole-model gradient check (double, dropout on, KL weight 0.5)") {
   Config c = tiny_config();
   CNNVAEd model(c, 7);
   CHECK(CNNVAEd::structure() == "gaussian-kl-cnn");
-  const Batch b = make_batch({{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}}, c.vocab_size);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   Context<> ctx(123, true);
   const Losses l = model.forward(ctx, b, 5);
   CHECK(l.kl_weight == doctest::Approx(0.5));
   // Untrained: close to uniform predictions, rec per sentence near (L+1) log V.
   CHECK(l.rec == doctest::Approx(double(b.target_tokens()) / 4 * std::log(13.0)).epsilon(0.5));
-  check_model_gradients(model, b, 5);
+  gradcheck::check_model_gradients(model, b, 5, 5, 150);
 }
 
 TEST_CASE("Coupled<Model<Gaussian, KL, DilatedCNN>>: whole-model gradient check") {
   Config c = tiny_config();
   c.lambda_c = 2.5;  // large, so a wrong coupling gradient shows
   CCNNVAEd model(c, 8);
-  check_model_gradients(model, make_batch({{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}}, c.vocab_size), 5);
+  gradcheck::check_model_gradients(model, gradcheck::tiny_model_batch(c.vocab_size), 5, 5, 150);
 }

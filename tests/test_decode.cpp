@@ -11,9 +11,12 @@
 #include <vector>
 
 #include <couplevae/couplevae.hpp>
+
+#include "gradcheck.hpp"
 #include <couplevae/model/lm.hpp>
 
 using namespace couplevae;
+using gradcheck::randn;
 
 namespace {
 using Dec = Decoder<GRU>::module<double, cpu>;
@@ -43,12 +46,6 @@ struct Rig {
   double* out_weight() { return ar.value(dec.out.W); }
 };
 
-std::vector<double> randn(size_t n, uint64_t seed, double scale) {
-  std::vector<double> v(n);
-  Rng(seed).normal(v.data(), n);
-  for (double& x : v) x *= scale;
-  return v;
-}
 
 int argmax_no_unk(const double* p, int V) {
   int best = -1;

@@ -19,36 +19,15 @@
 #include "gradcheck.hpp"
 
 using namespace couplevae;
+using gradcheck::randn;
+using gradcheck::dot;
+using gradcheck::param;
 using A = Arena<double>;
 using FlowPost = Posterior<Flow<3>>::module<double, cpu>;
 
 namespace {
 constexpr double half_log_2pi = 0.91893853320467274178;
 
-std::vector<double> randn(size_t n, uint64_t seed, double scale = 1.0) {
-  std::vector<double> v(n);
-  Rng(seed).normal(v.data(), n);
-  for (double& x : v) x *= scale;
-  return v;
-}
-double dot(const double* a, const std::vector<double>& w) {
-  double s = 0;
-  for (size_t i = 0; i < w.size(); ++i) s += a[i] * w[i];
-  return s;
-}
-double* param(A& ar, const std::string& name) {
-  double* p = nullptr;
-  ar.visit([&](const ParamInfo& info, double* v, double*) {
-    if (info.name == name) p = v;
-  });
-  REQUIRE_MESSAGE(p != nullptr, "no parameter " << name);
-  return p;
-}
-bool has_param(A& ar, const std::string& name) {
-  bool found = false;
-  ar.visit([&](const ParamInfo& info, double*, double*) { found = found || info.name == name; });
-  return found;
-}
 
 // --- Reference planar flow, straight from the equations --------------------------------
 struct RefFlow {
@@ -286,7 +265,7 @@ TEST_CASE("Posterior<Flow<3>>::sample: z, z0, kl, logq, logp against an independ
   CHECK(std::string(Posterior<Flow<12>>::name) == "flow12");
   for (const char* s : {"posterior.mu.weight", "posterior.mu_bn.running_var", "posterior.log_sigma.bias",
                         "posterior.log_sigma_bn.weight", "posterior.flows.2.b"})
-    CHECK_MESSAGE(has_param(f.ar, s), s);
+    CHECK_MESSAGE(gradcheck::find_param(f.ar, s) != nullptr, s);
   Context<> ctx(77, true);
   ctx.rng.position = 40;
   FlowPost::Cache c;
@@ -379,10 +358,10 @@ TEST_CASE("Posterior<Flow<3>>::sample_backward: kl alone (null dz view), e.g. th
 TEST_CASE("Posterior<Flow<3>> deterministic: mean() = flows(BN(mu head)), own parameters only; gradients") {
   PostFixture f(true);
   const int n = f.n, Z = f.Z, in = f.in;
-  CHECK(has_param(f.ar, "posterior.mu_bn.weight"));
-  CHECK(has_param(f.ar, "posterior.flows.0.u"));
-  CHECK_FALSE(has_param(f.ar, "posterior.log_sigma.weight"));
-  CHECK_FALSE(has_param(f.ar, "posterior.log_sigma_bn.weight"));
+  CHECK((gradcheck::find_param(f.ar, "posterior.mu_bn.weight") != nullptr));
+  CHECK((gradcheck::find_param(f.ar, "posterior.flows.0.u") != nullptr));
+  CHECK_FALSE((gradcheck::find_param(f.ar, "posterior.log_sigma.weight") != nullptr));
+  CHECK_FALSE((gradcheck::find_param(f.ar, "posterior.log_sigma_bn.weight") != nullptr));
   Context<> ctx(8, true);
   FlowPost::Cache c;
   const uint64_t pos = ctx.rng.position;
@@ -457,19 +436,6 @@ namespace {
 using NFd = Model<Posterior<Flow<3>>, Regularizer<KL>, Decoder<GRU>, cpu, double>;
 using CNFd = Coupled<NFd>;
 
-Config tiny_config() {
-  Config c = Config::preset("ptb");
-  c.vocab_size = 13;
-  c.embed = 4;
-  c.hidden = 3;
-  c.latent = 2;
-  c.mlp_hidden = 5;
-  c.kl_start = 0;
-  c.kl_anneal_steps = 10;  // weight 0.5 at step 5
-  return c;
-}
-Batch tiny_batch(int V) { return make_batch({{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}}, V); }
-
 // Flows of every posterior in the arena scaled up from their near-identity initialisation.
 void strengthen_all_flows(A& ar, uint64_t seed) {
   Rng rng(seed);
@@ -480,33 +446,29 @@ void strengthen_all_flows(A& ar, uint64_t seed) {
   });
 }
 
-template <class M>
-void check_model_gradients(M& model, const Batch& b, long step) {
-  CHECK(gradcheck::check_model(model, b, step, 6) > 100);
-}
 }  // namespace
 
 TEST_CASE("Model<Flow<3>, KL, GRU>: whole-model gradient check (double, dropout on, KL weight 0.5)") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   NFd model(c, 7);
   CHECK(NFd::structure() == "flow3-kl-gru");
   strengthen_all_flows(model.arena(), 1);
-  const Batch b = tiny_batch(c.vocab_size);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   Context<> ctx(123, true);
   const Losses l = model.forward(ctx, b, 5);
   CHECK(l.kl_weight == doctest::Approx(0.5));
   CHECK(l.reg == doctest::Approx(0.5 * l.kl).epsilon(1e-12));
   CHECK(std::isfinite(l.kl));
-  check_model_gradients(model, b, 5);
+  gradcheck::check_model_gradients(model, b, 5);
 }
 
 TEST_CASE("Coupled<Model<Flow<3>, KL, GRU>>: whole-model gradient check") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   c.lambda_c = 2.5;
   CNFd model(c, 8);
   CHECK(CNFd::structure() == "coupled-flow3-kl-gru");
-  CHECK(has_param(model.arena(), "couple.posterior.flows.2.w"));
-  CHECK_FALSE(has_param(model.arena(), "couple.posterior.log_sigma.weight"));
+  CHECK((gradcheck::find_param(model.arena(), "couple.posterior.flows.2.w") != nullptr));
+  CHECK_FALSE((gradcheck::find_param(model.arena(), "couple.posterior.log_sigma.weight") != nullptr));
   strengthen_all_flows(model.arena(), 2);
-  check_model_gradients(model, tiny_batch(c.vocab_size), 5);
+  gradcheck::check_model_gradients(model, gradcheck::tiny_model_batch(c.vocab_size), 5);
 }

@@ -22,9 +22,13 @@
 #include <vector>
 
 #include <couplevae/couplevae.hpp>
+
+#include "gradcheck.hpp"
 #include <couplevae/eval/mi.hpp>
 
 using namespace couplevae;
+using gradcheck::randn;
+using gradcheck::param;
 
 namespace {
 using A = Arena<double>;
@@ -39,20 +43,6 @@ using Sentences = std::vector<std::vector<int32_t>>;
 constexpr double pi = 3.14159265358979323846;
 constexpr double half_log_2pi = 0.91893853320467274178;
 
-std::vector<double> randn(size_t n, uint64_t seed, double scale = 1.0) {
-  std::vector<double> v(n);
-  Rng(seed).normal(v.data(), n);
-  for (double& x : v) x *= scale;
-  return v;
-}
-double* param(A& ar, const std::string& name) {
-  double* p = nullptr;
-  ar.visit([&](const ParamInfo& info, double* v, double*) {
-    if (info.name == name) p = v;
-  });
-  REQUIRE_MESSAGE(p != nullptr, "no parameter " << name);
-  return p;
-}
 size_t param_size(A& ar, const std::string& name) {
   size_t n = 0;
   ar.visit([&](const ParamInfo& info, double*, double*) {

@@ -109,24 +109,6 @@ std::vector<double> mmd_draws(int draws, int n, int Z, double mean, double sd, u
   return out;
 }
 
-Config tiny_config() {
-  Config c = Config::preset("ptb");
-  c.vocab_size = 13;
-  c.embed = 4;
-  c.hidden = 3;
-  c.latent = 2;
-  c.mlp_hidden = 5;
-  c.kl_start = 0;
-  c.kl_anneal_steps = 10;  // weight 0.5 at step 5 (below the WAE's cap 0.8)
-  return c;
-}
-
-Batch tiny_batch(int V) { return make_batch({{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}}, V); }
-
-template <class M>
-void check_model_gradients(M& model, const Batch& b, long step) {
-  CHECK(gradcheck::check_model(model, b, step, 6) > 100);
-}
 
 }  // namespace
 
@@ -146,7 +128,7 @@ TEST_CASE("mmd: the kernel and the regulariser equal a straightforward recomputa
   CHECK(mmd_ops<cpu>::imq_mmd(n, n, Z, p.data(), q.data(), C, 7) == doctest::Approx(ref).epsilon(1e-13));
 
   // The regulariser draws the prior from ctx.rng: replay it and recompute L_reg.
-  Config cfg = tiny_config();
+  Config cfg = gradcheck::tiny_model_config();
   Arena<double> ar;
   MMDReg reg(ar, "regularizer", cfg);
   auto z = randn(n * Z, 3, 0.5, 1.2), kl = randn(n, 4, 3.0, 1.0);
@@ -200,7 +182,7 @@ TEST_CASE("mmd: near zero and unbiased for prior samples, clearly positive for s
 }
 
 TEST_CASE("mmd: B = 1 defines MMD = 0 with no gradient and no division by zero") {
-  Config cfg = tiny_config();
+  Config cfg = gradcheck::tiny_model_config();
   Arena<double> ar;
   MMDReg reg(ar, "regularizer", cfg);
   std::vector<double> z = {0.3, -1.2}, kl = {2.0}, dz = {0.5, 0.25}, dkl = {1.0};
@@ -218,7 +200,7 @@ TEST_CASE("mmd: finite-difference gradient in z and kl (prior replayed), accumul
   for (int n : {2, 6}) {
     CAPTURE(n);
     const int Z = 3;
-    Config cfg = tiny_config();
+    Config cfg = gradcheck::tiny_model_config();
     Arena<double> ar;
     MMDReg reg(ar, "regularizer", cfg);
     auto z = randn(n * Z, 21, 0.4, 0.8), kl = randn(n, 22, 2.0, 1.0);
@@ -246,7 +228,7 @@ TEST_CASE("mmd: finite-difference gradient in z and kl (prior replayed), accumul
 }
 
 TEST_CASE("mmd: the KL weight anneals like Regularizer<KL> up to the cap 0.8") {
-  Config cfg = tiny_config();
+  Config cfg = gradcheck::tiny_model_config();
   cfg.kl_start = 100;
   cfg.kl_anneal_steps = 1000;
   Arena<double> ar;
@@ -279,7 +261,7 @@ TEST_CASE("mmd: the KL weight anneals like Regularizer<KL> up to the cap 0.8") {
 }
 
 TEST_CASE("zero regularizer: L_reg = 0, weight 0, no gradient, no noise") {
-  Config cfg = tiny_config();
+  Config cfg = gradcheck::tiny_model_config();
   Arena<double> ar;
   Regularizer<Zero>::module<double, cpu> reg(ar, "regularizer", cfg);
   std::vector<double> z = {1, 2, 3, 4}, kl = {5, 6}, dz = {0.1, 0.2, 0.3, 0.4}, dkl = {0.5, 0.6};
@@ -368,27 +350,27 @@ TEST_CASE("deterministic posterior: z = W e + b, zero kl, no noise; gradients of
 }
 
 TEST_CASE("WAE Model<Gaussian, MMD, GRU>: whole-model gradient check (double, dropout on, KL weight 0.5)") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   WAEd model(c, 7);
-  const Batch b = tiny_batch(c.vocab_size);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   Context<> ctx(123, true);
   const Losses l = model.forward(ctx, b, 5);
   CHECK(l.kl_weight == doctest::Approx(0.5));
   CHECK(model.forward(ctx, b, 1000000).kl_weight == doctest::Approx(0.8));
-  check_model_gradients(model, b, 5);
+  gradcheck::check_model_gradients(model, b, 5);
 }
 
 TEST_CASE("WAE Coupled<Model<Gaussian, MMD, GRU>>: whole-model gradient check") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   c.lambda_c = 2.5;
   CWAEd model(c, 8);
-  check_model_gradients(model, tiny_batch(c.vocab_size), 5);
+  gradcheck::check_model_gradients(model, gradcheck::tiny_model_batch(c.vocab_size), 5);
 }
 
 TEST_CASE("WAE: L_reg = 10 MMD(z, prior) + lambda mean KL, recomputed from the model's z and replayed prior") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   WAEd model(c, 9);
-  const Batch b = tiny_batch(c.vocab_size);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   const int nb = b.size(), Z = c.latent;
   for (long step : {5L, 9L, 1000000L}) {
     CAPTURE(step);
@@ -404,11 +386,11 @@ TEST_CASE("WAE: L_reg = 10 MMD(z, prior) + lambda mean KL, recomputed from the m
 }
 
 TEST_CASE("DAE Model<Deterministic, Zero, GRU>: loss = rec, z = W e + b, and whole-model gradient check") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   DAEd model(c, 10);
   CHECK(DAEd::structure() == "deterministic-zero-gru");
   for (const auto& info : model.arena().infos()) CHECK(info.name.find("log_sigma") == std::string::npos);
-  const Batch b = tiny_batch(c.vocab_size);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   const int nb = b.size(), Z = c.latent;
   {
     Context<> ctx(4, false);
@@ -434,12 +416,12 @@ TEST_CASE("DAE Model<Deterministic, Zero, GRU>: loss = rec, z = W e + b, and who
     const Losses l = model.forward(ctx, b, 5);
     CHECK(l.loss == l.rec);
   }
-  check_model_gradients(model, b, 5);
+  gradcheck::check_model_gradients(model, b, 5);
 }
 
 TEST_CASE("WAE, Coupled WAE and DAE in float: one training step runs with finite loss and gradients") {
-  Config c = tiny_config();
-  const Batch b = tiny_batch(c.vocab_size);
+  Config c = gradcheck::tiny_model_config();
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   auto run = [&](auto& model) {
     Context<> ctx(2, true);
     model.zero_grad();

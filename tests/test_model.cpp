@@ -15,52 +15,32 @@ namespace {
 using VAEd = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<GRU>, cpu, double>;
 using CVAEd = Coupled<VAEd>;
 
-Config tiny_config() {
-  Config c = Config::preset("ptb");
-  c.vocab_size = 13;
-  c.embed = 4;
-  c.hidden = 3;
-  c.latent = 2;
-  c.mlp_hidden = 5;
-  c.kl_start = 0;
-  c.kl_anneal_steps = 10;  // weight 0.5 at step 5
-  return c;
-}
-
-Batch tiny_batch(int V) {
-  return make_batch({{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}}, V);
-}
-
-template <class M>
-void check_model_gradients(M& model, const Batch& b, long step) {
-  CHECK(gradcheck::check_model(model, b, step, 6) > 100);
-}
 }  // namespace
 
 TEST_CASE("Model<Gaussian, KL, GRU>: whole-model gradient check (double, dropout on, KL weight 0.5)") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   VAEd model(c, 7);
-  const Batch b = tiny_batch(c.vocab_size);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   Context<> ctx(123, true);
   CHECK(model.forward(ctx, b, 5).kl_weight == doctest::Approx(0.5));
-  check_model_gradients(model, b, 5);
+  gradcheck::check_model_gradients(model, b, 5);
 }
 
 TEST_CASE("Coupled<Model>: whole-model gradient check, rational-quadratic and euclidean coupling") {
   for (const char* kind : {"rq", "euclidean"}) {
     CAPTURE(kind);
-    Config c = tiny_config();
+    Config c = gradcheck::tiny_model_config();
     c.coupling = kind;
     c.lambda_c = 2.5;  // large, so a wrong coupling gradient shows
     CVAEd model(c, 8);
-    check_model_gradients(model, tiny_batch(c.vocab_size), 5);
+    gradcheck::check_model_gradients(model, gradcheck::tiny_model_batch(c.vocab_size), 5);
   }
 }
 
 TEST_CASE("Coupled<Model>: loss parts recomputed independently") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   CVAEd model(c, 9);
-  const Batch b = tiny_batch(c.vocab_size);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   Context<> ctx(5, false);  // eval: no dropout
   const Losses l = model.forward(ctx, b, 5);
   // The coupled decoding signal equals MLP^c(mu^c(e)): recompute it through the public
@@ -93,10 +73,10 @@ TEST_CASE("Coupled<Model>: loss parts recomputed independently") {
 }
 
 TEST_CASE("Model: the same seed and noise position give the same loss; another seed differs") {
-  Config c = tiny_config();
+  Config c = gradcheck::tiny_model_config();
   using VAE = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<GRU>>;
   VAE a(c, 1), a2(c, 1), other(c, 2);
-  const Batch b = tiny_batch(c.vocab_size);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
   Context<> x(3), y(3), w(3);
   const double la = a.forward(x, b, 5).loss, lb = a2.forward(y, b, 5).loss, lo = other.forward(w, b, 5).loss;
   CHECK(la == lb);

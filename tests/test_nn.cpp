@@ -15,21 +15,11 @@
 #include "gradcheck.hpp"
 
 using namespace couplevae;
+using gradcheck::randn;
+using gradcheck::dot;
 using namespace couplevae::nn;
 using A = Arena<double>;
 
-namespace {
-std::vector<double> randn(size_t n, uint64_t seed) {
-  std::vector<double> v(n);
-  Rng(seed).normal(v.data(), n);
-  return v;
-}
-double dot(const double* a, const std::vector<double>& w) {
-  double s = 0;
-  for (size_t i = 0; i < w.size(); ++i) s += a[i] * w[i];
-  return s;
-}
-}  // namespace
 
 TEST_CASE("linear: forward matches a hand computation and gradients match finite differences") {
   A ar;

@@ -30,6 +30,8 @@
 #include "gradcheck.hpp"
 
 using namespace couplevae;
+using gradcheck::randn;
+using gradcheck::dot;
 
 namespace {
 
@@ -557,18 +559,6 @@ TEST_CASE("vmf KL: Monte Carlo estimate mean(logq - logp) over exact samples (m 
 // ---------------------------------------------------------------------------------------
 // Gradients.
 
-namespace {
-std::vector<double> randn(size_t n, uint64_t seed) {
-  std::vector<double> v(n);
-  Rng(seed).normal(v.data(), n);
-  return v;
-}
-double dot(const double* a, const std::vector<double>& w) {
-  double s = 0;
-  for (size_t i = 0; i < w.size(); ++i) s += a[i] * w[i];
-  return s;
-}
-}  // namespace
 
 TEST_CASE("vmf: sample gradients (dz and dkl) by finite differences, both samplers, kappa across the blend") {
   using M = Posterior<VMF>::module<double, cpu>;
