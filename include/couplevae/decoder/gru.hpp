@@ -30,6 +30,45 @@
 
 namespace couplevae {
 
+namespace detail {
+// The decoding loop of Decoder<GRU> and of the GRU-LM (reference.md §5), from the state s
+// (nb, Hd) and input rows X (nb, ld) whose first E columns take emb(w_{t-1}) (the rest stay
+// as the caller set them): for t = 1..max_len
+//   s = GRU(X, s),  logits = W_v tanh(W_c s + b_c) + b_v,  w_t = decode_ops::pick_tokens
+// (<unk> masked; argmax for temperature <= 0, else one uniform per row from ctx.rng),
+// stopping once every row has produced <eos>; each row cut at its first <eos>.
+template <class T, class B>
+std::vector<std::vector<int32_t>> decode_loop(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb,
+                                              const nn::GRU<T, B>& rnn, const nn::Linear<T, B>& proj,
+                                              const nn::Linear<T, B>& out, View<T> X, View<T> s, int max_len,
+                                              double temperature) {
+  const int nb = X.rows, V = out.out;
+  Buffer<T, B> snb, ab, lb;
+  Buffer<int32_t, B> tokens_b;
+  typename nn::GRU<T, B>::Cache scratch;
+  View<T> sn = snb.shape(nb, s.cols), A = ab.shape(nb, proj.out), logits = lb.shape(nb, V);
+  std::vector<int32_t> tokens(size_t(nb), go_id), finished(size_t(nb), 0), all;
+  all.reserve(size_t(nb) * size_t(std::min(max_len, 64)));
+  int steps = 0;
+  for (int t = 1; t <= max_len; ++t) {
+    emb.forward(ctx, ar, backend_ids(tokens, tokens_b), nb, X.data, X.cols);
+    rnn.step(ctx, ar, X, s, sn, scratch);
+    std::swap(s, sn);
+    proj.forward(ctx, ar, s, A);
+    ops<B>::tanh_forward(A.size(), A.data, A.data);
+    out.forward(ctx, ar, A, logits);
+    const int running = decode_ops<B>::pick_tokens(ctx.rng, logits.data, nb, V, unk_id, temperature, eos_id,
+                                                   tokens.data(), finished.data());
+    all.insert(all.end(), tokens.begin(), tokens.end());
+    ++steps;
+    if (running == 0) break;
+  }
+  std::vector<std::vector<int32_t>> result;
+  decode_ops<B>::cut_at_eos(all.data(), steps, nb, eos_id, result);
+  return result;
+}
+}  // namespace detail
+
 template <>
 struct Decoder<GRU> {
   static constexpr const char* name = "gru";
@@ -112,38 +151,14 @@ struct Decoder<GRU> {
       require(max_len >= 1, "Decoder<GRU>::decode: max_len must be >= 1 (got " + std::to_string(max_len) + ")");
       require(!std::isnan(temperature), "Decoder<GRU>::decode: temperature is NaN");
       const int nb = h.rows, I = 2 * E;
-      std::vector<std::vector<int32_t>> result;
-      if (nb == 0) return result;
-      Buffer<T, B> xb, sb, snb, ab, lb;
-      Buffer<int32_t, B> tokens_b;
+      if (nb == 0) return {};
+      Buffer<T, B> xb, sb, snb;
       typename nn::GRU<T, B>::Cache scratch;
-      View<T> X = xb.shape(nb, I);
-      View<T> s = sb.zeros(nb, Hd), sn = snb.shape(nb, Hd);
-      View<T> A = ab.shape(nb, E), logits = lb.shape(nb, V);
-      auto gru_step = [&] {
-        rnn.step(ctx, ar, X, s, sn, scratch);
-        std::swap(s, sn);
-      };
+      View<T> X = xb.shape(nb, I), s = sb.zeros(nb, Hd), s1 = snb.shape(nb, Hd);
       ops<B>::copy2d(h.data, nb, E, h.cols, X.data, I);       // step 0: [h; h]
       ops<B>::copy2d(h.data, nb, E, h.cols, X.data + E, I);   // every step: [.; h]
-      gru_step();
-      std::vector<int32_t> tokens(size_t(nb), go_id), finished(size_t(nb), 0), all;
-      all.reserve(size_t(nb) * size_t(std::min(max_len, 64)));
-      int steps = 0;
-      for (int t = 1; t <= max_len; ++t) {
-        emb.forward(ctx, ar, backend_ids(tokens, tokens_b), nb, X.data, I);
-        gru_step();
-        proj.forward(ctx, ar, s, A);
-        ops<B>::tanh_forward(A.size(), A.data, A.data);
-        out.forward(ctx, ar, A, logits);
-        const int running = decode_ops<B>::pick_tokens(ctx.rng, logits.data, nb, V, unk_id, temperature, eos_id,
-                                                       tokens.data(), finished.data());
-        all.insert(all.end(), tokens.begin(), tokens.end());
-        ++steps;
-        if (running == 0) break;
-      }
-      decode_ops<B>::cut_at_eos(all.data(), steps, nb, eos_id, result);
-      return result;
+      rnn.step(ctx, ar, X, s, s1, scratch);
+      return detail::decode_loop(ctx, ar, emb, rnn, proj, out, X, s1, max_len, temperature);
     }
 
    private:

@@ -165,33 +165,10 @@ class LanguageModel {
     require(samples >= 0, "LanguageModel::decode: samples must be >= 0");
     require(max_len >= 1, "LanguageModel::decode: max_len must be >= 1 (got " + std::to_string(max_len) + ")");
     require(!std::isnan(temperature), "LanguageModel::decode: temperature is NaN");
-    const int nb = samples, E = cfg_.embed, Hd = cfg_.dec_hidden(), V = cfg_.vocab_size;
-    std::vector<std::vector<int32_t>> result;
-    if (nb == 0) return result;
-    Buffer<T, B> xb, sb, snb, ab, lb;
-    Buffer<int32_t, B> tokens_b;
-    typename nn::GRU<T, B>::Cache scratch;
-    View<T> X = xb.shape(nb, E);
-    View<T> s = sb.zeros(nb, Hd), sn = snb.shape(nb, Hd);
-    View<T> A = ab.shape(nb, E), logits = lb.shape(nb, V);
-    std::vector<int32_t> tokens(size_t(nb), go_id), finished(size_t(nb), 0), all;
-    all.reserve(size_t(nb) * size_t(std::min(max_len, 64)));
-    int steps = 0;
-    for (int t = 1; t <= max_len; ++t) {
-      emb.forward(ctx, arena_, backend_ids(tokens, tokens_b), nb, X.data, E);
-      rnn.step(ctx, arena_, X, s, sn, scratch);
-      std::swap(s, sn);
-      proj.forward(ctx, arena_, s, A);
-      ops<B>::tanh_forward(A.size(), A.data, A.data);
-      out.forward(ctx, arena_, A, logits);
-      const int running = decode_ops<B>::pick_tokens(ctx.rng, logits.data, nb, V, unk_id, temperature, eos_id,
-                                                     tokens.data(), finished.data());
-      all.insert(all.end(), tokens.begin(), tokens.end());
-      ++steps;
-      if (running == 0) break;
-    }
-    decode_ops<B>::cut_at_eos(all.data(), steps, nb, eos_id, result);
-    return result;
+    if (samples == 0) return {};
+    Buffer<T, B> xb, sb;
+    View<T> X = xb.shape(samples, cfg_.embed), s = sb.zeros(samples, cfg_.dec_hidden());
+    return detail::decode_loop(ctx, arena_, emb, rnn, proj, out, X, s, max_len, temperature);
   }
 
   // Parts, public for users who assemble their own loops and for the analysis tools.
