@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# A shortened PTB comparison of models: the paper's schedule scaled down from 60K steps to
+# --steps S (KL annealing from S/30 over 2S/3 steps, as the paper's 2K -> 42K of 60K; the
+# learning-rate decay at 30K is left out when S <= 30K), then every test metric of each run
+# (`couplevae eval`, all metrics, 100 importance samples) and the paper's tables over the runs
+# (`couplevae report`). The numbers in README's "A shortened PTB run" come from
+#
+#   bash scripts/ptb_short.sh --bin build/bin/couplevae --steps 10000 --parallel
+#
+# Options:
+#   --bin FILE       the couplevae tool (default build/bin/couplevae)
+#   --data DIR       PTB's train/valid/test.txt (default ../shared/data/ptb)
+#   --steps S        training steps per model (default 10000)
+#   --models "A B"   model names (default "vae couple-vae")
+#   --out DIR        runs land in DIR/<model> (default ptb-short)
+#   --parallel       train the models at once, one thread each (else one after another)
+#   --seed N         training seed (default 1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=build/bin/couplevae data=../shared/data/ptb steps=10000 models="vae couple-vae" out=ptb-short
+parallel=0 seed=1
+while (($#)); do
+  case $1 in
+    --bin) bin=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --models) models=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --parallel) parallel=1; shift ;;
+    --seed) seed=$2; shift 2 ;;
+    *) echo "ptb_short.sh: unknown option '$1' (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+[[ -x $bin ]] || { echo "ptb_short.sh: no couplevae tool at '$bin' (build the couplevae_cli target, or pass --bin)" >&2; exit 2; }
+for split in train valid test; do
+  [[ -f $data/$split.txt ]] || { echo "ptb_short.sh: skipped: PTB is not at '$data' ($split.txt missing; pass --data DIR)" >&2; exit 0; }
+done
+[[ $steps =~ ^[0-9]+$ ]] && ((steps >= 300)) || { echo "ptb_short.sh: --steps must be a number >= 300 (got '$steps')" >&2; exit 2; }
+
+kl_start=$((steps / 30)) kl_steps=$(((2 * steps + 1) / 3))
+valid_every=$((steps / 5))
+mkdir -p "$out"
+train() {  # model
+  "$bin" train --model "$1" --data "$data" --preset ptb --steps "$steps" --seed "$seed" --out "$out/$1" --overwrite \
+    --kl-start "$kl_start" --kl-anneal-steps "$kl_steps" --valid-every "$valid_every" --valid-max-sentences 1000 \
+    --log-every 500 --track-every "$valid_every"
+}
+echo "PTB, $steps steps, KL annealing from step $kl_start over $kl_steps steps; logs in $out/<model>.log"
+if ((parallel)); then
+  pids=()
+  for m in $models; do OMP_NUM_THREADS=1 train "$m" >"$out/$m.log" 2>&1 & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p"; done
+else
+  for m in $models; do train "$m" 2>&1 | tee "$out/$m.log"; done
+fi
+runs=()
+for m in $models; do
+  echo "== evaluating $m on the test split"
+  "$bin" eval --checkpoint "$out/$m/best.safetensors" --data "$data" --split test --json-out "$out/$m/eval.json" \
+    2>&1 | tee "$out/$m.eval.log" | grep -v '^{'
+  runs+=("$out/$m")
+done
+"$bin" report --runs "${runs[@]}" --out "$out/report.md"
+cat "$out/report.md"
