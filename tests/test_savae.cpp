@@ -5,16 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <numeric>
 #include <sstream>
-
-#include <unistd.h>
 
 #include <couplevae/couplevae.hpp>
 
 #include "fixtures.hpp"
 #include "gradcheck.hpp"
+#include "temp_dir.hpp"
 
 using namespace couplevae;
 
@@ -180,24 +178,22 @@ TEST_CASE("sa-vae: a trainer run resumed from its checkpoint ends where the unin
   c.batch_size = 4;
   c.valid_every = 3;
   c.valid_samples = 2;
-  const auto dir = std::filesystem::temp_directory_path() / ("couplevae-savae-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  TempDir tmp;
   std::ostringstream log;
   TrainOptions o;
   o.model_name = "sa-vae";
   o.log = &log;
   o.steps = 5;
-  o.out_dir = (dir / "full").string();
+  o.out_dir = tmp / "full";
   models::SAVAE full(c, 1);
   train(full, d, o);
   o.steps = 3;
-  o.out_dir = (dir / "part").string();
+  o.out_dir = tmp / "part";
   models::SAVAE part(c, 1);
   train(part, d, o);
   o.steps = 5;
-  o.resume = (dir / "part" / "last.safetensors").string();
+  o.resume = tmp / "part/last.safetensors";
   models::SAVAE resumed(c, 42);
   train(resumed, d, o);
   CHECK(full.arena().values().to_host() == resumed.arena().values().to_host());
-  std::filesystem::remove_all(dir);
 }

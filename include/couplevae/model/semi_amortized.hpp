@@ -145,12 +145,13 @@ class SemiAmortized : public M {
       ops<B>::copy(dmu_.data(), nl, g_plus);
       ops<B>::copy(dv_.data(), nl, g_plus + nl);
       // ... and at lambda_k: kept by the forward, or computed again.
-      const T *g_theta = kept_theta(k), *g_mu = kept_lambda(k), *g_v = g_mu + nl;
-      if (!kept_) {
+      const T *g_theta = grads.data(), *g_mu = dmu_.data(), *g_v = dv_.data();
+      if (kept_) {
+        g_theta = kept_theta(k), g_mu = kept_lambda(k), g_v = g_mu + nl;
+      } else {
         grads.fill_zero();
         ctx.rng.position = positions_[size_t(k)];
         pass(ctx, batch, lam_mu(k), lam_v(k), eps_k(k), w_, true);
-        g_theta = grads.data(), g_mu = dmu_.data(), g_v = dv_.data();
       }
       // H_tl q = (plus - g_theta) / r, clipped; acc -= it.
       ops<B>::axpy(n, T(-1), g_theta, plus_.data());
@@ -228,8 +229,8 @@ class SemiAmortized : public M {
   T* lam_v(int k) { return lam_mu(k) + lam_size(); }
   T* eps_k(int k) { return epss_.data() + size_t(k) * lam_size(); }
   // With svi_keep: grad_theta f(lambda_k) (arena layout) and grad_lambda f(lambda_k) (2 (B, Z), unclipped).
-  T* kept_theta(int k) { return kept_ ? kept_thetas_.data() + size_t(k) * this->arena_.total() : nullptr; }
-  T* kept_lambda(int k) { return kept_ ? kept_lambdas_.data() + size_t(k) * 2 * lam_size() : nullptr; }
+  T* kept_theta(int k) { return kept_thetas_.data() + size_t(k) * this->arena_.total(); }
+  T* kept_lambda(int k) { return kept_lambdas_.data() + size_t(k) * 2 * lam_size(); }
 
   // Encoder, heads and the K SVI steps (lambda_0 .. lambda_K, their noise and generator
   // positions); objectives_ gets f(lambda_k); with `keep`, the steps' gradients are kept.

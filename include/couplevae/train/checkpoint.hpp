@@ -86,7 +86,9 @@ struct TrainState {
       s.aggressive.position = a.at("position").get<uint64_t>();
       require(s.aggressive.epochs >= 0 && s.aggressive.inner_steps >= 0 && std::isfinite(s.aggressive.last_mi) &&
                   s.aggressive.until >= 0 && s.aggressive.until <= s.step && (s.aggressive.until == 0 || !s.aggressive.on),
-              "train_state " + j.dump() + " has an impossible aggressive phase (negative or non-finite entries)");
+              "train_state " + j.dump() +
+                  " has an impossible aggressive phase (negative or non-finite entries, or an end after its step or "
+                  "while the phase is still on)");
     }
     require(s.step >= 0 && s.best_step >= 0 && s.best_step <= s.step && s.nonfinite_skipped >= 0 &&
                 std::isfinite(s.best_valid) && s.best_valid >= 0,
