@@ -15,11 +15,14 @@
 #   --out DIR        runs land in DIR/<model> (default ptb-short)
 #   --parallel       train the models at once, one thread each (else one after another)
 #   --seed N         training seed (default 1)
+#   --lambda-c "L.." coupling weights (default: the preset's); each Coupled model is trained
+#                    once per value, into DIR/<model>-lc<L>, so one call can sweep lambda_c
+#                    (the paper's Table 3), e.g. --models "vae couple-vae" --lambda-c "1 10"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=build/bin/couplevae data=../shared/data/ptb steps=10000 models="vae couple-vae" out=ptb-short
-parallel=0 seed=1
+parallel=0 seed=1 lambdas=
 while (($#)); do
   case $1 in
     --bin) bin=$2; shift 2 ;;
@@ -29,6 +32,7 @@ while (($#)); do
     --out) out=$2; shift 2 ;;
     --parallel) parallel=1; shift ;;
     --seed) seed=$2; shift 2 ;;
+    --lambda-c) lambdas=$2; shift 2 ;;
     *) echo "ptb_short.sh: unknown option '$1' (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -37,29 +41,44 @@ for split in train valid test; do
   [[ -f $data/$split.txt ]] || { echo "ptb_short.sh: skipped: PTB is not at '$data' ($split.txt missing; pass --data DIR)" >&2; exit 0; }
 done
 [[ $steps =~ ^[0-9]+$ ]] && ((steps >= 300)) || { echo "ptb_short.sh: --steps must be a number >= 300 (got '$steps')" >&2; exit 2; }
+# The runs: "model" (the preset's lambda_c) or "model lambda_c" each.
+runs_spec=()
+for m in $models; do
+  if [[ -z $lambdas || $m != couple-* ]]; then runs_spec+=("$m"); continue; fi  # one run of an uncoupled model
+  for l in $lambdas; do
+    [[ $l =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "ptb_short.sh: --lambda-c takes non-negative numbers (got '$l')" >&2; exit 2; }
+    runs_spec+=("$m $l")
+  done
+done
 
 kl_start=$((steps / 30)) kl_steps=$(((2 * steps + 1) / 3))
 valid_every=$((steps / 5))
 mkdir -p "$out"
-train() {  # model
-  "$bin" train --model "$1" --data "$data" --preset ptb --steps "$steps" --seed "$seed" --out "$out/$1" --overwrite \
-    --kl-start "$kl_start" --kl-anneal-steps "$kl_steps" --valid-every "$valid_every" --valid-max-sentences 1000 \
-    --log-every 500 --track-every "$valid_every"
+run_dir() {  # "model [lambda_c]" -> DIR/model or DIR/model-lcL
+  set -- $1
+  echo "$out/$1${2:+-lc$2}"
 }
-echo "PTB, $steps steps, KL annealing from step $kl_start over $kl_steps steps; logs in $out/<model>.log"
+train() {  # "model [lambda_c]"
+  set -- $1
+  "$bin" train --model "$1" --data "$data" --preset ptb --steps "$steps" --seed "$seed" --out "$(run_dir "$*")" \
+    --overwrite ${2:+--lambda-c "$2"} --kl-start "$kl_start" --kl-anneal-steps "$kl_steps" \
+    --valid-every "$valid_every" --valid-max-sentences 1000 --log-every 500 --track-every "$valid_every"
+}
+echo "PTB, $steps steps, KL annealing from step $kl_start over $kl_steps steps; logs in $out/<run>.log"
 if ((parallel)); then
   pids=()
-  for m in $models; do OMP_NUM_THREADS=1 train "$m" >"$out/$m.log" 2>&1 & pids+=($!); done
+  for r in "${runs_spec[@]}"; do OMP_NUM_THREADS=1 train "$r" >"$(run_dir "$r").log" 2>&1 & pids+=($!); done
   for p in "${pids[@]}"; do wait "$p"; done
 else
-  for m in $models; do train "$m" 2>&1 | tee "$out/$m.log"; done
+  for r in "${runs_spec[@]}"; do train "$r" 2>&1 | tee "$(run_dir "$r").log"; done
 fi
 runs=()
-for m in $models; do
-  echo "== evaluating $m on the test split"
-  "$bin" eval --checkpoint "$out/$m/best.safetensors" --data "$data" --split test --json-out "$out/$m/eval.json" \
-    2>&1 | tee "$out/$m.eval.log" | grep -v '^{'
-  runs+=("$out/$m")
+for r in "${runs_spec[@]}"; do
+  dir=$(run_dir "$r")
+  echo "== evaluating $(basename "$dir") on the test split"
+  "$bin" eval --checkpoint "$dir/best.safetensors" --data "$data" --split test --json-out "$dir/eval.json" \
+    2>&1 | tee "$dir.eval.log" | grep -v '^{'
+  runs+=("$dir")
 done
 "$bin" report --runs "${runs[@]}" --out "$out/report.md"
 cat "$out/report.md"
