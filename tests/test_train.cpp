@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 #include <limits>
@@ -189,6 +190,7 @@ TEST_CASE("train(): the backend-side guard gives the same parameters as the host
   const Dataset d = small_dataset();
   Config c = small_config(int(d.vocab.size()));
   c.clip_norm = 0.5;  // small enough that most steps are clipped
+  c.kl_start = -c.kl_anneal_steps;  // KL weight 1 from the start: the progress line's reg is its kl
   const uint64_t seed = 4;
   CVAE m(c, 1), ref(c, 1);
   std::ostringstream log;
@@ -221,6 +223,17 @@ TEST_CASE("train(): the backend-side guard gives the same parameters as the host
   CHECK(r.last.couple == last.couple);
   CHECK(r.nonfinite_skipped == 0);
   CHECK(log.str().find("step 5/12 | loss") != std::string::npos);
+  // The progress line names every part of the loss: loss = rec + reg + rec_c + lambda_c couple.
+  const std::string text = log.str();
+  const size_t at = text.find("step 12/12 | loss");
+  REQUIRE(at != std::string::npos);
+  double loss = 0, rec = 0, reg = 0, kl = 0, w = 0, rec_c = 0, couple = 0;
+  REQUIRE(std::sscanf(text.c_str() + at, "step 12/12 | loss %lf rec %lf reg %lf kl %lf (w %lf) rec_c %lf couple %lf",
+                      &loss, &rec, &reg, &kl, &w, &rec_c, &couple) == 7);
+  CHECK(w == 1.0);
+  CHECK(reg > 0.01);
+  CHECK(std::abs(reg - kl) <= 2e-3);  // printed to 3 decimals
+  CHECK(std::abs(loss - (rec + reg + rec_c + c.lambda_c * couple)) <= 5e-3);
 }
 
 TEST_CASE("importance-sampled NLL: N = 1 gives nll = rec + kl per sentence; PPL is corpus level") {

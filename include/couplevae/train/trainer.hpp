@@ -353,8 +353,8 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       const Losses& acc = tally.window;
       char line[512];
       std::snprintf(line, sizeof line,
-                    "step %ld/%ld | loss %.3f rec %.3f kl %.3f (w %.4f)%s | |g| %.2f lr %.2g | %.2f steps/s | ETA %s%s%s",
-                    t, steps, acc.loss / n, acc.rec / n, acc.kl / n, acc.kl_weight,
+                    "step %ld/%ld | loss %.3f rec %.3f reg %.3f kl %.3f (w %.4f)%s | |g| %.2f lr %.2g | %.2f steps/s | ETA %s%s%s",
+                    t, steps, acc.loss / n, acc.rec / n, acc.reg / n, acc.kl / n, acc.kl_weight,
                     M::is_coupled ? (" rec_c " + std::to_string(acc.rec_c / n).substr(0, 8) + " couple " +
                                      std::to_string(acc.couple / n).substr(0, 7))
                                         .c_str()
