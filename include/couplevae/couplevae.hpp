@@ -11,6 +11,7 @@
 #include "core/batch.hpp"
 #include "core/context.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
 #include "core/rng.hpp"
 #include "decoder/dilated_cnn.hpp"
 #include "decoder/gru.hpp"

@@ -37,6 +37,7 @@
 
 #include "../config.hpp"
 #include "../core/error.hpp"
+#include "../core/format.hpp"
 #include "../model/registry.hpp"
 #include "../train/checkpoint.hpp"
 #include "dynamics.hpp"
@@ -76,11 +77,6 @@ inline std::string display_dataset_name(const std::string& d) {
 }
 
 namespace detail {
-inline std::string report_fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
 inline constexpr const char* report_missing = "–";
 
 // A JSON number field or NaN.
@@ -88,14 +84,14 @@ inline double json_number(const nlohmann::json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || !j.at(key).is_number()) return std::nan("");
   return j.at(key).get<double>();
 }
-inline std::string report_cell(double v, const char* f) { return std::isfinite(v) ? report_fmt(f, v) : report_missing; }
+inline std::string report_cell(double v, const char* f) { return std::isfinite(v) ? printf_string(f, v) : report_missing; }
 // Magnitude-aware: 1719.8, 19.4, 3.14, 0.0123.
 inline std::string report_cell_auto(double v) {
   if (!std::isfinite(v)) return report_missing;
   const double a = std::fabs(v);
-  if (a >= 10) return report_fmt("%.1f", v);
-  if (a >= 1) return report_fmt("%.2f", v);
-  return report_fmt("%.3g", v);
+  if (a >= 10) return printf_string("%.1f", v);
+  if (a >= 1) return printf_string("%.2f", v);
+  return printf_string("%.3g", v);
 }
 inline std::string md_escape(const std::string& s) {
   std::string out;
@@ -188,7 +184,7 @@ inline void label_runs(std::vector<RunRecord>& runs) {
         standard = model_config(r.model, r.dataset).lambda_c == r.config.lambda_c;
       } catch (const Error&) {
       }
-      if (!standard) base += " (λc = " + detail::report_fmt("%g", r.config.lambda_c) + ")";
+      if (!standard) base += " (λc = " + printf_string("%g", r.config.lambda_c) + ")";
     }
     r.label = base;
   }
@@ -279,7 +275,7 @@ inline std::string tick_label(double v) {
   if (v == 0) return "0";
   const double a = std::fabs(v);
   if (a >= 1e-3 && a < 1e5) {
-    std::string s = report_fmt("%.4g", v);
+    std::string s = printf_string("%.4g", v);
     return s;
   }
   char buf[32];
@@ -297,8 +293,8 @@ inline std::string tick_label(double v) {
   return mant + "e" + ex;
 }
 inline std::string step_label(double v) {
-  if (std::fabs(v) >= 1000) return report_fmt("%g", v / 1000) + "K";
-  return report_fmt("%g", v);
+  if (std::fabs(v) >= 1000) return printf_string("%g", v / 1000) + "K";
+  return printf_string("%g", v);
 }
 }  // namespace detail
 
@@ -326,7 +322,7 @@ inline std::string render_markdown(const std::vector<RunRecord>& runs, const std
     if (r.has_eval) {
       ev = r.eval.value("split", std::string("?"));
       const double n = json_number(r.eval, "sentences");
-      if (std::isfinite(n)) ev += ", " + detail::report_fmt("%.0f", n) + " sentences";
+      if (std::isfinite(n)) ev += ", " + printf_string("%.0f", n) + " sentences";
     }
     std::string dy = dash;
     if (r.has_dynamics)
@@ -463,7 +459,7 @@ inline std::string render_dynamics_svg(const std::vector<RunRecord>& runs, bool 
   const double legend_h = ly + 34;
   const double H = TOP + PH * double(datasets.size()) + legend_h;
   std::ostringstream s;
-  auto num = [](double v) { return detail::report_fmt("%.2f", v); };
+  auto num = [](double v) { return printf_string("%.2f", v); };
   s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << num(W) << "\" height=\"" << num(H) << "\" viewBox=\"0 0 "
     << num(W) << " " << num(H) << "\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"11\">\n";
   s << "<rect x=\"0\" y=\"0\" width=\"" << num(W) << "\" height=\"" << num(H) << "\" fill=\"white\"/>\n";

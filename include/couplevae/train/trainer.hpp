@@ -36,6 +36,7 @@
 #include "../data/batcher.hpp"
 #include "../data/corpus.hpp"
 #include "../eval/dynamics.hpp"
+#include "../core/format.hpp"
 #include "../eval/nll.hpp"
 #include "adam.hpp"
 #include "aggressive.hpp"
@@ -305,12 +306,10 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       const bool first = st.aggressive.epochs == 0;
       const bool on = AggressiveSchedule{st.aggressive}.end_epoch(mi);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-      char line[256];
-      std::snprintf(line, sizeof line, "aggressive: epoch end at step %ld, valid MI %.4f%s%s (%.1f s)", t, mi,
-                    first ? "" : (std::string(" (previous ") + std::to_string(before).substr(0, 8) + ")").c_str(),
-                    on ? "; the phase goes on" : "; MI fell, the phase ends: both groups update every step from now on",
-                    secs);
-      log << line << std::endl;
+      log << printf_string("aggressive: epoch end at step %ld, valid MI %.4f", t, mi)
+          << (first ? "" : printf_string(" (previous %.4f)", before))
+          << (on ? "; the phase goes on" : "; MI fell, the phase ends: both groups update every step from now on")
+          << printf_string(" (%.1f s)", secs) << std::endl;
       if (!on) st.aggressive.until = t;
     } else {
       (void)t;
@@ -351,20 +350,15 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       const double rate = double(t - first + 1) / std::max(done, 1e-9);
       const double n = double(std::max<long long>(tally.window_steps, 1));
       const Losses& acc = tally.window;
-      char line[512];
-      std::snprintf(line, sizeof line,
-                    "step %ld/%ld | loss %.3f rec %.3f reg %.3f kl %.3f (w %.4f)%s | |g| %.2f lr %.2g | %.2f steps/s | ETA %s%s%s",
-                    t, steps, acc.loss / n, acc.rec / n, acc.reg / n, acc.kl / n, acc.kl_weight,
-                    M::is_coupled ? (" rec_c " + std::to_string(acc.rec_c / n).substr(0, 8) + " couple " +
-                                     std::to_string(acc.couple / n).substr(0, 7))
-                                        .c_str()
-                                  : "",
-                    tally.window_norm / n, learning_rate(cfg, t), double(t - last_logged) / std::max(dt, 1e-9),
-                    detail::format_duration(double(steps - t) / rate).c_str(),
-                    st.nonfinite_skipped ? (" | skipped " + std::to_string(st.nonfinite_skipped) + " non-finite").c_str() : "",
-                    window_inner ? (" | aggressive: " + std::to_string(double(window_inner) / double(t - last_logged)).substr(0, 5) +
-                                    " encoder updates/step").c_str()
-                                 : "");
+      std::string line = printf_string("step %ld/%ld | loss %.3f rec %.3f reg %.3f kl %.3f (w %.4f)", t, steps,
+                                       acc.loss / n, acc.rec / n, acc.reg / n, acc.kl / n, acc.kl_weight);
+      if (M::is_coupled) line += printf_string(" rec_c %.3f couple %.3f", acc.rec_c / n, acc.couple / n);
+      line += printf_string(" | |g| %.2f lr %.2g | %.2f steps/s | ETA %s", tally.window_norm / n, learning_rate(cfg, t),
+                            double(t - last_logged) / std::max(dt, 1e-9),
+                            detail::format_duration(double(steps - t) / rate).c_str());
+      if (st.nonfinite_skipped) line += printf_string(" | skipped %ld non-finite", long(st.nonfinite_skipped));
+      if (window_inner)
+        line += printf_string(" | aggressive: %.2f encoder updates/step", double(window_inner) / double(t - last_logged));
       window_inner = 0;
       log << line << std::endl;
       guard.start_window();
