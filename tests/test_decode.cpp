@@ -207,6 +207,70 @@ TEST_CASE("Decoder<GRU>::decode: greedy output is the teacher-forced argmax on i
   CHECK(one[0] == out[5]);
 }
 
+namespace {
+// Decoder<GRU>::decode written as the loop that keeps every row to the end (finished rows
+// go on being computed, their tokens discarded by the cut): the reference for the loop that
+// drops them.
+std::vector<std::vector<int32_t>> decode_every_row(Rig& rig, Context<>& ctx, const std::vector<double>& h, int nb,
+                                                   int max_len, double T) {
+  const int E = rig.cfg.embed, Hd = rig.cfg.dec_hidden(), V = rig.cfg.vocab_size;
+  std::vector<double> X(size_t(nb) * 2 * E), s(size_t(nb) * Hd, 0.0), sn(s.size()), A(size_t(nb) * E),
+      logits(size_t(nb) * V);
+  for (int i = 0; i < nb; ++i)
+    for (int k = 0; k < E; ++k) X[size_t(i) * 2 * E + k] = X[size_t(i) * 2 * E + E + k] = h[size_t(i) * E + k];
+  nn::GRU<double>::Cache scratch;
+  auto step = [&] {
+    rig.dec.rnn.step(ctx, rig.ar, View<double>{X.data(), nb, 2 * E}, View<double>{s.data(), nb, Hd},
+                     View<double>{sn.data(), nb, Hd}, scratch);
+    std::swap(s, sn);
+  };
+  step();
+  std::vector<int32_t> tokens(size_t(nb), go_id), finished(size_t(nb), 0), all;
+  int steps = 0;
+  for (int t = 1; t <= max_len; ++t) {
+    rig.emb.forward(ctx, rig.ar, tokens.data(), nb, X.data(), 2 * E);
+    step();
+    rig.dec.proj.forward(ctx, rig.ar, View<double>{s.data(), nb, Hd}, View<double>{A.data(), nb, E});
+    for (double& a : A) a = std::tanh(a);
+    rig.dec.out.forward(ctx, rig.ar, View<double>{A.data(), nb, E}, View<double>{logits.data(), nb, V});
+    const int running = decode_ops<cpu>::pick_tokens(ctx.rng, logits.data(), nb, V, unk_id, T, eos_id, tokens.data(),
+                                                     finished.data());
+    all.insert(all.end(), tokens.begin(), tokens.end());
+    ++steps;
+    if (running == 0) break;
+  }
+  std::vector<std::vector<int32_t>> out;
+  decode_ops<cpu>::cut_at_eos(all.data(), steps, nb, eos_id, out);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("Decoder<GRU>::decode: finished rows leave the loop; greedy and sampled outputs are those of every row kept") {
+  const Config c = tiny_config();
+  const int E = c.embed, nb = 48, max_len = 10;
+  Rig rig(c, 5);  // the rig of the teacher-forced greedy case: lengths from 1 to max_len in one batch
+  rig.out_bias()[pad_id] -= 30;
+  rig.out_bias()[go_id] -= 30;
+  rig.out_bias()[eos_id] += 0.3;
+  for (int k = 0; k < c.vocab_size * E; ++k) rig.out_weight()[k] *= 3;
+  const auto h = randn(size_t(nb) * E, 17, 2.0);
+  for (double T : {0.0, 0.7, 1.5}) {
+    CAPTURE(T);
+    Context<> a(31), b(31);
+    const auto fast = rig.dec.decode(a, rig.ar, rig.emb, View<double>{const_cast<double*>(h.data()), nb, E}, max_len, T);
+    const auto ref = decode_every_row(rig, b, h, nb, max_len, T);
+    CHECK(fast == ref);
+    CHECK(a.rng.position == b.rng.position);  // the same draws
+    // The case mix that makes the check bite: rows end at many different steps.
+    std::vector<size_t> lengths;
+    for (const auto& s : fast) lengths.push_back(s.size());
+    std::sort(lengths.begin(), lengths.end());
+    CHECK(lengths.front() == 1);
+    CHECK(lengths.back() == size_t(max_len));
+    CHECK(std::unique(lengths.begin(), lengths.end()) - lengths.begin() >= 5);
+  }
+}
+
 TEST_CASE("Decoder<GRU>::decode: <unk> is never produced, even when its logit dominates") {
   const Config c = tiny_config();
   const int V = c.vocab_size, E = c.embed, nb = 64;

@@ -37,31 +37,57 @@ namespace detail {
 //   s = GRU(X, s),  logits = W_v tanh(W_c s + b_c) + b_v,  w_t = decode_ops::pick_tokens
 // (<unk> masked; argmax for temperature <= 0, else one uniform per row from ctx.rng),
 // stopping once every row has produced <eos>; each row cut at its first <eos>.
+// Rows that have produced <eos> leave the computation: after a step that finished some, the
+// running rows of X and s are gathered to the front, so a step costs the running rows only
+// (a batch of samples whose lengths differ, or one sample that never ends, no longer keeps
+// every row to the end). A finished row's later tokens are <eos>. The draws do not change:
+// every sampling step takes nb uniforms, and running row j uses the one of its sentence.
 template <class T, class B>
 std::vector<std::vector<int32_t>> decode_loop(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb,
                                               const nn::GRU<T, B>& rnn, const nn::Linear<T, B>& proj,
                                               const nn::Linear<T, B>& out, View<T> X, View<T> s, int max_len,
                                               double temperature) {
   const int nb = X.rows, V = out.out;
-  Buffer<T, B> snb, ab, lb;
-  Buffer<int32_t, B> tokens_b;
+  Buffer<T, B> snb, ab, lb, xb2, sb2;
+  Buffer<int32_t, B> tokens_b, keep_b;
   typename nn::GRU<T, B>::Cache scratch;
   View<T> sn = snb.shape(nb, s.cols), A = ab.shape(nb, proj.out), logits = lb.shape(nb, V);
-  std::vector<int32_t> tokens(size_t(nb), go_id), finished(size_t(nb), 0), all;
+  View<T> X2 = xb2.shape(nb, X.cols), s2 = sb2.shape(nb, s.cols);  // targets of the gathers
+  std::vector<int32_t> tokens(size_t(nb), go_id), finished(size_t(nb), 0), keep, all;
+  std::vector<int32_t> row(tokens.size());  // sentence of each running row
+  std::iota(row.begin(), row.end(), 0);
+  std::vector<int32_t> step_tokens(size_t(nb), eos_id);
   all.reserve(size_t(nb) * size_t(std::min(max_len, 64)));
-  int steps = 0;
+  int steps = 0, n = nb;  // n: running rows, the first n rows of X and s
   for (int t = 1; t <= max_len; ++t) {
-    emb.forward(ctx, ar, backend_ids(tokens, tokens_b), nb, X.data, X.cols);
-    rnn.step(ctx, ar, X, s, sn, scratch);
+    emb.forward(ctx, ar, backend_ids(tokens, tokens_b), n, X.data, X.cols);
+    rnn.step(ctx, ar, X.block(0, n), s.block(0, n), sn.block(0, n), scratch);
     std::swap(s, sn);
-    proj.forward(ctx, ar, s, A);
-    ops<B>::tanh_forward(A.size(), A.data, A.data);
-    out.forward(ctx, ar, A, logits);
-    const int running = decode_ops<B>::pick_tokens(ctx.rng, logits.data, nb, V, unk_id, temperature, eos_id,
-                                                   tokens.data(), finished.data());
-    all.insert(all.end(), tokens.begin(), tokens.end());
+    proj.forward(ctx, ar, s.block(0, n), A.block(0, n));
+    ops<B>::tanh_forward(size_t(n) * A.cols, A.data, A.data);
+    out.forward(ctx, ar, A.block(0, n), logits.block(0, n));
+    const int running = decode_ops<B>::pick_tokens(ctx.rng, logits.data, n, V, unk_id, temperature, eos_id,
+                                                   tokens.data(), finished.data(), nb, row.data());
+    for (int j = 0; j < n; ++j) step_tokens[size_t(row[size_t(j)])] = tokens[size_t(j)];
+    all.insert(all.end(), step_tokens.begin(), step_tokens.end());  // a finished row's last pick is <eos>
     ++steps;
     if (running == 0) break;
+    if (running < n) {
+      keep.clear();
+      for (int j = 0; j < n; ++j)
+        if (!finished[size_t(j)]) keep.push_back(j);
+      const int32_t* k = backend_ids(keep, keep_b);
+      ops<B>::gather_rows(X.data, X.cols, k, running, X2.data, X2.cols);
+      ops<B>::gather_rows(s.data, s.cols, k, running, s2.data, s2.cols);
+      std::swap(X, X2);
+      std::swap(s, s2);
+      for (int j = 0; j < running; ++j) {
+        row[size_t(j)] = row[size_t(keep[size_t(j)])];
+        tokens[size_t(j)] = tokens[size_t(keep[size_t(j)])];
+        finished[size_t(j)] = 0;
+      }
+      n = running;
+    }
   }
   std::vector<std::vector<int32_t>> result;
   decode_ops<B>::cut_at_eos(all.data(), steps, nb, eos_id, result);

@@ -5,9 +5,11 @@
 //   logits[i, masked] = -inf                          (<unk>, id 3: `test_non_unk`)
 //   temperature <= 0 : w_i = argmax_k logits[i, k]    (first maximum on ties)
 //   temperature  > 0 : w_i ~ softmax(logits_i / temperature), by inverting the CDF at one
-//                      uniform u_i in (0, 1); the `rows` uniforms are one draw from the
-//                      generator (Rng::uniform<double>, rows values), also for rows already
-//                      finished, so the noise position after a step depends only on `rows`.
+//                      uniform in (0, 1); the step draws `draws` uniforms u (default rows) as
+//                      one draw from the generator (Rng::uniform<double>), also for rows
+//                      already finished, so the noise position after a step depends only on
+//                      `draws`; row i uses u[slot[i]] (default u[i]). A loop that drops
+//                      finished rows passes the full count and each running row's sentence.
 //   finished[i] |= (w_i == eos); returns the number of rows not finished.
 // Greedy decoding draws nothing.
 // cut_at_eos: tokens (steps, rows) time-major -> one list per row, cut before its first <eos>
@@ -43,11 +45,12 @@ struct decode_ops<cpu> {
   // masks nothing. tokens (rows) is overwritten; finished (rows) is updated.
   template <class T>
   static int pick_tokens(Rng& rng, T* logits, int rows, int V, int32_t masked, double temperature,
-                         int32_t eos, int32_t* tokens, int32_t* finished) {
+                         int32_t eos, int32_t* tokens, int32_t* finished, int draws = -1,
+                         const int32_t* slot = nullptr) {
     const bool sample = temperature > 0;
     std::vector<double> u;
     if (sample) {
-      u.resize(size_t(rows));
+      u.resize(size_t(draws < 0 ? rows : draws));
       rng.uniform(u.data(), u.size());
     }
     int running = 0;
@@ -64,7 +67,7 @@ struct decode_ops<cpu> {
         double s = 0;
         for (int k = 0; k < V; ++k)
           if (k != masked) s += std::exp((double(x[k]) - m) * inv_t);
-        const double target = u[size_t(i)] * s;
+        const double target = u[size_t(slot ? slot[i] : i)] * s;
         double c = 0;
         pick = -1;
         int last = best;  // rounding can leave target just above the final sum

@@ -16,7 +16,7 @@ template <>
 struct decode_ops<cuda> {
   template <class T>
   static int pick_tokens(Rng& rng, T* logits, int rows, int V, int32_t masked, double temperature, int32_t eos,
-                         int32_t* tokens, int32_t* finished) {
+                         int32_t* tokens, int32_t* finished, int draws = -1, const int32_t* slot = nullptr) {
     std::vector<T> host(size_t(rows) * V);
     if (!host.empty()) {
       cuda_rt::runtime().outside_graphs("reading logits back");
@@ -24,7 +24,8 @@ struct decode_ops<cuda> {
                                      cuda_rt::stream()));
       cuda_rt::runtime().sync();
     }
-    return decode_ops<cpu>::pick_tokens(rng, host.data(), rows, V, masked, temperature, eos, tokens, finished);
+    return decode_ops<cpu>::pick_tokens(rng, host.data(), rows, V, masked, temperature, eos, tokens, finished, draws,
+                                        slot);
   }
   static void cut_at_eos(const int32_t* tokens, int steps, int rows, int32_t eos,
                          std::vector<std::vector<int32_t>>& out) {
