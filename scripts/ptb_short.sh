@@ -18,11 +18,13 @@
 #   --lambda-c "L.." coupling weights (default: the preset's); each Coupled model is trained
 #                    once per value, into DIR/<model>-lc<L>, so one call can sweep lambda_c
 #                    (the paper's Table 3), e.g. --models "vae couple-vae" --lambda-c "1 10"
+#   --train-args "OPTS"  further `couplevae train` options for every run, e.g. smaller sizes
+#                    for a quick try: --train-args "--embed 32 --hidden 32 --latent 8"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=build/bin/couplevae data=../shared/data/ptb steps=10000 models="vae couple-vae" out=ptb-short
-parallel=0 seed=1 lambdas=
+parallel=0 seed=1 lambdas= train_args=
 while (($#)); do
   case $1 in
     --bin) bin=$2; shift 2 ;;
@@ -33,6 +35,7 @@ while (($#)); do
     --parallel) parallel=1; shift ;;
     --seed) seed=$2; shift 2 ;;
     --lambda-c) lambdas=$2; shift 2 ;;
+    --train-args) train_args=$2; shift 2 ;;
     *) echo "ptb_short.sh: unknown option '$1' (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -62,7 +65,8 @@ train() {  # "model [lambda_c]"
   set -- $1
   "$bin" train --model "$1" --data "$data" --preset ptb --steps "$steps" --seed "$seed" --out "$(run_dir "$*")" \
     --overwrite ${2:+--lambda-c "$2"} --kl-start "$kl_start" --kl-anneal-steps "$kl_steps" \
-    --valid-every "$valid_every" --valid-max-sentences 1000 --log-every 500 --track-every "$valid_every"
+    --valid-every "$valid_every" --valid-max-sentences 1000 --log-every 500 --track-every "$valid_every" \
+    $train_args
 }
 echo "PTB, $steps steps, KL annealing from step $kl_start over $kl_steps steps; logs in $out/<run>.log"
 if ((parallel)); then

@@ -15,6 +15,7 @@ bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 "$bin" make-corpus --out "$w/corpus" --train-lines 600 >/dev/null || bad "make-corpus failed"
 out=$(bash "$script" --bin "$bin" --data "$w/corpus" --steps 300 --models "vae couple-vae" --lambda-c "0.5 2" \
+  --train-args "--embed 32 --hidden 32 --latent 8" \
   --out "$w/runs" --parallel 2>&1)
 rc=$?
 [ "$rc" = 0 ] || bad "the sweep exited $rc: $(tail -n 5 <<<"$out")"
