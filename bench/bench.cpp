@@ -60,7 +60,7 @@
 #include <omp.h>
 #endif
 
-#include <Eigen/Core>
+#include <couplevae/core/eigen.hpp>
 #include <nlohmann/json.hpp>
 
 #include <couplevae/couplevae.hpp>

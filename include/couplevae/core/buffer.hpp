@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <vector>
 
-#include <Eigen/Core>
+#include "eigen.hpp"
 
 #include "../backend/tags.hpp"
 

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include <Eigen/Core>
+#include "../../core/eigen.hpp"
 
 #include "../../core/rng.hpp"
 #include "small_gemm.hpp"
