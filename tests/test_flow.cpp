@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Dense>
-
-#include <couplevae/couplevae.hpp>
+#include <couplevae/couplevae.hpp>  // before Eigen/Dense: it includes Eigen by core/eigen.hpp
 #include <couplevae/posterior/flow.hpp>
+
+#include <Eigen/Dense>
 
 #include "gradcheck.hpp"
 
