@@ -5,8 +5,8 @@
 //
 //   OUT_DIR   where the checkpoint goes (OUT_DIR/model.safetensors); created if missing
 //   DATA_DIR  a folder with train.txt, valid.txt and test.txt (one tokenised sentence a line,
-//             e.g. ../shared/data/ptb); without it the quick start's synthetic corpus is
-//             written to OUT_DIR/corpus and used
+//             e.g. ../shared/data/ptb); without it (or given as "") the quick start's
+//             synthetic corpus is written to OUT_DIR/corpus and used
 //   STEPS     training steps (default 1500)
 //
 // What it shows, in order:

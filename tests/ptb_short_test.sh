@@ -24,6 +24,12 @@ for run in vae couple-vae-lc0.5 couple-vae-lc2; do
   [ -f "$w/runs/$run/eval.json" ] || bad "$run: no eval.json"
   grep -q '"nll"' "$w/runs/$run/eval.json" 2>/dev/null || bad "$run: eval.json has no nll"
 done
+# --train-args reached every run: embed 32, hidden 32, latent 8 make tens of thousands of
+# parameters (the PTB preset's sizes, millions).
+for run in vae couple-vae-lc0.5 couple-vae-lc2; do
+  n=$(sed -n 's/^parameters: \([0-9]*\)$/\1/p' "$w/runs/$run.log" 2>/dev/null)
+  [ -n "$n" ] && [ "$n" -lt 200000 ] || bad "$run: --train-args not applied (parameters: '$n')"
+done
 for extra in vae-lc0.5 vae-lc2 couple-vae; do
   [ ! -e "$w/runs/$extra" ] || bad "$extra should not exist (one run per uncoupled model, one per lambda_c)"
 done
