@@ -38,7 +38,7 @@ foreach(mode ${COUPLEVAE_CONSUMER_MODES})
   set_tests_properties(consumer.${mode} PROPERTIES LABELS consumer TIMEOUT 1200 PROCESSORS 1)
 endforeach()
 if(COUPLEVAE_WITH_CUDA)
-  set_tests_properties(consumer.cuda PROPERTIES COST 85)  # the seconds it takes; see fuzz_smoke's
+  set_tests_properties(consumer.cuda PROPERTIES COST 85)  # seconds; see COST in tests/CMakeLists.txt
 endif()
 set_tests_properties(consumer.install PROPERTIES FIXTURES_SETUP consumer_prefix)
 set_tests_properties(consumer.find_package consumer.version_mismatch consumer.cuda_missing PROPERTIES

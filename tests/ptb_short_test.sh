@@ -23,10 +23,8 @@ for run in vae couple-vae-lc0.5 couple-vae-lc2; do
   [ -f "$w/runs/$run/best.safetensors" ] || bad "$run: no best.safetensors"
   [ -f "$w/runs/$run/eval.json" ] || bad "$run: no eval.json"
   grep -q '"nll"' "$w/runs/$run/eval.json" 2>/dev/null || bad "$run: eval.json has no nll"
-done
-# --train-args reached every run: embed 32, hidden 32, latent 8 make tens of thousands of
-# parameters (the PTB preset's sizes, millions).
-for run in vae couple-vae-lc0.5 couple-vae-lc2; do
+  # --train-args reached the run: embed 32, hidden 32, latent 8 make tens of thousands of
+  # parameters (the PTB preset's sizes, millions).
   n=$(sed -n 's/^parameters: \([0-9]*\)$/\1/p' "$w/runs/$run.log" 2>/dev/null)
   [ -n "$n" ] && [ "$n" -lt 200000 ] || bad "$run: --train-args not applied (parameters: '$n')"
 done
