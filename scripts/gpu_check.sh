@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh: everything issue #6 checks on a GPU, for the device tool (after
-# scripts/gpu_prepare.sh, with carry=[".gpu-carry"]); all of it takes about 12 minutes, more
-# than one device call may run, so split it with --only (test,cli,profile,memcheck, then bench):
+# scripts/gpu_prepare.sh, with carry=[".gpu-carry"]). The stages:
 #   1. the binaries: those gpu_prepare.sh --prebuilt put in .gpu-carry/bin (built on the
 #      Debian machine for sm_90 without -march=native, so no device time goes to nvcc), or
 #      else configure with COUPLEVAE_WITH_CUDA=ON against the unpacked headers and build;
-#   2. the cuda test program: host bodies, then device parity of every op and every model and
-#      200 training steps of couple-vae tracking the cpu run;
-#   3. the tool with --backend cuda against cpu evaluation of the same checkpoints;
-#   4. bench/compare_gpu.sh against PyTorch on the same GPU;
-#   5. profile: couplevae_bench_cuda phase by phase (--phases), each COUPLEVAE_CUDA_RECURRENCE,
-#      with and without CUDA Graphs of whole steps (COUPLEVAE_CUDA_GRAPHS), interleaved;
-#   6. compute-sanitizer (memcheck) over the device tests but the long run (or those matching
-#      --memcheck PATTERN);
-#   7. with --full: the 60K-step PTB training of couple-vae through the tool, timed (in the
-#      recurrence mode of $COUPLEVAE_CUDA_RECURRENCE, default fused, and with CUDA Graphs when
-#      COUPLEVAE_CUDA_GRAPHS=1).
+#   test      the cuda test program: host bodies, then device parity of every op and every
+#             model and 200 training steps of couple-vae tracking the cpu run;
+#   cli       the tool with --backend cuda against cpu evaluation of the same checkpoints;
+#   bench     bench/compare_gpu.sh against PyTorch on the same GPU, eager and with CUDA Graphs;
+#   profile   couplevae_bench_cuda phase by phase (--phases), each COUPLEVAE_CUDA_RECURRENCE,
+#             with and without CUDA Graphs of whole steps (COUPLEVAE_CUDA_GRAPHS), interleaved;
+#   memcheck  compute-sanitizer over the device tests but the long run (or those matching
+#             --memcheck PATTERN);
+#   full      the 60K-step PTB training of couple-vae through the tool, timed (recurrence
+#             $COUPLEVAE_CUDA_RECURRENCE, default fused; with CUDA Graphs when
+#             COUPLEVAE_CUDA_GRAPHS=1, or, after the bench stage, in its faster mode).
 #
+#   bash scripts/gpu_check.sh --one-call
 #   bash scripts/gpu_check.sh [--full] [--only STAGES] [--rounds R] [--steps N] [--memcheck PATTERN]
+#                             [--deadline SECONDS]
 #
-# STAGES is a comma list of test,cli,bench,profile,memcheck,full (default: all but full;
-# --full adds it). Each stage has a time limit so one hang cannot eat the call. Logs go to
-# $OUT (the device tool brings them back) as logs.tgz, or ./gpu-logs.tgz; a summary is
-# printed last.
+# --one-call is issue #6 in one device call of at most 10 minutes (a session has 15 minutes
+# of device time, the machine's start included, and too little is left after one call to
+# start another; give the call timeout_s=600): phase 1 runs test, memcheck and cli side by
+# side (each case its own process, on 16 cores) for at most 170 s; phase 2 the bench for
+# couple-vae (one round, eager and graphs, no evaluation) for at most 130 s; phase 3 the
+# 60K-step run in the faster mode, cut at 300 s (the target: a run that is cut missed it, and
+# its log shows how far it got). Its deadline is 585 s.
+#
+# Otherwise STAGES is a comma list of test,cli,bench,profile,memcheck,full (default: all but
+# full; --full adds it), one after another. Each case and stage has a time limit so one hang
+# cannot eat the call, and none runs past --deadline (seconds from the start). Logs go to
+# $OUT (the device tool brings them back) as logs.tgz, or ./gpu-logs.tgz, after each stage;
+# the summary goes to $OUT/summary.txt as it grows and is printed last.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRY="$ROOT/.gpu-carry"
@@ -32,8 +42,12 @@ STAGES="test,cli,bench,profile,memcheck"
 MEMCHECK="*"
 ROUNDS=2
 STEPS=200
+ONE_CALL=0
+DEADLINE=100000
 while (($#)); do
   case $1 in
+    --one-call) ONE_CALL=1 DEADLINE=585 ;;
+    --deadline) DEADLINE=$2; shift ;;
     --full) STAGES="$STAGES,full" ;;
     --only) STAGES=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
@@ -44,6 +58,8 @@ while (($#)); do
   shift
 done
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
+START=$(date +%s)
+left() { echo $((START + DEADLINE - $(date +%s))); }  # seconds to the deadline
 mkdir -p "$LOGS"
 [[ -d "$CARRY" ]] || { echo "gpu_check.sh: $CARRY is missing: run scripts/gpu_prepare.sh and carry it" >&2; exit 2; }
 PTB="$CARRY/ptb"
@@ -53,9 +69,16 @@ grep -m1 "model name" /proc/cpuinfo
 export PATH="$PATH:/usr/local/cuda/bin"  # nvcc, compute-sanitizer
 # libgomp travels in .gpu-carry/lib for the prebuilt tests, last so the machine's own comes first
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$CARRY/lib"
-SUMMARY=()
-note() { echo "$*"; SUMMARY+=("$*"); }
-step() { echo "== $* ($(date +%T))"; }
+SUMMARY_FILE="${OUT:-/tmp}/summary.txt"  # appended to by stages running side by side too
+: >"$SUMMARY_FILE"
+note() { echo "$*"; echo "$*" >>"$SUMMARY_FILE"; }
+min() { echo $(($1 < $2 ? $1 : $2)); }
+floor1() { echo $(($1 < 1 ? 1 : $1)); }  # a timeout of 0 would not stop anything
+limit() { floor1 "$(min "$1" "$(left)")"; }  # N seconds, or fewer: those left to the deadline
+step() { echo "== $* ($(date +%T), $(left) s to the deadline)"; }
+# the logs so far, where the device tool brings them back (again after every stage, so that
+# a call cut short still returns them)
+save_logs() { tar czf "${OUT:-$ROOT}/$([[ -n "${OUT:-}" ]] && echo logs || echo gpu-logs).tgz" -C /tmp gpu-logs; }
 
 if [[ -x "$CARRY/bin/couplevae_cuda_tests" ]]; then
   BIN="$CARRY/bin"
@@ -81,48 +104,88 @@ fi
 # commas of their names turned into doctest's one-character wildcard (its filters split at commas).
 cases() { "$BIN/couplevae_cuda_tests" -ts=device --list-test-cases -tc="${1:-*}" | grep -v -E '^(\[doctest\]|====)' | tr ',' '?'; }
 # run_cases PREFIX PATTERN CMD...: each device case matching PATTERN in its own process under
-# CMD, 8 at a time, each under a time limit, its log in $LOGS/PREFIX-N.log; prints one line
-# per case (exit code, milliseconds, name).
+# CMD, $JOBS at a time (the long run first), each under a time limit of at most 300 s and
+# never past $CASES_END (epoch seconds; a case not started by then is reported as such),
+# its log in $LOGS/PREFIX-N.log; prints one line per case (exit code, milliseconds, name).
+JOBS=8
+CASES_END=$((START + DEADLINE))
 run_cases() {
   local prefix=$1 filter=$2; shift 2
   local i=0
   while IFS= read -r name; do
     i=$((i + 1))
     echo "$i"$'\t'"$name"
-  done < <(cases "$filter") | xargs -P 8 -d '\n' -I{} bash -c '
+  done < <(cases "$filter" | grep -v -F "${SKIP:-\$none\$}" | awk '/200 training steps/ { print; next } { rest[++n] = $0 } END { for (i = 1; i <= n; ++i) print rest[i] }') \
+    | CASES_END=$CASES_END xargs -P "$JOBS" -d '\n' -I{} bash -c '
     n=${1%%$'"'"'\t'"'"'*}; name=${1#*$'"'"'\t'"'"'}; shift
     start=$(date +%s%N)
-    timeout 300 "$@" -tc="$name" -d >"'"$LOGS"'/'"$prefix"'-$n.log" 2>&1
+    limit=$((CASES_END - start / 1000000000)); ((limit > 300)) && limit=300
+    if ((limit < 5)); then
+      printf "%s not-run       0 ms  %s (deadline)\n" "'"$prefix"'-$n" "$name"
+      exit 0
+    fi
+    timeout "$limit" "$@" -tc="$name" -d >"'"$LOGS"'/'"$prefix"'-$n.log" 2>&1
     rc=$?
     printf "%s exit %d %6d ms  %s\n" "'"$prefix"'-$n" $rc $((($(date +%s%N) - start) / 1000000)) "$name"' _ {} "$@" \
     | sort -V | tee "$LOGS/$prefix-summary.txt"
 }
+# passed SUMMARY WHAT: "P of N WHAT", and how many the deadline left unrun
+passed() {
+  local n
+  n=$(grep -c ' not-run ' "$1")
+  echo "$(grep -c ' exit 0 ' "$1") of $(wc -l <"$1") $2$( ((n)) && echo " ($n not run: the deadline)")"
+}
 
-if want test; then
+stage_test() {
   step "cuda tests"
   timeout 120 "$BIN/couplevae_cuda_tests" --host >"$LOGS/host-tests.log" 2>&1
   note "host tests: exit $? ($(grep -E '^\[doctest\] (test cases|assertions)' "$LOGS/host-tests.log" | tr '\n' ' '))"
   run_cases device '*' "$BIN/couplevae_cuda_tests" --device
-  note "device tests: $(grep -c ' exit 0 ' "$LOGS/device-summary.txt") of $(wc -l <"$LOGS/device-summary.txt") cases pass"
+  note "device tests: $(passed "$LOGS/device-summary.txt" "cases pass")"
   grep -h -E "step [0-9]+:|largest|PTB from|toy corpus" "$LOGS"/device-*.log | tail -6
   grep -h -B2 -A8 -E "ERROR|FATAL" "$LOGS"/device-*.log | head -120
-fi
-if want cli; then
+}
+stage_cli() {
   step "cli --backend cuda"
-  timeout 300 bash "$ROOT/tests/cuda/cli_cuda_test.sh" "$BIN/couplevae" /tmp/cli-cuda >"$LOGS/cli.log" 2>&1
+  timeout "$(floor1 "$(min 300 $((CASES_END - $(date +%s))))")" bash "$ROOT/tests/cuda/cli_cuda_test.sh" "$BIN/couplevae" /tmp/cli-cuda >"$LOGS/cli.log" 2>&1
   note "cli: exit $? ($(tail -1 "$LOGS/cli.log"))"
   grep FAIL "$LOGS/cli.log" | head -10
-fi
-if want bench && [[ -n "$PTB" ]]; then
+}
+# stage_bench LIMIT [OPTIONS]: bench/compare_gpu.sh with --rounds and --steps, then OPTIONS,
+# cut after LIMIT seconds (the runs it finished are in its log)
+stage_bench() {
+  local cut=$1
+  shift
+  [[ -n "$PTB" ]] || { note "bench: no PTB carried"; return; }
   step "compare with PyTorch"
-  BENCH="$BIN/couplevae_bench_cuda" timeout 900 bash "$ROOT/bench/compare_gpu.sh" --data "$PTB" \
-    --rounds "$ROUNDS" --steps "$STEPS" >"$LOGS/compare_gpu.log" 2>&1
+  BENCH="$BIN/couplevae_bench_cuda" timeout "$cut" bash "$ROOT/bench/compare_gpu.sh" --data "$PTB" \
+    --rounds "$ROUNDS" --steps "$STEPS" "$@" >"$LOGS/compare_gpu.log" 2>&1
   note "bench: exit $?"
-  cp /tmp/couplevae-compare-gpu.* "$LOGS/" 2>/dev/null
-fi
-if want profile && [[ -n "$PTB" ]]; then
+  # its own log of runs (one JSON line each, named) and their stderr
+  local runs
+  runs=$(sed -n 's/^log: //p' "$LOGS/compare_gpu.log" | head -1)
+  [[ -n "$runs" ]] && cp "$runs" "$LOGS/compare-runs.txt" && cp "$runs.stderr" "$LOGS/compare-runs.stderr" 2>/dev/null
+  grep -E '^\|' "$LOGS/compare_gpu.log" | grep -v -E '^\|---' | while IFS= read -r l; do note "  $l"; done
+  # every run it finished (also when it was cut), with what the graphs did
+  [[ -f "$LOGS/compare-runs.txt" ]] || return
+  python3 - "$LOGS/compare-runs.txt" <<'PY' | while IFS= read -r l; do note "  $l"; done
+import json, sys
+for line in open(sys.argv[1]):
+    name, _, js = line.partition(" ")
+    j = json.loads(js)
+    if "steps_per_s" not in j:  # an evaluation
+        print("%-32s %7.2f s" % (name, j["seconds"]))
+        continue
+    g = j.get("graphs", {})
+    gs = " graphs: %d captures, %d replays, %d patched, %d fallbacks (%s)" % (
+        g["captures"], g["replays"], g["patched_nodes"], g["fallbacks"], g["last_fallback"]) if g.get("on") else ""
+    print("%-32s %7.1f steps/s %9.0f tokens/s%s" % (name, j["steps_per_s"], j["tokens_per_s"], gs))
+PY
+}
+stage_profile() {
+  [[ -n "$PTB" ]] || return
   step "profile: where a step's time goes"
-  failed=""
+  local failed="" args mode graphs warmup rc
   # MODEL BATCH RECURRENCE [graphs]: graphs runs with COUPLEVAE_CUDA_GRAPHS=1 (padded
   # batches; a long warm-up so that the common shapes are captured before the timed steps)
   for args in "couple-vae 32 fused graphs" "couple-vae 32 fused" "couple-vae 32 persistent" "couple-vae 32 composed" \
@@ -134,7 +197,7 @@ if want profile && [[ -n "$PTB" ]]; then
     graphs=0 warmup=20
     [[ "${4:-}" == graphs ]] && graphs=1 warmup=400
     # A run takes seconds; the limit is for a hang (a mode not yet run on a GPU).
-    COUPLEVAE_CUDA_GRAPHS=$graphs COUPLEVAE_CUDA_RECURRENCE=$3 timeout 90 "$BIN/couplevae_bench_cuda" train \
+    COUPLEVAE_CUDA_GRAPHS=$graphs COUPLEVAE_CUDA_RECURRENCE=$3 timeout "$(limit 90)" "$BIN/couplevae_bench_cuda" train \
       --model "$1" --data "$PTB" --batch-size "$2" --steps 100 --warmup $warmup --phases 20 --gemm-reps 1 \
       2>>"$LOGS/profile.err" >"$LOGS/profile-run.json"
     rc=$?
@@ -155,31 +218,74 @@ for l in sys.stdin:
           ' '.join('%s %.2f' % kv for kv in p.items()), gs))"
   done | tee "$LOGS/profile.txt"
   note "profile: $(cat "$LOGS/profile.jsonl" 2>/dev/null | wc -l) runs done (table above)"
-fi
-if want full && [[ -n "$PTB" ]]; then
-  step "60K steps of couple-vae on PTB"
+}
+# stage_full LIMIT: the 60K-step run, cut after LIMIT seconds
+stage_full() {
+  [[ -n "$PTB" ]] || { note "full: no PTB carried"; return; }
+  step "60K steps of couple-vae on PTB (graphs: ${COUPLEVAE_CUDA_GRAPHS:-0})"
   rm -rf /tmp/gpu-run
+  local start rc
   start=$(date +%s.%N)
-  timeout 560 "$BIN/couplevae" train --backend cuda --model couple-vae --data "$PTB" \
-    --out /tmp/gpu-run --log-every 5000 >"$LOGS/full-run.log" 2>&1
+  timeout "$1" "$BIN/couplevae" train --backend cuda --model couple-vae --data "$PTB" \
+    --out /tmp/gpu-run --log-every 1000 >"$LOGS/full-run.log" 2>&1
   rc=$?
-  note "60K steps of couple-vae (validation every 1000 included): exit $rc, $(python3 -c "import time; print('%.1f s wall' % (time.time() - $start))")"
+  note "60K steps of couple-vae (graphs ${COUPLEVAE_CUDA_GRAPHS:-0}, validation every 1000 included): exit $rc$( ((rc == 124)) && echo " (cut at $1 s)"), $(python3 -c "import time; print('%.1f s wall' % (time.time() - $start))")"
+  note "  last lines: $(grep -E '^(step|valid|best|test)' "$LOGS/full-run.log" | tail -2 | tr '\n' ' ')"
   tail -4 "$LOGS/full-run.log"
-fi
-if want memcheck; then
+}
+stage_memcheck() {
   step compute-sanitizer
-  if command -v compute-sanitizer >/dev/null; then
-    # every device case but the long run, each under memcheck in its own process
-    run_cases memcheck "$MEMCHECK" compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/couplevae_cuda_tests" --device \
-      -tce='*200 training steps*' >/dev/null
-    note "memcheck: $(grep -c ' exit 0 ' "$LOGS/memcheck-summary.txt") of $(wc -l <"$LOGS/memcheck-summary.txt") runs clean"
-    grep -v ' exit 0 ' "$LOGS/memcheck-summary.txt"
-    grep -h -m3 -A8 "Invalid\|Race\|Uninitialized\|Error" "$LOGS"/memcheck-*.log | head -40
-  else
+  if ! command -v compute-sanitizer >/dev/null; then
     note "memcheck: compute-sanitizer not on PATH"
+    return
   fi
+  # every device case but the long run, each under memcheck in its own process
+  SKIP='200 training steps' run_cases memcheck "$MEMCHECK" compute-sanitizer --tool memcheck --error-exitcode 9 \
+    "$BIN/couplevae_cuda_tests" --device >/dev/null
+  note "memcheck: $(passed "$LOGS/memcheck-summary.txt" "runs clean")"
+  grep -v ' exit 0 ' "$LOGS/memcheck-summary.txt"
+  grep -h -m3 -A8 "Invalid\|Race\|Uninitialized\|Error" "$LOGS"/memcheck-*.log | head -40
+}
+
+if ((ONE_CALL)); then
+  # phase 1: the correctness checks side by side, at most 170 s (their outputs one after another)
+  CASES_END=$((START + 170))
+  export OMP_NUM_THREADS=2  # the cpu references of 17 processes on 16 cores
+  stage_test >"$LOGS/phase1-test.out" 2>&1 &
+  stage_memcheck >"$LOGS/phase1-memcheck.out" 2>&1 &
+  stage_cli >"$LOGS/phase1-cli.out" 2>&1 &
+  wait
+  cat "$LOGS"/phase1-{test,cli,memcheck}.out
+  save_logs
+  unset OMP_NUM_THREADS
+  # phase 2: the speed of couple-vae against PyTorch, eager and with graphs
+  ROUNDS=1
+  stage_bench "$(floor1 "$(min 130 $(($(left) - 300)))")" --models couple-vae --graphs both --no-eval
+  save_logs
+  # phase 3: the 60K-step run in the mode that trained faster at batch 32
+  faster=$(python3 - "$LOGS/compare-runs.txt" <<'PY'
+import json, sys
+best = {}
+try:
+    for line in open(sys.argv[1]):
+        name, _, js = line.partition(" ")
+        if name.startswith("cpp-train-couple-vae-32-"):
+            best[name.rsplit("-", 1)[1]] = json.loads(js)["steps_per_s"]
+except OSError:
+    pass
+print(1 if best.get("graphs", 0) > best.get("eager", 0) else 0)
+PY
+)
+  COUPLEVAE_CUDA_GRAPHS=$faster stage_full "$(limit 300)"
+else
+  want test && stage_test
+  want cli && stage_cli
+  want bench && stage_bench "$(limit 900)"
+  want profile && stage_profile
+  want full && stage_full "$(limit 560)"
+  want memcheck && stage_memcheck
+  [[ -f "$LOGS/compare_gpu.log" ]] && { echo; tail -22 "$LOGS/compare_gpu.log"; }
 fi
-if [[ -f "$LOGS/compare_gpu.log" ]]; then echo; tail -22 "$LOGS/compare_gpu.log"; fi
-tar czf "${OUT:-$ROOT}/$([[ -n "${OUT:-}" ]] && echo logs || echo gpu-logs).tgz" -C /tmp gpu-logs
+save_logs
 echo
-printf '%s\n' "${SUMMARY[@]}"
+cat "$SUMMARY_FILE"

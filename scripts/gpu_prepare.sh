@@ -8,7 +8,8 @@
 #
 #   bash scripts/gpu_prepare.sh [--prebuilt] [PTB_DIR]      (default ../shared/data/ptb)
 #
-# Then, with the device tool: run(command="bash scripts/gpu_check.sh", carry=[".gpu-carry"]).
+# Then, with the device tool: run(command="bash scripts/gpu_check.sh --one-call",
+# carry=[".gpu-carry"], timeout_s=600).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PREBUILT=0
