@@ -11,7 +11,8 @@
 #                              a .cu translation unit linked to couplevae::cuda
 #
 # Each test works in its own folder under <build>/tests/consumer/ and builds one translation
-# unit at -O1 (single job), see tests/consumer/run_consumer.cmake.
+# unit at -O1 with -Wall -Wextra -Werror and neither OpenMP nor -march=native (single job),
+# see tests/consumer/run_consumer.cmake.
 set(COUPLEVAE_CONSUMER_WORK ${CMAKE_CURRENT_BINARY_DIR}/consumer)
 set(COUPLEVAE_CONSUMER_PREFIX ${COUPLEVAE_CONSUMER_WORK}/prefix)
 set(COUPLEVAE_CONSUMER_ARGS

@@ -47,8 +47,10 @@ endif()
 if(MAKE_PROGRAM)
   list(APPEND common_args "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
 endif()
-# Keep the consumer build lean: one translation unit at -O1, no build-type flags.
-set(consumer_args ${common_args} -DCMAKE_BUILD_TYPE= -DCMAKE_CXX_FLAGS=-O1
+# Keep the consumer build lean: one translation unit at -O1, no build-type flags. It is a
+# plain user's build (no -fopenmp, no -march=native) with every warning an error: the headers
+# must compile cleanly there (unknown OpenMP pragmas, vector types wider than the target's).
+set(consumer_args ${common_args} -DCMAKE_BUILD_TYPE= "-DCMAKE_CXX_FLAGS=-O1 -Wall -Wextra -Werror"
     -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF "-DCOUPLEVAE_SOURCE_DIR=${SOURCE_DIR}")
 
 # run_step(<name> <command...>): runs the command, output into step_output; fails loudly.

@@ -16,6 +16,7 @@
 #include <cstddef>
 
 #include "../core/hd.hpp"
+#include "../core/omp.hpp"
 #include "tags.hpp"
 
 namespace couplevae {
@@ -44,7 +45,7 @@ struct launch<cpu> {
   template <class F>
   static void for_each_parallel(size_t n, size_t cost, const F& f) {
     const long m = long(n);
-#pragma omp parallel for schedule(static) if (n * cost > 400000)
+    COUPLEVAE_OMP(parallel for schedule(static) if (n * cost > 400000))
     for (long i = 0; i < m; ++i) f(size_t(i));
   }
   // sum over i < n of f(i) (double), in order.

@@ -24,13 +24,11 @@
 #include <memory>
 #include <mutex>
 #include <vector>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "../backend/tags.hpp"
 #include "../core/batch.hpp"
 #include "../core/context.hpp"
+#include "../core/omp.hpp"
 #include "../data/batcher.hpp"
 
 namespace couplevae {
@@ -76,12 +74,7 @@ std::unique_ptr<M> replica(const M& model) {
 inline uint64_t batch_stream(size_t j) { return uint64_t(j) << 32; }
 
 inline int eval_workers(int threads, size_t batches) {
-  int t = threads;
-#ifdef _OPENMP
-  if (t <= 0) t = omp_get_max_threads();
-#else
-  t = 1;
-#endif
+  const int t = threads > 0 ? threads : omp::max_threads();
   return int(std::max<size_t>(1, std::min<size_t>(size_t(std::max(t, 1)), batches)));
 }
 }  // namespace detail
@@ -143,21 +136,17 @@ NllReport evaluate_nll(M& model, const std::vector<std::vector<int32_t>>& senten
     std::vector<std::unique_ptr<M>> replicas(size_t(workers - 1));
     for (auto& p : replicas) p = detail::replica(model);
     std::exception_ptr failure;
-#pragma omp parallel num_threads(workers)
+    COUPLEVAE_OMP(parallel num_threads(workers))
     {
-#ifdef _OPENMP
-      const int w = omp_get_thread_num();
-#else
-      const int w = 0;
-#endif
+      const int w = omp::thread_num();
       M& m = w == 0 ? model : *replicas[size_t(w - 1)];
-#pragma omp for schedule(dynamic, 1)
+      COUPLEVAE_OMP(for schedule(dynamic, 1))
       for (long j = 0; j < long(batches.size()); ++j) {
         try {
           run_batch(m, size_t(j));
           report(size_t(j));
         } catch (...) {
-#pragma omp critical(couplevae_eval_failure)
+          COUPLEVAE_OMP(critical(couplevae_eval_failure))
           if (!failure) failure = std::current_exception();
         }
       }

@@ -262,7 +262,7 @@ struct ops<cpu> {
   template <class T>
   static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true) {
     using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-#pragma omp parallel for schedule(static) if (size_t(rows) * V > 200000)
+    COUPLEVAE_OMP(parallel for schedule(static) if (size_t(rows) * V > 200000))
     for (int i = 0; i < rows; ++i) {
       Eigen::Map<Arr> x(logits + size_t(i) * V, V);
       const T m = x.maxCoeff();
@@ -278,7 +278,7 @@ struct ops<cpu> {
   template <class T>
   static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss) {
     using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-#pragma omp parallel for schedule(static) if (size_t(rows) * V > 200000)
+    COUPLEVAE_OMP(parallel for schedule(static) if (size_t(rows) * V > 200000))
     for (int i = 0; i < rows; ++i) {
       Eigen::Map<Arr> x(probs + size_t(i) * V, V);
       if (targets[i] < 0) {
@@ -397,7 +397,7 @@ struct ops<cpu> {
     const T inv_sqrt_c2 = T(clock->inv_sqrt_c2);
     const T teps = T(eps);
     const T gs = T(clock->grad_scale);
-#pragma omp parallel for simd schedule(static) if (n > 100000)
+    COUPLEVAE_OMP(parallel for simd schedule(static) if (n > 100000))
     for (size_t i = 0; i < n; ++i) {
       const T gi = g[i] * gs;
       m[i] = tb1 * m[i] + (T(1) - tb1) * gi;

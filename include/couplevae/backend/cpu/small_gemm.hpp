@@ -13,20 +13,29 @@
 // (and the caller is not already inside a parallel region). Columns left over after the
 // last full block of 2 vectors, and rows after the last block of 8, go through narrower
 // instantiations of the same kernel; the few trailing columns (< 1 vector) through a plain loop.
-// GCC/Clang vector extensions: AVX-512 with -march=native, otherwise what the target has.
+// GCC/Clang vector extensions as wide as the target's registers: 64 bytes with AVX-512
+// (-march=native on such a processor), 32 with AVX, otherwise 16 (x86-64's SSE2, Arm's NEON).
+// Every element's sum runs over k in order whatever the width, so results do not depend on it.
 #pragma once
 #include <algorithm>
 #include <cstring>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+
+#include "../../core/omp.hpp"
 
 namespace couplevae::detail {
 
+#if defined(__AVX512F__)
+inline constexpr int simd_bytes = 64;
+#elif defined(__AVX__)
+inline constexpr int simd_bytes = 32;
+#else
+inline constexpr int simd_bytes = 16;
+#endif
+
 template <class T>
 struct simd {
-  static constexpr int lanes = 64 / int(sizeof(T));
-  typedef T vec __attribute__((vector_size(64)));
+  static constexpr int lanes = simd_bytes / int(sizeof(T));
+  typedef T vec __attribute__((vector_size(simd_bytes)));
   static vec load(const T* p) {
     vec v;
     std::memcpy(&v, p, sizeof v);
@@ -83,7 +92,7 @@ void small_gemm(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, 
   const int blocks = N / W;
   const double work = double(M) * N * K;
   (void)work;
-#pragma omp parallel for schedule(static) if (blocks > 1 && work > 2e5 && !omp_in_parallel())
+  COUPLEVAE_OMP(parallel for schedule(static) if (blocks > 1 && work > 2e5 && !omp::in_parallel()))
   for (int blk = 0; blk < blocks; ++blk) small_gemm_columns<T, 2>(M, K, A, lda, Bt, ldb, C, ldc, blk * W, accumulate);
   int n0 = blocks * W;
   if (N - n0 >= L) {
