@@ -97,7 +97,10 @@ fi
 if [[ -n "$PTB" ]]; then
   # The tests read PTB from <source>/../shared/data/ptb, as compiled in; link both the
   # source tree's and the Debian machine's (/work/main) so prebuilt binaries find it too.
-  for d in "$ROOT/../shared/data" /work/shared/data; do mkdir -p "$d" && ln -sfn "$PTB" "$d/ptb"; done
+  # (A real folder there is left alone: ln would put the link inside it.)
+  for d in "$ROOT/../shared/data" /work/shared/data; do
+    [[ -e "$d/ptb" && ! -L "$d/ptb" ]] || { mkdir -p "$d" && ln -sfn "$PTB" "$d/ptb"; }
+  done
 fi
 
 # cases [PATTERN]: the device test cases (those matching PATTERN), one per line, with the
