@@ -5,7 +5,8 @@
 // runs as written (an atomic counter that thread 0 of each block spins on).
 //
 // For forward and reverse passes, batches of one and two row tiles, H with and without a
-// unit-tile tail and a K-chunk tail, and grids smaller and larger than the step's tiles, the
+// unit-tile tail and a K-chunk tail, grids smaller and larger than the step's tiles, and
+// packed batches as well as bucketed rectangles (padding rows carry the state), the
 // forward pass (states, previous states, gates) and the backward pass (dh, dgx, dgh) must
 // equal what nn::GRU<float, cpu> computes with its composed steps (gemm_few_rows and the
 // gate bodies of ops<cpu>), fed the module's own input projection and W_hh, to float
@@ -94,6 +95,7 @@ struct Case {
   int H, batch;
   bool reverse;
   unsigned blocks;
+  bool padded = false;  // a bucketed batch's rectangle (3 steps longer than the longest item)
 };
 
 // true when every output agrees with nn::GRU's composed steps on the cpu
@@ -103,7 +105,9 @@ bool check(const Case& k, uint64_t seed) {
   std::vector<int> lens(batch);
   for (auto& l : lens) l = 1 + int(rng.below(9));
   std::sort(lens.rbegin(), lens.rend());
-  const Packing pk = Packing::from_steps(lens);
+  int tokens = 0;
+  for (int l : lens) tokens += l;
+  const Packing pk = k.padded ? Packing::rectangle(lens, lens.front() + 3, tokens) : Packing::from_steps(lens);
   const int rows = pk.rows;
   auto random = [&](size_t n) {
     std::vector<float> v(n);
@@ -126,7 +130,7 @@ bool check(const Case& k, uint64_t seed) {
   run_grid(cuda_rt::gru_forward_persistent_kernel<float>,
            GruForwardPass<float>{pk.steps, batch, H, k.reverse, active.data(), offset.data(), c.gx.data(),
                                  c.whh_t.data(), ar.value(gru.b_hh), st.data(), hp.data(), r.data(), z.data(),
-                                 nn.data(), ghn.data()},
+                                 nn.data(), ghn.data(), k.padded ? pk.keep.data() : nullptr},
            k.blocks);
   std::vector<float> dh = dh_final, dgx(size_t(rows) * G, NAN), dgh(dgx.size(), NAN);
   run_grid(cuda_rt::gru_backward_persistent_kernel<float>,
@@ -142,16 +146,20 @@ bool check(const Case& k, uint64_t seed) {
                       rel_err(dh, module(c.dh, size_t(batch) * H)), rel_err(dgx, module(c.dgx, dgx.size())),
                       rel_err(dgh, module(c.dgh, dgh.size()))};
   const double worst = *std::max_element(std::begin(e), std::end(e));
-  std::printf("H %3d, batch %2d, %d steps, %3d rows, %s, %u blocks: largest relative error %.2e (states %.1e, dh %.1e)\n",
-              H, batch, pk.steps, rows, k.reverse ? "reverse" : "forward", k.blocks, worst, e[0], e[6]);
+  std::printf("H %3d, batch %2d, %d steps, %3d rows%s, %s, %u blocks: largest relative error %.2e (states %.1e, dh %.1e)\n",
+              H, batch, pk.steps, rows, k.padded ? " (padded)" : "", k.reverse ? "reverse" : "forward", k.blocks, worst,
+              e[0], e[6]);
   return worst < 1e-5;
 }
 
 }  // namespace
 
 int main() {
-  // 37 = two unit tiles with a tail and two K chunks; 40 rows = two row tiles.
-  const Case cases[] = {{37, 40, false, 3}, {20, 40, true, 3}, {37, 7, true, 8}, {20, 7, false, 1}, {64, 33, false, 5}};
+  // 37 = two unit tiles with a tail and two K chunks; 40 rows = two row tiles. Padded: the
+  // rectangle's padding rows carry the state, and its tiles of padding alone skip the product.
+  const Case cases[] = {{37, 40, false, 3},      {20, 40, true, 3},      {37, 7, true, 8},
+                        {20, 7, false, 1},       {64, 33, false, 5},     {37, 40, false, 3, true},
+                        {20, 70, true, 4, true}, {20, 7, false, 2, true}};
   int failed = 0;
   uint64_t seed = 100;
   for (const Case& k : cases) failed += !check(k, seed++);

@@ -6,7 +6,9 @@
 //   hp[i] = h_src[i] for i < ap (the rows that ran at the previous step), 0 for ap <= i < a
 //   gh = hp W_hh^T  (whh_t = W_hh^T, (H, 3H)),  then kernels::gru_cell per unit,
 // writing hp, r, z, n, ghn and the new states (a, H); rows with keep[row] == 0 (keep given:
-// padding of a bucketed batch) carry hp (kernels::gru_carry). Tiles of 32 rows x 16 units (the 48
+// padding of a bucketed batch) carry hp (kernels::gru_carry), and a tile of such rows alone
+// skips the product (in a bucketed batch of PTB at batch 512, about two thirds of the
+// rectangle's rows are padding). Tiles of 32 rows x 16 units (the 48
 // columns of whh_t that hold the units' r, z and n), K in chunks of 32 through shared
 // memory; 256 threads, each 2 rows of one unit.
 //
@@ -59,7 +61,11 @@ __device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T
   const int G = 3 * H;
   const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
   T acc[2][3] = {{T(0), T(0), T(0)}, {T(0), T(0), T(0)}};
-  for (int k0 = 0; k0 < H; k0 += TK) {
+  // A tile of padding rows only carries its states, which needs no product: rows are sorted
+  // by length, so padding is a suffix of the step and the tile's first row decides (the
+  // same for the whole block, so the loop's __syncthreads stay uniform).
+  const int k_end = keep && !keep[row0] ? 0 : H;
+  for (int k0 = 0; k0 < k_end; k0 += TK) {
     for (int i = threadIdx.x; i < TR * TK; i += blockDim.x) {
       const int rw = i / TK, k = i % TK, gr = row0 + rw, gk = k0 + k;
       sh.a[rw][k] = (gr < ap && gk < H) ? __ldcg(h_src + size_t(gr) * H + gk) : T(0);
