@@ -136,7 +136,7 @@ bool check(const Case& k, uint64_t seed) {
   run_grid(cuda_rt::gru_backward_persistent_kernel<float>,
            GruBackwardPass<float>{pk.steps, batch, H, k.reverse, active.data(), offset.data(), r.data(), z.data(),
                                   nn.data(), ghn.data(), hp.data(), ar.value(gru.W_hh), ds.data(), H, dh.data(),
-                                  dgx.data(), dgh.data()},
+                                  dgx.data(), dgh.data(), k.padded ? pk.keep.data() : nullptr},
            k.blocks);
   gru.backward(ctx, ar, {const_cast<float*>(x.data()), rows, I}, pk, {const_cast<float*>(ds.data()), rows, H},
                {const_cast<float*>(dh_final.data()), batch, H}, View<float>{}, c);

@@ -58,7 +58,8 @@ struct GruForwardPass {
 // A backward pass: in r, z, n, ghn, hprev (rows, H) from the forward pass, W_hh (3H, H), ds
 // (rows, ld_ds; the gradient on every state from outside, may be null); in/out dh (batch, H):
 // in the gradient on each sequence's final state, out on its initial one; out dgx, dgh
-// (rows, 3H).
+// (rows, 3H); keep as in the forward pass (padding rows have zero dgh: a whole-pass kernel
+// may skip their product).
 template <class T>
 struct GruBackwardPass {
   int steps = 0, batch = 0, H = 0;
@@ -67,8 +68,10 @@ struct GruBackwardPass {
   const T *r = nullptr, *z = nullptr, *n = nullptr, *ghn = nullptr, *hprev = nullptr, *w_hh = nullptr, *ds = nullptr;
   int ld_ds = 0;
   T *dh = nullptr, *dgx = nullptr, *dgh = nullptr;
+  const int32_t* keep = nullptr;
   auto fields() const {
-    return std::tuple(steps, batch, H, reverse, active, offset, r, z, n, ghn, hprev, w_hh, ds, ld_ds, dh, dgx, dgh);
+    return std::tuple(steps, batch, H, reverse, active, offset, r, z, n, ghn, hprev, w_hh, ds, ld_ds, dh, dgx, dgh,
+                      keep);
   }
 };
 

@@ -158,7 +158,7 @@ struct GRU {
         done = ops<B>::gru_backward_pass(GruBackwardPass<T>{
             pk.steps, pk.batch, H, reverse, c.active, c.offset, c.r.data(), c.z.data(), c.n.data(), c.ghn.data(),
             hp_all.data, ar.value(W_hh), dstates ? dstates.data : nullptr, dstates.cols, dh.data, dgx.data,
-            dgh_all.data});
+            dgh_all.data, c.keep});
     }
     for (int s = pk.steps - 1; s >= 0 && !done; --s) {
       const RecStep rs = rec_step(s, pk.steps, reverse, pk.active.data());

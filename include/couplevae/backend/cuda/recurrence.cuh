@@ -179,11 +179,14 @@ __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(Gr
       p.dh[i] = c.dh;
     }
     grid_barrier(barrier, epoch);
-    // phase 2: dh[0:a) += dgh W_hh, tiles of 32 rows x 16 units over K = 3H
+    // phase 2: dh[0:a) += dgh W_hh, tiles of 32 rows x 16 units over K = 3H; a tile of
+    // padding rows alone (zero dgh, see the forward step) adds nothing and is skipped
     const int tiles = ut * ((st.a + TR - 1) / TR);
     const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
+    const int32_t* keep = p.keep ? p.keep + row_t : nullptr;
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
       const int row0 = tile / ut * TR, unit0 = tile % ut * TU;
+      if (keep && !keep[row0]) continue;
       T acc[2] = {T(0), T(0)};
       for (int k0 = 0; k0 < G; k0 += TK) {
         for (int i = threadIdx.x; i < TR * TK; i += blockDim.x) {
