@@ -74,7 +74,8 @@ SUMMARY_FILE="${OUT:-/tmp}/summary.txt"  # appended to by stages running side by
 note() { echo "$*"; echo "$*" >>"$SUMMARY_FILE"; }
 min() { echo $(($1 < $2 ? $1 : $2)); }
 floor1() { echo $(($1 < 1 ? 1 : $1)); }  # a timeout of 0 would not stop anything
-limit() { floor1 "$(min "$1" "$(left)")"; }  # N seconds, or fewer: those left to the deadline
+# limit N [END]: N seconds, or fewer: those left to END (epoch seconds; default the deadline)
+limit() { floor1 "$(min "$1" $((${2:-$((START + DEADLINE))} - $(date +%s))))"; }
 step() { echo "== $* ($(date +%T), $(left) s to the deadline)"; }
 # the logs so far, where the device tool brings them back (again after every stage, so that
 # a call cut short still returns them)
@@ -150,7 +151,7 @@ stage_test() {
 }
 stage_cli() {
   step "cli --backend cuda"
-  timeout "$(floor1 "$(min 300 $((CASES_END - $(date +%s))))")" bash "$ROOT/tests/cuda/cli_cuda_test.sh" "$BIN/couplevae" /tmp/cli-cuda >"$LOGS/cli.log" 2>&1
+  timeout "$(limit 300 "$CASES_END")" bash "$ROOT/tests/cuda/cli_cuda_test.sh" "$BIN/couplevae" /tmp/cli-cuda >"$LOGS/cli.log" 2>&1
   note "cli: exit $? ($(tail -1 "$LOGS/cli.log"))"
   grep FAIL "$LOGS/cli.log" | head -10
 }
@@ -169,20 +170,26 @@ stage_bench() {
   runs=$(sed -n 's/^log: //p' "$LOGS/compare_gpu.log" | head -1)
   [[ -n "$runs" ]] && cp "$runs" "$LOGS/compare-runs.txt" && cp "$runs.stderr" "$LOGS/compare-runs.stderr" 2>/dev/null
   grep -E '^\|' "$LOGS/compare_gpu.log" | grep -v -E '^\|---' | while IFS= read -r l; do note "  $l"; done
-  # every run it finished (also when it was cut), with what the graphs did
+  # every run it finished (also when it was cut), with what the graphs did; and in
+  # $LOGS/faster-graphs, 1 when couple-vae trained faster at batch 32 with graphs than without
   [[ -f "$LOGS/compare-runs.txt" ]] || return
-  python3 - "$LOGS/compare-runs.txt" <<'PY' | while IFS= read -r l; do note "  $l"; done
+  python3 - "$LOGS/compare-runs.txt" "$LOGS/faster-graphs" <<'PY' | while IFS= read -r l; do note "  $l"; done
 import json, sys
+b32 = {}
 for line in open(sys.argv[1]):
     name, _, js = line.partition(" ")
     j = json.loads(js)
     if "steps_per_s" not in j:  # an evaluation
         print("%-32s %7.2f s" % (name, j["seconds"]))
         continue
+    if name.startswith("cpp-train-couple-vae-32-"):
+        mode = name.rsplit("-", 1)[1]
+        b32[mode] = max(b32.get(mode, 0), j["steps_per_s"])
     g = j.get("graphs", {})
     gs = " graphs: %d captures, %d replays, %d patched, %d fallbacks (%s)" % (
         g["captures"], g["replays"], g["patched_nodes"], g["fallbacks"], g["last_fallback"]) if g.get("on") else ""
     print("%-32s %7.1f steps/s %9.0f tokens/s%s" % (name, j["steps_per_s"], j["tokens_per_s"], gs))
+open(sys.argv[2], "w").write("1\n" if b32.get("graphs", 0) > b32.get("eager", 0) else "0\n")
 PY
 }
 stage_profile() {
@@ -265,21 +272,8 @@ if ((ONE_CALL)); then
   ROUNDS=1
   stage_bench "$(floor1 "$(min 130 $(($(left) - 300)))")" --models couple-vae --graphs both --no-eval
   save_logs
-  # phase 3: the 60K-step run in the mode that trained faster at batch 32
-  faster=$(python3 - "$LOGS/compare-runs.txt" <<'PY'
-import json, sys
-best = {}
-try:
-    for line in open(sys.argv[1]):
-        name, _, js = line.partition(" ")
-        if name.startswith("cpp-train-couple-vae-32-"):
-            best[name.rsplit("-", 1)[1]] = json.loads(js)["steps_per_s"]
-except OSError:
-    pass
-print(1 if best.get("graphs", 0) > best.get("eager", 0) else 0)
-PY
-)
-  COUPLEVAE_CUDA_GRAPHS=$faster stage_full "$(limit 300)"
+  # phase 3: the 60K-step run in the mode that trained faster at batch 32 (eager when unknown)
+  COUPLEVAE_CUDA_GRAPHS=$(cat "$LOGS/faster-graphs" 2>/dev/null || echo 0) stage_full "$(limit 300)"
 else
   want test && stage_test
   want cli && stage_cli

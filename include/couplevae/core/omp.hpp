@@ -3,7 +3,8 @@
 // COUPLEVAE_OMP(directive) is `#pragma omp directive` when the translation unit is compiled
 // with OpenMP and nothing otherwise, so that a program built without it (or with nvcc
 // without -Xcompiler=-fopenmp) sees no unknown pragma (-Wall's -Wunknown-pragmas). The
-// thread queries answer as a single thread would there.
+// thread queries answer as a single thread would there. (Inside COUPLEVAE_OMP's own clauses
+// OpenMP is on by definition, so they call omp_* directly.)
 #pragma once
 
 #ifdef _OPENMP
@@ -30,14 +31,6 @@ inline int thread_num() {
   return omp_get_thread_num();
 #else
   return 0;
-#endif
-}
-// Whether this code runs inside an active parallel region (never without OpenMP).
-inline bool in_parallel() {
-#ifdef _OPENMP
-  return omp_in_parallel() != 0;
-#else
-  return false;
 #endif
 }
 

@@ -92,7 +92,7 @@ void small_gemm(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, 
   const int blocks = N / W;
   const double work = double(M) * N * K;
   (void)work;
-  COUPLEVAE_OMP(parallel for schedule(static) if (blocks > 1 && work > 2e5 && !omp::in_parallel()))
+  COUPLEVAE_OMP(parallel for schedule(static) if (blocks > 1 && work > 2e5 && !omp_in_parallel()))
   for (int blk = 0; blk < blocks; ++blk) small_gemm_columns<T, 2>(M, K, A, lda, Bt, ldb, C, ldc, blk * W, accumulate);
   int n0 = blocks * W;
   if (N - n0 >= L) {
