@@ -84,6 +84,12 @@ save_logs() { tar czf "${OUT:-$ROOT}/$([[ -n "${OUT:-}" ]] && echo logs || echo 
 if [[ -x "$CARRY/bin/couplevae_cuda_tests" ]]; then
   BIN="$CARRY/bin"
   note "binaries: prebuilt ($(cat "$CARRY/bin/REVISION" 2>/dev/null))"
+  if [[ -f "$CARRY/bin/SOURCES" ]] &&
+     [[ "$(cd "$ROOT" && xargs -d '\n' sha1sum <"$CARRY/bin/SOURCES" 2>/dev/null | sha1sum | cut -d' ' -f1)" != \
+        "$(cat "$CARRY/bin/SOURCES.sha1")" ]]; then
+    note "WARNING: the prebuilt binaries were built from other sources than this tree's: run" \
+         "scripts/gpu_prepare.sh --prebuilt again before the call (the results below are the old binaries')"
+  fi
 else
   step build
   export CMAKE_PREFIX_PATH="$CARRY/root/usr"

@@ -33,6 +33,10 @@ if ((PREBUILT)); then
   mkdir -p "$OUT/lib" && cp "$(gcc -print-file-name=libgomp.so.1)" "$OUT/lib/"
   echo "$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD || echo +changes)" \
     >"$OUT/bin/REVISION"
+  # What the binaries were built from: gpu_check.sh hashes the same files there and warns
+  # when the tree it runs in is another one (binaries left from an earlier prepare).
+  (cd "$ROOT" && git ls-files -- CMakeLists.txt cmake include examples tests bench >"$OUT/bin/SOURCES")
+  (cd "$ROOT" && xargs -d '\n' sha1sum <"$OUT/bin/SOURCES" | sha1sum | cut -d' ' -f1) >"$OUT/bin/SOURCES.sha1"
 else
   mkdir -p "$OUT/debs" "$OUT/root"
   (cd "$OUT/debs" && apt-get download "${packages[@]}")
