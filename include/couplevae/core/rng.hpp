@@ -39,13 +39,18 @@ struct Philox {
   }
 };
 
-// Uniform in the open interval (0, 1) from 32 random bits.
+// Uniform in the open interval (0, 1) from 32 random bits: (k + 1/2) / 2^b of the top
+// b = 24 bits (float) or all 32 (double). In float the top value 1 - 2^-25 lies halfway
+// between the largest float below 1 and 1 itself, and rounds to 1: it is the largest float
+// below 1 instead (the only value that differs from the formula).
 template <class T>
 COUPLEVAE_HD inline T uniform_from_bits(uint32_t x) {
-  if constexpr (sizeof(T) == 4)
-    return (T(x >> 8) + T(0.5)) * T(1.0 / 16777216.0);
-  else
+  if constexpr (sizeof(T) == 4) {
+    const T v = (T(x >> 8) + T(0.5)) * T(1.0 / 16777216.0);
+    return v < T(1) ? v : T(1) - T(1.0 / 16777216.0);
+  } else {
     return (T(x) + T(0.5)) * T(1.0 / 4294967296.0);
+  }
 }
 
 // The four words of block `pos` of the generator keyed by `seed` (counter = pos split into

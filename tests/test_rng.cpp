@@ -1,0 +1,165 @@
+// Tests of the counter-based generator (core/rng.hpp), whose draws are every model's noise:
+//   - Philox4x32-10 against Random123's published known-answer vectors (kat_vectors);
+//   - uniform (0, 1) and standard normal draws against their exact CDFs (Kolmogorov-Smirnov),
+//     the two values of a Box-Muller pair uncorrelated, the open interval at both ends;
+//   - the layout the kernels rely on: element i of a draw is philox_uniform / philox_normal
+//     (position, i), a draw of n advances the position by ceil(n / 4) blocks;
+//   - below(n) uniform over its n values (chi-square), derive() independent of its parent.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <couplevae/core/rng.hpp>
+
+using namespace couplevae;
+
+namespace {
+
+// sqrt(n) times the largest distance between the empirical CDF of xs and cdf; the
+// Kolmogorov distribution exceeds 1.95 with probability 0.001 (the seeds below are fixed).
+template <class F>
+double ks_statistic(std::vector<double> xs, F cdf) {
+  std::sort(xs.begin(), xs.end());
+  const double n = double(xs.size());
+  double d = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double f = cdf(xs[i]);
+    d = std::max({d, f - double(i) / n, double(i + 1) / n - f});
+  }
+  return d * std::sqrt(n);
+}
+
+double normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
+
+}  // namespace
+
+TEST_CASE("philox: Random123's known-answer vectors for Philox4x32-10") {
+  struct Kat {
+    uint32_t counter[4], key[2], out[4];
+  };
+  const Kat kats[] = {
+      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
+      {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+       {0xffffffff, 0xffffffff},
+       {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
+      {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+       {0xa4093822, 0x299f31d0},
+       {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
+  };
+  for (const Kat& k : kats) {
+    uint32_t c[4] = {k.counter[0], k.counter[1], k.counter[2], k.counter[3]};
+    Philox::block(c, k.key[0], k.key[1]);
+    for (int i = 0; i < 4; ++i) CHECK(c[i] == k.out[i]);
+  }
+  // philox_words puts the block position in counter words 0-1, the sub-stream in word 2, a
+  // constant in word 3, and the seed in the key.
+  uint32_t w[4], c[4] = {0x89abcdefu, 0x01234567u, 7u, 0x636f7570u};
+  philox_words(0xfedcba9876543210ull, 0x0123456789abcdefull, 7, w);
+  Philox::block(c, 0x76543210u, 0xfedcba98u);
+  for (int i = 0; i < 4; ++i) CHECK(w[i] == c[i]);
+}
+
+TEST_CASE("rng: uniform draws in the open interval (0, 1), uniform by Kolmogorov-Smirnov") {
+  // the extreme words map inside (0, 1) for both precisions
+  CHECK(uniform_from_bits<float>(0u) > 0.0f);
+  CHECK(uniform_from_bits<float>(0xffffffffu) < 1.0f);
+  CHECK(uniform_from_bits<double>(0u) > 0.0);
+  CHECK(uniform_from_bits<double>(0xffffffffu) < 1.0);
+  CHECK(uniform_from_bits<double>(0x80000000u) == doctest::Approx(0.5).epsilon(1e-9));
+  const size_t n = 200000;
+  std::vector<double> u(n);
+  Rng(2024).uniform(u.data(), n);
+  CHECK(*std::min_element(u.begin(), u.end()) > 0.0);
+  CHECK(*std::max_element(u.begin(), u.end()) < 1.0);
+  CHECK(ks_statistic(u, [](double x) { return x; }) < 1.95);
+  std::vector<float> uf(n);
+  Rng(2025).uniform(uf.data(), n);
+  CHECK(ks_statistic(std::vector<double>(uf.begin(), uf.end()), [](double x) { return x; }) < 1.95);
+}
+
+TEST_CASE("rng: normal draws follow N(0, 1); the two values of each Box-Muller pair are uncorrelated") {
+  const size_t n = 200000;
+  std::vector<double> z(n);
+  Rng(77).normal(z.data(), n);
+  CHECK(ks_statistic(z, normal_cdf) < 1.95);
+  double s = 0, s2 = 0, s4 = 0;
+  for (double v : z) s += v, s2 += v * v, s4 += v * v * v * v;
+  CHECK(std::abs(s / n) < 5 / std::sqrt(double(n)));
+  CHECK(std::abs(s2 / n - 1) < 5 * std::sqrt(2.0 / n));
+  CHECK(std::abs(s4 / n - 3) < 5 * std::sqrt(96.0 / n));  // Var z^4 = 105 - 9
+  // lanes (0, 1) and (2, 3) of a block are a pair, (1, 2) are from different pairs: each
+  // product has mean 0 and variance 1 when independent; a pair's squares sum to -2 ln u1,
+  // Exp(1/2), so their correlation is 0 too (a cos/cos pair would give 1).
+  for (int lag_start : {0, 1, 2}) {
+    CAPTURE(lag_start);
+    double p = 0, q = 0;
+    size_t m = 0;
+    for (size_t i = size_t(lag_start); i + 1 < n; i += 4, ++m)
+      p += z[i] * z[i + 1], q += (z[i] * z[i] - 1) * (z[i + 1] * z[i + 1] - 1);
+    CHECK(std::abs(p / double(m)) < 5 / std::sqrt(double(m)));
+    CHECK(std::abs(q / double(m)) < 5 * std::sqrt(4.0 / double(m)));
+  }
+  std::vector<float> zf(n);
+  Rng(78).normal(zf.data(), n);
+  CHECK(ks_statistic(std::vector<double>(zf.begin(), zf.end()), normal_cdf) < 1.95);
+}
+
+TEST_CASE("rng: element i of a draw is philox_uniform / philox_normal(position, i); positions advance by blocks") {
+  for (size_t n : {size_t(1), size_t(3), size_t(4), size_t(9), size_t(64)}) {
+    CAPTURE(n);
+    Rng r(123456789, 40);
+    std::vector<double> u(n), z(n);
+    r.uniform(u.data(), n);
+    CHECK(r.position == 40 + (n + 3) / 4);
+    const uint64_t zpos = r.position;
+    r.normal(z.data(), n);
+    CHECK(r.position == zpos + (n + 3) / 4);
+    for (size_t i = 0; i < n; ++i) {
+      CHECK(u[i] == philox_uniform<double>(123456789, 40, i));
+      CHECK(z[i] == philox_normal<double>(123456789, zpos, i));
+    }
+  }
+  // two draws of 8 read the same blocks as one draw of 16; a seed or a position apart differs
+  std::vector<double> a(16), b(16), c(16);
+  Rng r1(5), r2(5), r3(6);
+  r1.normal(a.data(), 8);
+  r1.normal(a.data() + 8, 8);
+  r2.normal(b.data(), 16);
+  r3.normal(c.data(), 16);
+  int same_seed = 0, other_seed = 0;
+  for (int i = 0; i < 16; ++i) same_seed += a[i] == b[i], other_seed += a[i] == c[i];
+  CHECK(same_seed == 16);
+  CHECK(other_seed == 0);
+}
+
+TEST_CASE("rng: below(n) is uniform over [0, n) (chi-square); derive() gives a generator unlike its parent") {
+  const int k = 10, draws = 100000;
+  std::vector<long> counts(k, 0);
+  Rng r(31);
+  for (int i = 0; i < draws; ++i) {
+    const uint64_t v = r.below(k);
+    REQUIRE(v < uint64_t(k));
+    ++counts[v];
+  }
+  CHECK(r.position == uint64_t(draws));
+  double chi2 = 0;
+  const double expect = double(draws) / k;
+  for (long c : counts) chi2 += (c - expect) * (c - expect) / expect;
+  CHECK(chi2 < 27.88);  // chi-square with 9 degrees of freedom: P(> 27.88) = 0.001
+  // derived generators: another seed, different per label, reproducible, position 0
+  const Rng parent(99, 17);
+  const Rng d1 = parent.derive(1), d1again = parent.derive(1), d2 = parent.derive(2);
+  CHECK(d1.seed == d1again.seed);
+  CHECK(d1.seed != d2.seed);
+  CHECK(d1.seed != parent.seed);
+  CHECK(d1.position == 0);
+  std::vector<double> x(4000), y(4000);
+  Rng(d1).normal(x.data(), x.size());
+  Rng(parent).normal(y.data(), y.size());
+  double p = 0;
+  for (size_t i = 0; i < x.size(); ++i) p += x[i] * y[i];
+  CHECK(std::abs(p / double(x.size())) < 5 / std::sqrt(double(x.size())));
+}
