@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <random>
 #include <set>
@@ -364,6 +366,29 @@ TEST_CASE("batcher: the shuffle is a pure function of (seed, epoch)") {
     CHECK(x.enc_tokens == y.enc_tokens);
     CHECK(a.last_indices() == b.last_indices());
   }
+}
+
+TEST_CASE("batcher: every order of an epoch is equally likely (chi-square over the 24 orders of 4 sentences)") {
+  // A Fisher-Yates slip such as Sattolo's below(i - 1) still visits every sentence once per
+  // epoch, but draws only the 6 cyclic orders: the case above cannot see it.
+  const Ids s = numbered_sentences(4);
+  Batcher batcher(s, 60, 7, 4);
+  const int epochs = 24000;
+  std::map<std::vector<size_t>, int> counts;
+  int first_stays = 0;
+  for (int e = 0; e < epochs; ++e) {
+    const auto p = batcher.permutation(uint64_t(e));
+    ++counts[p];
+    first_stays += p[0] == 0;
+  }
+  CHECK(counts.size() == 24);
+  double chi2 = 0;
+  const double expect = epochs / 24.0;
+  for (const auto& kv : counts) chi2 += (kv.second - expect) * (kv.second - expect) / expect;
+  chi2 += (24 - double(counts.size())) * expect;  // orders never drawn
+  CHECK(chi2 < 49.73);  // chi-square with 23 degrees of freedom: P(> 49.73) = 0.001
+  // sentence 0 first in a quarter of the epochs (binomial, 5 standard deviations)
+  CHECK(std::abs(first_stays - epochs / 4.0) < 5 * std::sqrt(epochs * 0.25 * 0.75));
 }
 
 TEST_CASE("batcher: restore() reproduces the continuation") {
