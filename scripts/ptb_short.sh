@@ -69,20 +69,35 @@ train() {  # "model [lambda_c]"
     $train_args
 }
 echo "PTB, $steps steps, KL annealing from step $kl_start over $kl_steps steps; logs in $out/<run>.log"
+# A run that fails (or is killed) is named at the end, and the others are still evaluated and
+# reported; the script then exits 1.
+failed=()
 if ((parallel)); then
   pids=()
   for r in "${runs_spec[@]}"; do OMP_NUM_THREADS=1 train "$r" >"$(run_dir "$r").log" 2>&1 & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p"; done
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("${runs_spec[$i]}"); done
 else
-  for r in "${runs_spec[@]}"; do train "$r" 2>&1 | tee "$(run_dir "$r").log"; done
+  for r in "${runs_spec[@]}"; do
+    train "$r" 2>&1 | tee "$(run_dir "$r").log" || failed+=("$r")
+  done
 fi
 runs=()
 for r in "${runs_spec[@]}"; do
+  [[ " ${failed[*]-} " == *" $r "* ]] && continue
   dir=$(run_dir "$r")
   echo "== evaluating $(basename "$dir") on the test split"
-  "$bin" eval --checkpoint "$dir/best.safetensors" --data "$data" --split test --json-out "$dir/eval.json" \
-    2>&1 | tee "$dir.eval.log" | grep -v '^{'
-  runs+=("$dir")
+  if "$bin" eval --checkpoint "$dir/best.safetensors" --data "$data" --split test --json-out "$dir/eval.json" \
+    2>&1 | tee "$dir.eval.log" | grep -v '^{'; then
+    runs+=("$dir")
+  else
+    failed+=("$r")
+  fi
 done
-"$bin" report --runs "${runs[@]}" --out "$out/report.md"
-cat "$out/report.md"
+if ((${#runs[@]})); then
+  "$bin" report --runs "${runs[@]}" --out "$out/report.md"
+  cat "$out/report.md"
+fi
+if ((${#failed[@]})); then
+  for r in "${failed[@]}"; do echo "ptb_short.sh: $r failed: see $(run_dir "$r").log (or .eval.log)" >&2; done
+  exit 1
+fi

@@ -2,7 +2,8 @@
 # scripts/ptb_short.sh end to end on the synthetic corpus (the script that makes README's
 # "A shortened PTB run"): a lambda_c sweep trains the uncoupled model once and the Coupled
 # model once per value, evaluates every run on the test split and writes the report with a
-# row per run; bad options exit 2 with one line; a missing corpus is skipped, exit 0.
+# row per run; a run that fails is named (exit 1) and the others are still reported; bad
+# options exit 2 with one line; a missing corpus is skipped, exit 0.
 # Usage: ptb_short_test.sh PATH/TO/couplevae WORKDIR
 set -u
 bin=$1
@@ -35,6 +36,16 @@ report=$w/runs/report.md
 grep -q '^| VAE |' "$report" 2>/dev/null || bad "report: no VAE row"
 grep -q '^| Couple-VAE (λc = 0.5) |' "$report" 2>/dev/null || bad "report: no Couple-VAE (λc = 0.5) row"
 grep -q '^| Couple-VAE (λc = 2) |' "$report" 2>/dev/null || bad "report: no Couple-VAE (λc = 2) row"
+
+# A run that fails (here an unknown model) is named, exit 1; the others are still evaluated
+# and reported.
+out=$(bash "$script" --bin "$bin" --data "$w/corpus" --steps 300 --models "vae nope-vae" \
+  --train-args "--embed 32 --hidden 32 --latent 8" --out "$w/partial" --parallel 2>&1)
+rc=$?
+[ "$rc" = 1 ] || bad "a failing run: exit $rc, expected 1"
+grep -q "nope-vae failed: see $w/partial/nope-vae.log" <<<"$out" || bad "a failing run is not named: $(tail -n 3 <<<"$out")"
+[ -f "$w/partial/vae/eval.json" ] || bad "a failing run stopped the evaluation of the others"
+grep -q '^| VAE |' "$w/partial/report.md" 2>/dev/null || bad "a failing run stopped the report of the others"
 
 # expect NAME PATTERN ARGS...: exit 2 and one line matching PATTERN.
 expect() {
