@@ -135,7 +135,7 @@ TEST_CASE("rng: element i of a draw is philox_uniform / philox_normal(position, 
   CHECK(other_seed == 0);
 }
 
-TEST_CASE("rng: below(n) is uniform over [0, n) (chi-square); derive() gives a generator unlike its parent") {
+TEST_CASE("rng: below(n) is uniform over 0 .. n-1 (chi-square); derive() gives a generator unlike its parent") {
   const int k = 10, draws = 100000;
   std::vector<long> counts(k, 0);
   Rng r(31);
