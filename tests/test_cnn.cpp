@@ -76,7 +76,7 @@ std::vector<std::vector<int32_t>> tiny_sentences() { return {{8, 9, 10, 11, 12},
 
 // --- Conv1d -------------------------------------------------------------------------------
 
-TEST_CASE("conv1d: forward equals PyTorch's padded convolution with the tail dropped; tail and windows") {
+TEST_CASE("conv1d: forward equals PyTorch's padded convolution with the tail dropped, tail and windows") {
   for (int K : {1, 3})
     for (int d : {1, 2, 4}) {
       if (K == 1 && d > 1) continue;
@@ -541,7 +541,7 @@ TEST_CASE("cnn decoder: greedy decode equals the argmax of the teacher-forced fo
   CHECK(check_greedy(rig, c, eos, h.data(), max_len)[2] == nb);
 }
 
-TEST_CASE("cnn decoder: sampling follows softmax(logits / temperature) without <unk>; tiny temperature is greedy") {
+TEST_CASE("cnn decoder: sampling follows softmax(logits / temperature) without <unk>, tiny temperature is greedy") {
   Config c = tiny_config();
   DecoderRig rig(c, 31);
   const int n = 20000;

@@ -126,7 +126,7 @@ TEST_CASE("vocab: reserved ids first, then train words in first-occurrence order
   CHECK(Vocab().size() == 4);
 }
 
-TEST_CASE("vocab: OOV words map to <unk>; Yahoo's _UNK is an ordinary word") {
+TEST_CASE("vocab: OOV words map to <unk>, Yahoo's _UNK is an ordinary word") {
   const Sentences train = {toks("a _UNK b"), toks("b a")};
   const Vocab v = Vocab::build(train);
   CHECK(v.size() == 7);
@@ -246,7 +246,7 @@ TEST_CASE("corpus: long lines are truncated with a single warning") {
   CHECK_THROWS_AS(read_corpus(path, {false, 0}), Error);
 }
 
-TEST_CASE("corpus: a label column is dropped; a non-numeric label is an error") {
+TEST_CASE("corpus: a label column is dropped, a non-numeric label is an error") {
   TempDir dir;
   const auto path = dir.write("yelp.txt", "4 great food\n0 awful\n3\n\n2 ok place here\n");
   const auto s = read_corpus(path, {true, 50});

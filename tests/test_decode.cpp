@@ -128,7 +128,7 @@ TEST_CASE("decode_ops: the cut rule keeps the prefix before the first <eos>, nev
   CHECK(out[3] == std::vector<int32_t>{9});
 }
 
-TEST_CASE("decode_ops: greedy picks the first maximum outside <unk>; finished rows are counted") {
+TEST_CASE("decode_ops: greedy picks the first maximum outside <unk>, finished rows are counted") {
   std::vector<double> logits = {0, 1, 5, 9, 5,   // unk (3) largest: masked, then first max 2
                                 7, 1, 2, 3, 7};  // tie: the first
   std::vector<int32_t> tok(2), fin = {0, 0};
@@ -245,7 +245,7 @@ std::vector<std::vector<int32_t>> decode_every_row(Rig& rig, Context<>& ctx, con
 }
 }  // namespace
 
-TEST_CASE("Decoder<GRU>::decode: finished rows leave the loop; greedy and sampled outputs are those of every row kept") {
+TEST_CASE("Decoder<GRU>::decode: finished rows leave the loop, greedy and sampled outputs are those of every row kept") {
   const Config c = tiny_config();
   const int E = c.embed, nb = 48, max_len = 10;
   Rig rig(c, 5);  // the rig of the teacher-forced greedy case: lengths from 1 to max_len in one batch
@@ -325,7 +325,7 @@ TEST_CASE("Decoder<GRU>::decode: sampled first tokens follow softmax(logits / T)
   CHECK(g[0][0] == argmax_no_unk(p, V));
 }
 
-TEST_CASE("Decoder<GRU>::decode: cut at <eos>, never empty, early stop; errors") {
+TEST_CASE("Decoder<GRU>::decode: cut at <eos>, never empty, early stop, errors") {
   const Config c = tiny_config();
   const int E = c.embed, nb = 16;
   Rig rig(c, 9);
@@ -371,7 +371,7 @@ TEST_CASE("Decoder<GRU>::decode from a Model (float): prior samples decode to va
   }
 }
 
-TEST_CASE("LanguageModel::decode: greedy is the teacher-forced argmax; samples follow softmax(logits / T)") {
+TEST_CASE("LanguageModel::decode: greedy is the teacher-forced argmax, samples follow softmax(logits / T)") {
   Config c = tiny_config(9);
   using LMd = LanguageModel<Decoder<GRU>, cpu, double>;
   const int V = c.vocab_size, max_len = 15;

@@ -447,7 +447,7 @@ TEST_CASE("report: Markdown tables with the run names and an SVG with one polyli
   CHECK_FALSE(fs::exists(tmp / "r2.md"));
 }
 
-TEST_CASE("report: log-scale y axis when values span orders of magnitude; ticks and labels") {
+TEST_CASE("report: log-scale y axis when values span orders of magnitude, ticks and labels") {
   auto run_with = [](const std::string& label, std::vector<double> ys) {
     RunRecord r;
     r.model = "vae";

@@ -150,7 +150,7 @@ TEST_CASE("planar u_hat: w.u_hat = m(w.u) >= -1 for random u, w (invertibility c
   CHECK(active > 200);  // the constraint was exercised
 }
 
-TEST_CASE("planar flows: forward equals the reference; logdet equals log|det J| of the numerical Jacobian") {
+TEST_CASE("planar flows: forward equals the reference, logdet equals log|det J| of the numerical Jacobian") {
   const int Z = 4, K = 3, n = 7;
   A ar;
   PlanarFlows<double, cpu> fl(ar, "flows", Z, K);
@@ -198,7 +198,7 @@ TEST_CASE("planar flows: forward equals the reference; logdet equals log|det J| 
   }
 }
 
-TEST_CASE("planar flows: gradients through u_hat (constraint active), logdet and the input; accumulate") {
+TEST_CASE("planar flows: gradients through u_hat (constraint active), logdet and the input, accumulate") {
   const int Z = 3, K = 3, n = 5;
   A ar;
   PlanarFlows<double, cpu> fl(ar, "f", Z, K);
@@ -306,7 +306,7 @@ TEST_CASE("Posterior<Flow<3>>::sample: z, z0, kl, logq, logp against an independ
   }
 }
 
-TEST_CASE("Posterior<Flow<3>>::sample_backward: gradients (training mode, BN batch statistics; eval mode)") {
+TEST_CASE("Posterior<Flow<3>>::sample_backward: gradients (training mode, BN batch statistics, eval mode)") {
   for (bool training : {true, false}) {
     CAPTURE(training);
     PostFixture f(false);
@@ -355,7 +355,7 @@ TEST_CASE("Posterior<Flow<3>>::sample_backward: kl alone (null dz view), e.g. th
   CHECK(gradcheck::check(probes, loss, {12}) > 60);
 }
 
-TEST_CASE("Posterior<Flow<3>> deterministic: mean() = flows(BN(mu head)), own parameters only; gradients") {
+TEST_CASE("Posterior<Flow<3>> deterministic: mean() = flows(BN(mu head)), own parameters only, gradients") {
   PostFixture f(true);
   const int n = f.n, Z = f.Z, in = f.in;
   CHECK((gradcheck::find_param(f.ar, "posterior.mu_bn.weight") != nullptr));

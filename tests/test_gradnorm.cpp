@@ -86,7 +86,7 @@ TEST_CASE("gradient norms: rec, reg and the Jacobian dh/de match finite differen
   }
 }
 
-TEST_CASE("gradient norms: coupled terms; the report's plain and squared means") {
+TEST_CASE("gradient norms: coupled terms, the report's plain and squared means") {
   Config c = tiny();
   Coupled<VAEd> model(c, 4);
   const Batch b = make_batch({{4, 5, 6}, {7, 8}}, c.vocab_size);

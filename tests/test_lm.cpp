@@ -155,7 +155,7 @@ TEST_CASE("LanguageModel: whole-model gradient check (double, dropout on, noise 
   }
 }
 
-TEST_CASE("LanguageModel: exact NLL equals a naive per-sentence recomputation; importance weights identical") {
+TEST_CASE("LanguageModel: exact NLL equals a naive per-sentence recomputation, importance weights identical") {
   const Config c = tiny_config();
   LMd lm(c, 11);
   const auto& sents = tiny_sentences();

@@ -203,7 +203,7 @@ std::vector<double> decoder_nll(M& model, const std::vector<int32_t>& x, std::ve
 
 // --- log_density of each posterior ------------------------------------------------------
 
-TEST_CASE("Posterior<Gaussian>::log_density: diagonal = the sample's logq; every entry = log N by formula") {
+TEST_CASE("Posterior<Gaussian>::log_density: diagonal = the sample's logq, every entry = log N by formula") {
   const int N = 4, in = 5, Z = 3;
   A ar;
   GaussPost post(ar, "p", in, Z);
@@ -260,7 +260,7 @@ TEST_CASE("Posterior<Gaussian>::log_density: each row's density integrates to 1 
   }
 }
 
-TEST_CASE("Posterior<Flow<2>>::log_density: diagonal = logq; entries = log N(z0) - sum logdet from the equations") {
+TEST_CASE("Posterior<Flow<2>>::log_density: diagonal = logq, entries = log N(z0) - sum logdet from the equations") {
   const int N = 4, in = 5, Z = 3;
   A ar;
   FlowPost post(ar, "p", in, Z);
@@ -301,7 +301,7 @@ TEST_CASE("Posterior<Flow<2>>::log_density: diagonal = logq; entries = log N(z0)
   }
 }
 
-TEST_CASE("Posterior<Flow<2>>::log_density: q_K integrates to 1 over z_K (latent 1; the change of variables)") {
+TEST_CASE("Posterior<Flow<2>>::log_density: q_K integrates to 1 over z_K (latent 1, the change of variables)") {
   const int N = 3, in = 2;
   A ar;
   FlowPost post(ar, "p", in, 1);
@@ -337,7 +337,7 @@ TEST_CASE("Posterior<Flow<2>>::log_density: q_K integrates to 1 over z_K (latent
   }
 }
 
-TEST_CASE("Posterior<VMF>::log_density: diagonal = logq exactly; entries by the closed forms (m = 3, m = 2)") {
+TEST_CASE("Posterior<VMF>::log_density: diagonal = logq exactly, entries by the closed forms (m = 3, m = 2)") {
   const int N = 4, in = 5;
   for (int Z : {3, 2}) {
     CAPTURE(Z);
@@ -390,7 +390,7 @@ TEST_CASE("Posterior<VMF>::log_density: diagonal = logq exactly; entries by the 
 
 // --- the model method and the estimator ---------------------------------------------------
 
-TEST_CASE("Model::encode_batch: the encoded text of forward() in evaluation mode; Coupled inherits it") {
+TEST_CASE("Model::encode_batch: the encoded text of forward() in evaluation mode, Coupled inherits it") {
   Config c = tiny_config(13, 2);
   const Batch b = make_batch({{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}}, c.vocab_size);
   auto check = [&](auto& model) {
@@ -457,7 +457,7 @@ TEST_CASE("evaluate_mi: equals a brute-force recomputation with the same noise (
   CHECK(evaluate_mi(model, s, S, batch, seed + 1) != mi);
 }
 
-TEST_CASE("evaluate_mi: a last batch of one sentence is skipped; max_sentences; progress; errors") {
+TEST_CASE("evaluate_mi: a last batch of one sentence is skipped, max_sentences, progress, errors") {
   Config c = tiny_config(13, 2);
   VAEd model(c, 4);
   const Sentences s = {{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}, {6, 6, 7, 8}, {9, 4}, {10}};
@@ -474,7 +474,7 @@ TEST_CASE("evaluate_mi: a last batch of one sentence is skipped; max_sentences; 
   CHECK_THROWS_AS(evaluate_mi(model, s, 0), Error);
 }
 
-TEST_CASE("evaluate_mi: Coupled<Model> gives the Model's estimate on the same shared parameters; float runs") {
+TEST_CASE("evaluate_mi: Coupled<Model> gives the Model's estimate on the same shared parameters, float runs") {
   Config c = tiny_config(13, 3);
   const Sentences s = {{4, 5, 6}, {7, 3}, {8, 9, 10, 11, 12}, {5}, {6, 6, 7, 8}};
   VAEd m(c, 6);

@@ -278,7 +278,7 @@ TEST_CASE("zero regularizer: L_reg = 0, weight 0, no gradient, no noise") {
   CHECK(std::string(Regularizer<MMD>::name) == "mmd");
 }
 
-TEST_CASE("deterministic posterior: z = W e + b, zero kl, no noise; gradients of both paths") {
+TEST_CASE("deterministic posterior: z = W e + b, zero kl, no noise, gradients of both paths") {
   for (bool det_only : {false, true}) {
     CAPTURE(det_only);
     Arena<double> ar;

@@ -72,7 +72,7 @@ TEST_CASE("Coupled<Model>: loss parts recomputed independently") {
   CHECK(l.rec_c == doctest::Approx(uniform).epsilon(0.3));
 }
 
-TEST_CASE("Model: the same seed and noise position give the same loss; another seed differs") {
+TEST_CASE("Model: the same seed and noise position give the same loss, another seed differs") {
   Config c = gradcheck::tiny_model_config();
   using VAE = Model<Posterior<Gaussian>, Regularizer<KL>, Decoder<GRU>>;
   VAE a(c, 1), a2(c, 1), other(c, 2);

@@ -146,7 +146,7 @@ std::vector<double> gru_reference(const A& ar, const GRU<double>& g, const std::
 }
 }  // namespace
 
-TEST_CASE("gru: packed variable-length forward equals a per-sequence reference; gradients") {
+TEST_CASE("gru: packed variable-length forward equals a per-sequence reference, gradients") {
   for (bool rev : {false, true}) {
     CAPTURE(rev);
     A ar;
@@ -183,7 +183,7 @@ TEST_CASE("gru: packed variable-length forward equals a per-sequence reference; 
   }
 }
 
-TEST_CASE("bigru: e = [forward final; backward final] and gradients") {
+TEST_CASE("bigru: e = (forward final, backward final) and gradients") {
   A ar;
   BiGRU<double> enc(ar, "enc", 3, 2);
   ar.finalize();
@@ -209,7 +209,7 @@ TEST_CASE("bigru: e = [forward final; backward final] and gradients") {
   CHECK(gradcheck::check(probes, loss) > 50);
 }
 
-TEST_CASE("batch norm: training-mode gradients through the batch statistics; running statistics; eval mode") {
+TEST_CASE("batch norm: training-mode gradients through the batch statistics, running statistics, eval mode") {
   A ar;
   BatchNorm<double> bn(ar, "bn", 3);
   ar.finalize();
@@ -277,7 +277,7 @@ TEST_CASE("gemm_few_rows (no packing) equals a plain triple loop, every tail sha
   CHECK(C == std::vector<float>{2.f, 2.f, -7.f, 2.f, 2.f, -7.f});
 }
 
-TEST_CASE("vocab loss: gathered or identity rows, summed per sentence; gradients; chunked evaluation") {
+TEST_CASE("vocab loss: gathered or identity rows, summed per sentence, gradients, chunked evaluation") {
   const int n = 7, F = 3, V = 6, nb = 3;
   OutputRows gathered;  // rows 4, 0, 6, 2 of X, then a filler (no target)
   gathered.identity = false;

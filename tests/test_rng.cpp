@@ -80,7 +80,7 @@ TEST_CASE("rng: uniform draws in the open interval (0, 1), uniform by Kolmogorov
   CHECK(ks_statistic(std::vector<double>(uf.begin(), uf.end()), [](double x) { return x; }) < 1.95);
 }
 
-TEST_CASE("rng: normal draws follow N(0, 1); the two values of each Box-Muller pair are uncorrelated") {
+TEST_CASE("rng: normal draws follow N(0, 1), the two values of each Box-Muller pair are uncorrelated") {
   const size_t n = 200000;
   std::vector<double> z(n);
   Rng(77).normal(z.data(), n);
@@ -107,7 +107,7 @@ TEST_CASE("rng: normal draws follow N(0, 1); the two values of each Box-Muller p
   CHECK(ks_statistic(std::vector<double>(zf.begin(), zf.end()), normal_cdf) < 1.95);
 }
 
-TEST_CASE("rng: element i of a draw is philox_uniform / philox_normal(position, i); positions advance by blocks") {
+TEST_CASE("rng: element i of a draw is philox_uniform / philox_normal(position, i), positions advance by blocks") {
   for (size_t n : {size_t(1), size_t(3), size_t(4), size_t(9), size_t(64)}) {
     CAPTURE(n);
     Rng r(123456789, 40);
@@ -135,7 +135,7 @@ TEST_CASE("rng: element i of a draw is philox_uniform / philox_normal(position, 
   CHECK(other_seed == 0);
 }
 
-TEST_CASE("rng: below(n) is uniform over 0 .. n-1 (chi-square); derive() gives a generator unlike its parent") {
+TEST_CASE("rng: below(n) is uniform over 0 .. n-1 (chi-square), derive() gives a generator unlike its parent") {
   const int k = 10, draws = 100000;
   std::vector<long> counts(k, 0);
   Rng r(31);

@@ -106,7 +106,7 @@ TEST_CASE("sa-vae: the backward with the forward's kept SVI gradients equals the
   CHECK(grads[0] == grads[1]);
 }
 
-TEST_CASE("sa-vae: the SVI steps lower the batch objective; backward leaves the generator where forward did") {
+TEST_CASE("sa-vae: the SVI steps lower the batch objective, backward leaves the generator where forward did") {
   Config c = sa_config(11, 20);
   c.dropout = 0;
   SAVAEd m(c, 2);

@@ -33,7 +33,7 @@ using VAE = models::VAE;
 using CVAE = Coupled<models::VAE>;
 }  // namespace
 
-TEST_CASE("adam: one step equals the hand-computed update; moments decay for zero gradients") {
+TEST_CASE("adam: one step equals the hand-computed update, moments decay for zero gradients") {
   Arena<double> ar;
   Param p = ar.add("x", {3}, Init::constant_value(1.0));
   ar.finalize();
@@ -236,7 +236,7 @@ TEST_CASE("train(): the backend-side guard gives the same parameters as the host
   CHECK(std::abs(loss - (rec + reg + rec_c + c.lambda_c * couple)) <= 5e-3);
 }
 
-TEST_CASE("importance-sampled NLL: N = 1 gives nll = rec + kl per sentence; PPL is corpus level") {
+TEST_CASE("importance-sampled NLL: N = 1 gives nll = rec + kl per sentence, PPL is corpus level") {
   const Dataset d = small_dataset();
   Config c = small_config(int(d.vocab.size()));
   VAE model(c, 3);
@@ -383,7 +383,7 @@ TEST_CASE("two models trained at the same time in two threads equal the same run
   CHECK(!std::equal(a.arena().values().data(), a.arena().values().data() + a.arena().total(), b.arena().values().data()));
 }
 
-TEST_CASE("NaN guard: non-finite steps are skipped and counted; a run of them stops training with a clear error") {
+TEST_CASE("NaN guard: non-finite steps are skipped and counted, a run of them stops training with a clear error") {
   const Dataset d = small_dataset();
   Config c = small_config(int(d.vocab.size()));
   CVAE m(c, 1);
