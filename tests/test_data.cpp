@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -550,7 +551,8 @@ TEST_CASE("ptb: split sizes and vocabulary") {
 #else
   const std::string dir = COUPLEVAE_PTB_DIR;
   if (!fs::is_directory(dir)) {
-    MESSAGE("PTB folder " << dir << " is absent: skipping the PTB check (not a failure)");
+    // the "skipped: " line is what .ci/run repeats under ctest's summary
+    std::printf("skipped: PTB folder %s is absent: the PTB check did not run (not a failure)\n", dir.c_str());
     return;
   }
   const Dataset d = load_dataset(dir, {}, {});
