@@ -1,9 +1,9 @@
 // The cuda test program: `--host` runs the cases of test_host.cu (no GPU needed), `--device`
 // those of test_device.cu, which need a CUDA device: without one it prints
 // "skipped: no CUDA device" and exits 77 (ctest's SKIP_RETURN_CODE). Other arguments go to
-// doctest.
+// doctest; a -tc filter that matches no case fails (tests/case_counter.hpp).
 #define DOCTEST_CONFIG_IMPLEMENT
-#include <doctest/doctest.h>
+#include "../case_counter.hpp"
 
 #include <cstdio>
 #include <cstring>
@@ -28,5 +28,6 @@ int main(int argc, char** argv) {
   }
   doctest::Context ctx(int(args.size()), args.data());
   if (!suite.empty()) ctx.setOption("test-suite", suite.c_str());
-  return ctx.run();
+  const int rc = ctx.run();
+  return couplevae_tests::checked_result(ctx, rc, int(args.size()), args.data());  // a -tc matching nothing fails
 }
