@@ -14,23 +14,13 @@
 
 #include <couplevae/core/rng.hpp>
 
+#include "stats.hpp"
+
 using namespace couplevae;
 
 namespace {
 
-// sqrt(n) times the largest distance between the empirical CDF of xs and cdf; the
-// Kolmogorov distribution exceeds 1.95 with probability 0.001 (the seeds below are fixed).
-template <class F>
-double ks_statistic(std::vector<double> xs, F cdf) {
-  std::sort(xs.begin(), xs.end());
-  const double n = double(xs.size());
-  double d = 0;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    const double f = cdf(xs[i]);
-    d = std::max({d, f - double(i) / n, double(i + 1) / n - f});
-  }
-  return d * std::sqrt(n);
-}
+using stats::ks_statistic;  // sqrt(n) max |F_n - cdf|; above 1.95 with probability 0.001
 
 double normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
 

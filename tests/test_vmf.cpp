@@ -31,6 +31,7 @@
 #include <couplevae/regularizer/kl.hpp>
 
 #include "gradcheck.hpp"
+#include "stats.hpp"
 
 using namespace couplevae;
 using gradcheck::randn;
@@ -389,18 +390,7 @@ ld beta_symmetric_cdf(ld a, ld x) {
   const ld log_beta = 2 * std::lgamma(a) - std::lgamma(2 * a);
   return std::exp(a * std::log(x) + a * std::log1p(-x) - std::log(a) - log_beta + std::log(s));
 }
-// sqrt(n) times the largest distance between the empirical CDF of xs and cdf.
-template <class F>
-double ks_statistic(std::vector<double> xs, F cdf) {
-  std::sort(xs.begin(), xs.end());
-  const double n = double(xs.size());
-  double d = 0;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    const double f = double(cdf(xs[i]));
-    d = std::max({d, f - double(i) / n, double(i + 1) / n - f});
-  }
-  return d * std::sqrt(n);
-}
+using stats::ks_statistic;  // sqrt(n) max |F_n - cdf|; above 1.95 with probability 0.001
 
 }  // namespace
 
