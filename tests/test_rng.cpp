@@ -20,7 +20,8 @@ using namespace couplevae;
 
 namespace {
 
-using stats::ks_statistic;  // sqrt(n) max |F_n - cdf|; above 1.95 with probability 0.001
+using stats::ks_p001;
+using stats::ks_statistic;
 
 double normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
 
@@ -64,17 +65,17 @@ TEST_CASE("rng: uniform draws in the open interval (0, 1), uniform by Kolmogorov
   Rng(2024).uniform(u.data(), n);
   CHECK(*std::min_element(u.begin(), u.end()) > 0.0);
   CHECK(*std::max_element(u.begin(), u.end()) < 1.0);
-  CHECK(ks_statistic(u, [](double x) { return x; }) < 1.95);
+  CHECK(ks_statistic(u, [](double x) { return x; }) < ks_p001);
   std::vector<float> uf(n);
   Rng(2025).uniform(uf.data(), n);
-  CHECK(ks_statistic(std::vector<double>(uf.begin(), uf.end()), [](double x) { return x; }) < 1.95);
+  CHECK(ks_statistic(std::vector<double>(uf.begin(), uf.end()), [](double x) { return x; }) < ks_p001);
 }
 
 TEST_CASE("rng: normal draws follow N(0, 1), the two values of each Box-Muller pair are uncorrelated") {
   const size_t n = 200000;
   std::vector<double> z(n);
   Rng(77).normal(z.data(), n);
-  CHECK(ks_statistic(z, normal_cdf) < 1.95);
+  CHECK(ks_statistic(z, normal_cdf) < ks_p001);
   double s = 0, s2 = 0, s4 = 0;
   for (double v : z) s += v, s2 += v * v, s4 += v * v * v * v;
   CHECK(std::abs(s / n) < 5 / std::sqrt(double(n)));
@@ -94,7 +95,7 @@ TEST_CASE("rng: normal draws follow N(0, 1), the two values of each Box-Muller p
   }
   std::vector<float> zf(n);
   Rng(78).normal(zf.data(), n);
-  CHECK(ks_statistic(std::vector<double>(zf.begin(), zf.end()), normal_cdf) < 1.95);
+  CHECK(ks_statistic(std::vector<double>(zf.begin(), zf.end()), normal_cdf) < ks_p001);
 }
 
 TEST_CASE("rng: element i of a draw is philox_uniform / philox_normal(position, i), positions advance by blocks") {
