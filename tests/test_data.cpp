@@ -21,6 +21,7 @@
 #include "couplevae/data/corpus.hpp"
 #include "couplevae/data/toy_corpus.hpp"
 #include "couplevae/data/vocab.hpp"
+#include "stats.hpp"
 
 using namespace couplevae;
 namespace fs = std::filesystem;
@@ -387,7 +388,7 @@ TEST_CASE("batcher: every order of an epoch is equally likely (chi-square over t
   const double expect = epochs / 24.0;
   for (const auto& kv : counts) chi2 += (kv.second - expect) * (kv.second - expect) / expect;
   chi2 += (24 - double(counts.size())) * expect;  // orders never drawn
-  CHECK(chi2 < 49.73);  // chi-square with 23 degrees of freedom: P(> 49.73) = 0.001
+  CHECK(chi2 < stats::chi2_critical(23, 0.001));  // 24 orders: exceeded with probability 0.001
   // sentence 0 first in a quarter of the epochs (binomial, 5 standard deviations)
   CHECK(std::abs(first_stays - epochs / 4.0) < 5 * std::sqrt(epochs * 0.25 * 0.75));
 }

@@ -126,6 +126,18 @@ TEST_CASE("rng: element i of a draw is philox_uniform / philox_normal(position, 
   CHECK(other_seed == 0);
 }
 
+TEST_CASE("stats: chi-square critical values and the Gamma CDF match the printed tables") {
+  // Known answers from standard chi-square tables (upper-tail quantiles), and P(1/2, x) =
+  // erf(sqrt(x)) (chi-square with 1 degree of freedom is a squared standard normal).
+  CHECK(stats::chi2_critical(1, 0.05) == doctest::Approx(3.8415).epsilon(1e-4));
+  CHECK(stats::chi2_critical(2, 0.01) == doctest::Approx(9.2103).epsilon(1e-4));  // -2 ln 0.01
+  CHECK(stats::chi2_critical(9, 0.001) == doctest::Approx(27.877).epsilon(1e-4));
+  CHECK(stats::chi2_critical(23, 0.001) == doctest::Approx(49.728).epsilon(1e-4));
+  CHECK(stats::chi2_critical(100, 0.05) == doctest::Approx(124.342).epsilon(1e-4));
+  for (double x : {0.01, 0.5, 2.0, 9.0})
+    CHECK(double(stats::gamma_p(0.5L, x)) == doctest::Approx(std::erf(std::sqrt(x))).epsilon(1e-12));
+}
+
 TEST_CASE("rng: below(n) is uniform over 0 .. n-1 (chi-square), derive() gives a generator unlike its parent") {
   const int k = 10, draws = 100000;
   std::vector<long> counts(k, 0);
@@ -139,7 +151,7 @@ TEST_CASE("rng: below(n) is uniform over 0 .. n-1 (chi-square), derive() gives a
   double chi2 = 0;
   const double expect = double(draws) / k;
   for (long c : counts) chi2 += (c - expect) * (c - expect) / expect;
-  CHECK(chi2 < 27.88);  // chi-square with 9 degrees of freedom: P(> 27.88) = 0.001
+  CHECK(chi2 < stats::chi2_critical(k - 1, 0.001));  // exceeded with probability 0.001
   // derived generators: another seed, different per label, reproducible, position 0
   const Rng parent(99, 17);
   const Rng d1 = parent.derive(1), d1again = parent.derive(1), d2 = parent.derive(2);
