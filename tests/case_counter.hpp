@@ -31,15 +31,17 @@ struct CaseCounter : doctest::IReporter {
 };
 REGISTER_LISTENER("case_counter", 1, CaseCounter);
 
-// ctx.run()'s result rc, or 1 when the arguments select cases by name and none ran.
-inline int checked_result(doctest::Context& ctx, int rc, int argc, char** argv) {
+// ctx.run()'s result rc, or 1 when the arguments select cases by name and none ran (`note`,
+// when given, follows the error: why some cases were not candidates).
+inline int checked_result(doctest::Context& ctx, int rc, int argc, char** argv, const char* note = nullptr) {
   if (ctx.shouldExit()) return rc;  // --help, --list-test-cases, ...
   bool by_name = false;
   for (int i = 1; i < argc; ++i)
     for (const char* flag : {"-tc=", "--test-case=", "-dt-tc=", "--dt-test-case="})
       by_name = by_name || !std::strncmp(argv[i], flag, std::strlen(flag));
   if (by_name && cases_started == 0) {
-    std::fprintf(stderr, "%s: no test case matches the name given: nothing ran\n", argv[0]);
+    std::fprintf(stderr, "%s: no test case matches the name given: nothing ran%s%s\n", argv[0], note ? "; " : "",
+                 note ? note : "");
     return 1;
   }
   return rc;
