@@ -40,6 +40,27 @@ done
   --resume "$work/run/last.safetensors" >/dev/null 2>"$work/resume.err" && grep -q "resumed" "$work/resume.err" && ok \
   || bad "resume failed: $(cat "$work/resume.err")"
 
+# Generation: prior samples (greedy and at a temperature, reproducible by seed) and the
+# 7-point interpolation, which names the words it reads as <unk>.
+ckpt="$work/run/last.safetensors"
+[ "$("$bin" sample --checkpoint "$ckpt" --n 40 --max-len 12 2>/dev/null | grep -c '')" = 40 ] && ok \
+  || bad "sample --n 40 did not print 40 lines"
+s1=$("$bin" sample --checkpoint "$ckpt" --n 5 --temperature 1 --seed 3 2>/dev/null)
+s2=$("$bin" sample --checkpoint "$ckpt" --n 5 --temperature 1 --seed 3 2>/dev/null)
+[ -n "$s1" ] && [ "$s1" = "$s2" ] && ok || bad "sample with one seed differs between runs"
+interp=$("$bin" interpolate --checkpoint "$ckpt" --a "the cat" --b "a dog zzzq" 2>"$work/interp.err")
+[ "$(grep -c '' <<<"$interp")" = 7 ] && ok || bad "interpolate did not print 7 lines: $interp"
+grep -q "1 of 3 words are not in the vocabulary and read as <unk>: zzzq" "$work/interp.err" && ok \
+  || bad "interpolate did not name the unknown word: $(cat "$work/interp.err")"
+expect_error 2 "--n must be >= 1" -- sample --checkpoint "$ckpt" --n 0
+expect_error 2 "temperature must be >= 0" -- sample --checkpoint "$ckpt" --temperature -1
+expect_error 2 "non-empty" -- interpolate --checkpoint "$ckpt" --a "" --b "a dog"
+"$bin" train --model lm --data "$work/toy" --steps 2 --seed 0 --out "$work/lm" "${small[@]}" >/dev/null 2>&1 \
+  || bad "train lm failed"
+[ "$("$bin" sample --checkpoint "$work/lm/last.safetensors" --n 3 2>/dev/null | grep -c '')" = 3 ] && ok \
+  || bad "sample from the GRU-LM did not print 3 lines"
+expect_error 2 "'lm' has no latent space" -- interpolate --checkpoint "$work/lm/last.safetensors" --a "the cat" --b "a dog"
+
 # Training dynamics (--track-every), eval --json-out, and the report.
 "$bin" train --model vae --data "$work/toy" --steps 10 --seed 0 --out "$work/dyn" "${small[@]}" --track-every 5 \
   --track-sentences 8 >/dev/null 2>"$work/dyn.err" || bad "train --track-every failed: $(cat "$work/dyn.err")"
