@@ -230,14 +230,14 @@ int run_interpolate(const InterpolateArgs& a, int max_len) {
         std::vector<std::string> words;
         for (std::string w; in >> w;) words.push_back(w);
         require(!words.empty(), "interpolate: --a and --b must be non-empty sentences");
-        std::string unknown;  // words outside the checkpoint's vocabulary encode as <unk>
+        pair.push_back(info.vocab.encode(words));
+        std::string unknown;  // words outside the checkpoint's vocabulary, read as <unk>
         int n_unknown = 0;
-        for (const std::string& w : words)
-          if (info.vocab.encode({w})[0] == unk_id && w != "<unk>") unknown += (n_unknown++ ? ", " : "") + w;
+        for (size_t i = 0; i < words.size(); ++i)
+          if (pair.back()[i] == unk_id && words[i] != "<unk>") unknown += (n_unknown++ ? ", " : "") + words[i];
         if (n_unknown)
           std::fprintf(stderr, "interpolate: %d of %zu words are not in the vocabulary and read as <unk>: %s\n",
                        n_unknown, words.size(), unknown.c_str());
-        pair.push_back(info.vocab.encode(words));
       }
       Context<B> ctx(0, false);
       const Batch b = make_batch(pair, info.config.vocab_size);

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 
 namespace couplevae_tests {
 
@@ -31,14 +32,19 @@ struct CaseCounter : doctest::IReporter {
 };
 REGISTER_LISTENER("case_counter", 1, CaseCounter);
 
+// Whether an argument after argv[0] begins with one of the prefixes.
+inline bool any_arg_starts_with(int argc, char** argv, std::initializer_list<const char*> prefixes) {
+  for (int i = 1; i < argc; ++i)
+    for (const char* prefix : prefixes)
+      if (!std::strncmp(argv[i], prefix, std::strlen(prefix))) return true;
+  return false;
+}
+
 // ctx.run()'s result rc, or 1 when the arguments select cases by name and none ran (`note`,
 // when given, follows the error: why some cases were not candidates).
 inline int checked_result(doctest::Context& ctx, int rc, int argc, char** argv, const char* note = nullptr) {
   if (ctx.shouldExit()) return rc;  // --help, --list-test-cases, ...
-  bool by_name = false;
-  for (int i = 1; i < argc; ++i)
-    for (const char* flag : {"-tc=", "--test-case=", "-dt-tc=", "--dt-test-case="})
-      by_name = by_name || !std::strncmp(argv[i], flag, std::strlen(flag));
+  const bool by_name = any_arg_starts_with(argc, argv, {"-tc=", "--test-case=", "-dt-tc=", "--dt-test-case="});
   if (by_name && cases_started == 0) {
     std::fprintf(stderr, "%s: no test case matches the name given: nothing ran%s%s\n", argv[0], note ? "; " : "",
                  note ? note : "");

@@ -47,7 +47,9 @@ ckpt="$work/run/last.safetensors"
   || bad "sample --n 40 did not print 40 lines"
 s1=$("$bin" sample --checkpoint "$ckpt" --n 5 --temperature 1 --seed 3 2>/dev/null)
 s2=$("$bin" sample --checkpoint "$ckpt" --n 5 --temperature 1 --seed 3 2>/dev/null)
+s3=$("$bin" sample --checkpoint "$ckpt" --n 5 --temperature 1 --seed 4 2>/dev/null)
 [ -n "$s1" ] && [ "$s1" = "$s2" ] && ok || bad "sample with one seed differs between runs"
+[ "$s1" != "$s3" ] && ok || bad "sample with seeds 3 and 4 printed the same lines: $s1"
 interp=$("$bin" interpolate --checkpoint "$ckpt" --a "the cat" --b "a dog zzzq" 2>"$work/interp.err")
 [ "$(grep -c '' <<<"$interp")" = 7 ] && ok || bad "interpolate did not print 7 lines: $interp"
 grep -q "1 of 3 words are not in the vocabulary and read as <unk>: zzzq" "$work/interp.err" && ok \

@@ -126,14 +126,18 @@ TEST_CASE("rng: element i of a draw is philox_uniform / philox_normal(position, 
   CHECK(other_seed == 0);
 }
 
-TEST_CASE("stats: chi-square critical values and the Gamma CDF match the printed tables") {
-  // Known answers from standard chi-square tables (upper-tail quantiles), and P(1/2, x) =
-  // erf(sqrt(x)) (chi-square with 1 degree of freedom is a squared standard normal).
+TEST_CASE("stats: chi-square and Kolmogorov critical values and the Gamma CDF match the printed tables") {
+  // Known answers from standard chi-square and Kolmogorov tables (upper-tail quantiles), the
+  // closed forms of chi-square with 2 degrees of freedom (an exponential of mean 2: -2 ln p)
+  // and P(1/2, x) = erf(sqrt(x)) (chi-square with 1 degree of freedom is a squared normal).
   CHECK(stats::chi2_critical(1, 0.05) == doctest::Approx(3.8415).epsilon(1e-4));
-  CHECK(stats::chi2_critical(2, 0.01) == doctest::Approx(9.2103).epsilon(1e-4));  // -2 ln 0.01
+  CHECK(stats::chi2_critical(2, 0.01) == doctest::Approx(-2 * std::log(0.01)).epsilon(1e-12));
   CHECK(stats::chi2_critical(9, 0.001) == doctest::Approx(27.877).epsilon(1e-4));
   CHECK(stats::chi2_critical(23, 0.001) == doctest::Approx(49.728).epsilon(1e-4));
   CHECK(stats::chi2_critical(100, 0.05) == doctest::Approx(124.342).epsilon(1e-4));
+  CHECK(stats::ks_critical(0.05) == doctest::Approx(1.3581).epsilon(1e-4));
+  CHECK(stats::ks_critical(0.01) == doctest::Approx(1.6276).epsilon(1e-4));
+  CHECK(stats::ks_p001 == doctest::Approx(1.9495).epsilon(1e-4));
   for (double x : {0.01, 0.5, 2.0, 9.0})
     CHECK(double(stats::gamma_p(0.5L, x)) == doctest::Approx(std::erf(std::sqrt(x))).epsilon(1e-12));
 }

@@ -24,10 +24,8 @@ int main(int argc, char** argv) {
       --i;
     }
   // Listing the cases (-ltc, --list-test-cases, ...) or asking for help needs no device.
-  bool query = false;
-  for (size_t i = 1; i < args.size(); ++i)
-    for (const char* flag : {"-l", "--list", "-dt-l", "--dt-list", "-h", "--help", "-?", "-v", "--version"})
-      query = query || !std::strncmp(args[i], flag, std::strlen(flag));
+  const bool query = couplevae_tests::any_arg_starts_with(
+      int(args.size()), args.data(), {"-l", "--list", "-dt-l", "--dt-list", "-h", "--help", "-?", "-v", "--version"});
   const bool no_device = !query && couplevae::cuda_rt::device_count() == 0;
   if (suite == "device" && no_device) {
     std::printf("skipped: no CUDA device\n");
