@@ -245,6 +245,60 @@ TEST_CASE("batch norm: training-mode gradients through the batch statistics, run
   }
 }
 
+TEST_CASE("batch norm: the host's row walk equals the per-column body ops<cuda> launches, across column blocks") {
+  // 70 columns: two of ops<cpu>'s 64-column blocks, the second partial; X and Y alias.
+  auto run = [](auto zero, double tol) {
+    using T = decltype(zero);
+    const int N = 37, C = 70;
+    Rng rng(9);
+    std::vector<T> X(size_t(N) * C), dY(X.size()), g(C), be(C), rm(C), rv(C);
+    rng.normal(X.data(), X.size());
+    rng.normal(dY.data(), dY.size());
+    rng.normal(g.data(), C);
+    rng.normal(be.data(), C);
+    rng.normal(rm.data(), C);
+    rng.uniform(rv.data(), C);
+    for (auto& v : rv) v += T(0.5);
+    for (bool training : {true, false}) {
+      CAPTURE(training);
+      // The host's walk (X and Y the same buffer) and the column body, launched column by column.
+      std::vector<T> Y = X, xh(X.size()), is(C), rm1 = rm, rv1 = rv, dg(C, T(1)), db(C, T(2)), dX(X.size(), T(3));
+      ops<cpu>::batchnorm_forward(N, C, Y.data(), g.data(), be.data(), rm1.data(), rv1.data(), training, 0.1, 1e-5,
+                                  xh.data(), is.data(), Y.data());
+      ops<cpu>::batchnorm_backward(N, C, xh.data(), is.data(), g.data(), dY.data(), training, dg.data(), db.data(),
+                                   dX.data());
+      std::vector<T> Y2(X.size()), xh2(X.size()), is2(C), rm2 = rm, rv2 = rv, dg2(C, T(1)), db2(C, T(2)),
+          dX2(X.size(), T(3));
+      for (int c = 0; c < C; ++c) {
+        kernels::BatchNormForward<T>{N, C, X.data(), g.data(), be.data(), rm2.data(), rv2.data(), training, 0.1, 1e-5,
+                                     xh2.data(), is2.data(), Y2.data()}(size_t(c));
+        kernels::BatchNormBackward<T>{N, C, xh2.data(), is2.data(), g.data(), dY.data(), training, dg2.data(),
+                                      db2.data(), dX2.data()}(size_t(c));
+      }
+      auto same = [&](const char* what, const std::vector<T>& a, const std::vector<T>& b) {
+        CAPTURE(what);
+        for (size_t i = 0; i < a.size(); ++i) REQUIRE(double(a[i]) == doctest::Approx(double(b[i])).epsilon(tol));
+      };
+      same("Y", Y, Y2);
+      same("xhat", xh, xh2);
+      same("inv_std", is, is2);
+      same("running mean", rm1, rm2);
+      same("running var", rv1, rv2);
+      same("dgamma", dg, dg2);
+      same("dbeta", db, db2);
+      same("dX", dX, dX2);
+      // Training normalises every column: mean 0 (beta = 0 aside), the last block included.
+      if (training) {
+        double m = 0;
+        for (int i = 0; i < N; ++i) m += double(xh[size_t(i) * C + C - 1]);
+        CHECK(std::abs(m / N) < 1e3 * tol);
+      }
+    }
+  };
+  run(0.0f, 1e-5);
+  run(0.0, 1e-12);
+}
+
 TEST_CASE("gemm_few_rows (no packing) equals a plain triple loop, every tail shape, float and double") {
   auto check = [](auto zero, int M, int N, int K, bool accumulate) {
     using T = decltype(zero);

@@ -224,7 +224,8 @@ struct CouplingBackward {
   }
 };
 
-// i < C: BatchNorm forward of column i (backend/cpu/ops.hpp batchnorm_forward).
+// i < C: BatchNorm forward of column i, launched by ops<cuda> (ops<cpu> forms the same sums
+// walking rows, backend/cpu/ops.hpp batchnorm_forward).
 template <class T>
 struct BatchNormForward {
   int N, C;
@@ -261,7 +262,7 @@ struct BatchNormForward {
   }
 };
 
-// i < C: BatchNorm backward of column i (accumulates dgamma, dbeta, dX).
+// i < C: BatchNorm backward of column i (accumulates dgamma, dbeta, dX); ops<cuda>'s, as above.
 template <class T>
 struct BatchNormBackward {
   int N, C;

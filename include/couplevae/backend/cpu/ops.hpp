@@ -3,9 +3,10 @@
 // Plain pointer + size signatures (the same ones ops<cuda> implements), row-major data.
 // GEMM goes through Eigen (multi-threaded when built with OpenMP); element-wise kernels
 // are simple loops the compiler vectorises, Eigen arrays (SIMD tanh, logistic, exp), or the
-// row bodies of backend/kernels.hpp that ops<cuda> launches too (posterior, coupling,
-// BatchNorm). Kernels that produce gradients follow the
-// accumulate rule where their name says `_acc`; others overwrite their outputs.
+// row bodies of backend/kernels.hpp that ops<cuda> launches too (posterior, coupling;
+// BatchNorm walks rows here, forming the sums its column body forms). Kernels that produce
+// gradients follow the accumulate rule where their name says `_acc`; others overwrite their
+// outputs.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -334,18 +335,88 @@ struct ops<cpu> {
   // BatchNorm over the rows of X (N, C). Training: per-column batch mean and biased
   // variance, running stats updated with momentum (unbiased variance, PyTorch's rule);
   // evaluation: running stats. Y = gamma * xhat + beta; saves xhat and 1/sqrt(var + eps).
+  // X and Y may alias.
+  // The host walks the rows (contiguous, so the loops vectorise) for a block of columns at a
+  // time, blocks shared among OpenMP threads; each column's sums are the ones, in the same
+  // row order, that kernels::BatchNormForward forms walking one column (ops<cuda> launches
+  // that body, a thread per column), so both backends give the same numbers.
   template <class T>
   static void batchnorm_forward(int N, int C, const T* X, const T* gamma, const T* beta, T* run_mean, T* run_var,
                                 bool training, double momentum, double eps, T* xhat, T* inv_std, T* Y) {
-    launch<cpu>::for_each(size_t(C), kernels::BatchNormForward<T>{N, C, X, gamma, beta, run_mean, run_var, training,
-                                                                  momentum, eps, xhat, inv_std, Y});
+    for_column_blocks(N, C, [&](int c0, int w) {
+      double mean[bn_block], var[bn_block];
+      if (training) {
+        double s[bn_block] = {}, ss[bn_block] = {};
+        for (int i = 0; i < N; ++i) {
+          const T* x = X + size_t(i) * C + c0;
+          for (int j = 0; j < w; ++j) s[j] += double(x[j]);
+        }
+        for (int j = 0; j < w; ++j) mean[j] = s[j] / N;
+        for (int i = 0; i < N; ++i) {
+          const T* x = X + size_t(i) * C + c0;
+          for (int j = 0; j < w; ++j) {
+            const double d = double(x[j]) - mean[j];
+            ss[j] += d * d;
+          }
+        }
+        for (int j = 0; j < w; ++j) {
+          const int c = c0 + j;
+          var[j] = ss[j] / N;
+          run_mean[c] = T((1 - momentum) * double(run_mean[c]) + momentum * mean[j]);
+          const double unbiased = N > 1 ? ss[j] / (N - 1) : var[j];
+          run_var[c] = T((1 - momentum) * double(run_var[c]) + momentum * unbiased);
+        }
+      } else {
+        for (int j = 0; j < w; ++j) {
+          mean[j] = double(run_mean[c0 + j]);
+          var[j] = double(run_var[c0 + j]);
+        }
+      }
+      T mu[bn_block], is[bn_block];
+      for (int j = 0; j < w; ++j) {
+        mu[j] = T(mean[j]);
+        is[j] = inv_std[c0 + j] = T(1.0 / std::sqrt(var[j] + eps));
+      }
+      for (int i = 0; i < N; ++i) {
+        const size_t o = size_t(i) * C + c0;
+        for (int j = 0; j < w; ++j) {
+          xhat[o + j] = (X[o + j] - mu[j]) * is[j];
+          Y[o + j] = gamma[c0 + j] * xhat[o + j] + beta[c0 + j];
+        }
+      }
+    });
   }
-  // Accumulates dgamma, dbeta and dX (training: through the batch statistics).
+  // Accumulates dgamma, dbeta and dX (training: through the batch statistics), the host's
+  // row walk of kernels::BatchNormBackward as above.
   template <class T>
   static void batchnorm_backward(int N, int C, const T* xhat, const T* inv_std, const T* gamma, const T* dY,
                                  bool training, T* dgamma, T* dbeta, T* dX) {
-    launch<cpu>::for_each(size_t(C),
-                          kernels::BatchNormBackward<T>{N, C, xhat, inv_std, gamma, dY, training, dgamma, dbeta, dX});
+    for_column_blocks(N, C, [&](int c0, int w) {
+      double sd[bn_block] = {}, sdx[bn_block] = {};
+      for (int i = 0; i < N; ++i) {
+        const size_t o = size_t(i) * C + c0;
+        for (int j = 0; j < w; ++j) {
+          sd[j] += double(dY[o + j]);
+          sdx[j] += double(dY[o + j]) * double(xhat[o + j]);
+        }
+      }
+      T k[bn_block], md[bn_block], mdx[bn_block];
+      for (int j = 0; j < w; ++j) {
+        dgamma[c0 + j] += T(sdx[j]);
+        dbeta[c0 + j] += T(sd[j]);
+        k[j] = gamma[c0 + j] * inv_std[c0 + j];
+        md[j] = T(sd[j] / N);
+        mdx[j] = T(sdx[j] / N);
+      }
+      if (!dX) return;
+      for (int i = 0; i < N; ++i) {
+        const size_t o = size_t(i) * C + c0;
+        if (training)
+          for (int j = 0; j < w; ++j) dX[o + j] += k[j] * (dY[o + j] - md[j] - xhat[o + j] * mdx[j]);
+        else
+          for (int j = 0; j < w; ++j) dX[o + j] += k[j] * dY[o + j];
+      }
+    });
   }
 
   template <class T>
@@ -404,6 +475,17 @@ struct ops<cpu> {
       v[i] = tb2 * v[i] + (T(1) - tb2) * gi * gi;
       x[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + teps);
     }
+  }
+
+  // BatchNorm's column blocks: f(c0, w) for the columns [c0, c0 + w), w <= bn_block.
+  static constexpr int bn_block = 64;
+  template <class F>
+  static void for_column_blocks(int N, int C, const F& f) {
+    const int blocks = (C + bn_block - 1) / bn_block;
+    launch<cpu>::for_each_parallel(size_t(blocks), size_t(N) * bn_block * 4, [&](size_t k) {
+      const int c0 = int(k) * bn_block;
+      f(c0, std::min(bn_block, C - c0));
+    });
   }
 };
 
