@@ -1,7 +1,8 @@
 # bench/args.sh: the command line bench/compare.sh and bench/compare_gpu.sh share (sourced
 # after the defaults are set). parse_args handles --data, --steps, --warmup,
-# --eval-sentences, --eval-samples, --rounds, --threads (only where THREADS has a default)
-# and --help (the script's header lines 2..HELP_LINES); check_data makes DATA absolute.
+# --eval-sentences, --eval-samples, --rounds, --threads (only where THREADS has a default),
+# --models (only where MODELS has a default: a space- or comma-separated list, each name one
+# of ALLOWED_MODELS) and --help (the script's header lines 2..HELP_LINES); check_data makes DATA absolute.
 die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 posint() { [[ "$2" =~ ^[0-9]+$ ]] && (( $2 >= $3 )) || die "$1 must be an integer >= $3 (got '$2')"; }
@@ -18,6 +19,14 @@ parse_args() {
       --threads)
         [[ -v THREADS ]] || die "unknown argument '$1' (see --help)"
         need_value "$@"; posint "$1" "$2" 1; THREADS="$2"; shift 2 ;;
+      --models)
+        [[ -v MODELS ]] || die "unknown argument '$1' (see --help)"
+        need_value "$@"; MODELS="${2//,/ }"; shift 2
+        local m
+        for m in $MODELS; do
+          [[ " $ALLOWED_MODELS " == *" $m "* ]] || die "--models: unknown model '$m' (one of: $ALLOWED_MODELS)"
+        done
+        [[ -n "${MODELS// /}" ]] || die "--models needs at least one model" ;;
       -h|--help) sed -n "2,${HELP_LINES}p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) die "unknown argument '$1' (see --help)" ;;
     esac

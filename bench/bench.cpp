@@ -5,10 +5,12 @@
 // cuda backend: timings then wait for the device, GEMM rates are cuBLAS's, and the JSON
 // adds peak_device_mb (device memory in use at the end, from cudaMemGetInfo).
 //
-//   couplevae_bench train --model vae|couple-vae --data DIR [--steps 20] [--warmup 3]
+//   couplevae_bench train --model NAME --data DIR [--steps 20] [--warmup 3]
 //                         [--threads T] [--seed 0] [--gemm-reps 5]
-//   couplevae_bench eval  --model vae|couple-vae --data DIR [--samples 100]
+//   couplevae_bench eval  --model NAME --data DIR [--samples 100]
 //                         [--max-sentences 500] [--threads T] [--seed 0]
+// NAME is any model of the registry (`couplevae models`); bench/compare.sh runs vae,
+// couple-vae, cnn-vae and couple-cnn-vae, the models bench/torch_ref.py has.
 //
 // Each prints ONE JSON line on stdout (notes go to stderr).
 //
@@ -19,7 +21,9 @@
 //   steps_per_s, tokens_per_s     target tokens = sum(len + 1) of the timed batches
 //   peak_rss_mb                   getrusage(RUSAGE_SELF).ru_maxrss
 //   flops_per_step                GEMM FLOPs of forward + backward, counted from the shapes of
-//                                 the timed batches (see step_flops), averaged per step
+//                                 the timed batches (see step_flops), averaged per step:
+//                                 the Gaussian VAE's and Couple-VAE's GEMMs with their GRU
+//                                 or CNN decoder (other models' own extra work is not counted)
 //   gemm_gflops                   sustained Eigen float GEMM rate on this machine with the same
 //                                 threads, on the output layer's three shapes (forward,
 //                                 dX and dW with M = mean target tokens per timed batch,
@@ -97,9 +101,9 @@ struct Args {
 };
 
 constexpr const char* usage_text =
-    "usage: couplevae_bench train --model vae|couple-vae --data DIR [--steps N] [--warmup W] "
+    "usage: couplevae_bench train --model NAME --data DIR [--steps N] [--warmup W] "
     "[--threads T] [--seed S] [--gemm-reps R] [--batch-size B] [--phases N]\n"
-    "       couplevae_bench eval --model vae|couple-vae --data DIR [--samples N] "
+    "       couplevae_bench eval --model NAME --data DIR [--samples N] "
     "[--max-sentences M] [--threads T] [--seed S]\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -169,7 +173,12 @@ int setup_threads(int requested) {
 // are the packed rows (no padding): encoder rows = sum L per direction, decoder rows =
 // sum (L + 2) (the [h;h] step, <go>, w_1..w_L), output rows = sum (L + 1). The recurrent
 // GEMMs skip step 0, whose state is zero (B rows per GRU direction).
-double step_flops(const Config& c, const Batch& b, bool coupled) {
+// With the dilated CNN decoder (cnn = true; decoder/dilated_cnn.hpp) the decoder runs on the
+// padded layout, N = B (L_max + 2) rows: the 1x1 input conv (2E -> F), per dilation d the
+// three convs (F -> F on N rows; the kernel-3 conv, F*3 -> F, and the last 1x1 conv on the
+// B (L_max + 2 + 2d) rows that include the BatchNorm tail), and the output layer (F -> V)
+// on the output rows.
+double step_flops(const Config& c, const Batch& b, bool coupled, bool cnn) {
   const double E = c.embed, H = c.hidden, D = c.dec_hidden(), Z = c.latent, Hm = c.mlp_size(), V = c.vocab_size;
   // Rows: the recurrence runs every row of the packing (a bucketed batch's padding too); the
   // input projections run on the real rows (plus fillers when bucketed, Packing::real_rows),
@@ -183,10 +192,18 @@ double step_flops(const Config& c, const Batch& b, bool coupled) {
   const double encoder = 2.0 * (g(enc_in, 3 * H, E) + g(enc_rows - nb, 3 * H, H));
   const double head = g(nb, Z, 2 * H);                      // one Linear(2H -> Z)
   const double mlp = g(nb, Hm, Z) + g(nb, E, Hm);           // Linear(Z -> Hm), Linear(Hm -> E)
-  const double decoder = g(dec_in, 3 * D, 2 * E)            // GRU input projection (2E -> 3D)
-                         + g(dec_rows - nb, 3 * D, D)       // GRU recurrent (D -> 3D)
-                         + g(dec_rows - nb, E, D)           // proj Linear(D -> E)
-                         + g(out, V, E);                    // output Linear(E -> V)
+  double decoder = g(dec_in, 3 * D, 2 * E)                  // GRU input projection (2E -> 3D)
+                   + g(dec_rows - nb, 3 * D, D)             // GRU recurrent (D -> 3D)
+                   + g(dec_rows - nb, E, D)                 // proj Linear(D -> E)
+                   + g(out, V, E);                          // output Linear(E -> V)
+  if (cnn) {
+    const double F = c.cnn_channels, Tp = b.lengths.front() + 2.0, N = nb * Tp;
+    decoder = g(N, F, 2 * E) + g(out, V, F);
+    for (int d : c.cnn_dilations) {
+      const double NL = nb * (Tp + 2.0 * d);
+      decoder += g(N, F, F) + g(NL, F, 3 * F) + g(NL, F, F);
+    }
+  }
   double fwd = encoder + 2 * head + mlp + decoder;          // mu and log-sigma heads
   if (coupled) fwd += head + mlp + decoder;                 // mu^c head, MLP^c, decoder^c
   return 3.0 * fwd;
@@ -310,7 +327,8 @@ int run_train(const Args& a, int threads) {
       step(batch);
       issue += seconds_since(ti);
       tokens += batch.target_tokens();
-      flops += step_flops(cfg, batch, M::is_coupled);  // a few multiplications
+      flops += step_flops(cfg, batch, M::is_coupled,  // a few multiplications
+                          std::is_same_v<typename M::decoder_policy, Decoder<DilatedCNN>>);
     }
     backend_sync<B>();
     const double dt = seconds_since(t0);

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # bench/compare.sh: couplevae (C++, Eigen) against the PyTorch reference (bench/torch_ref.py)
-# on the CPU, training steps and importance-sampled evaluation, for vae and couple-vae.
+# on the CPU, training steps and importance-sampled evaluation, for vae, couple-vae and the
+# dilated-CNN decoder's cnn-vae and couple-cnn-vae (PTB preset: F = 256, dilations 1..16).
 #
 #   bench/compare.sh [--data DIR] [--steps N] [--warmup W] [--eval-sentences M]
-#                    [--eval-samples S] [--rounds R] [--threads T]
+#                    [--eval-samples S] [--rounds R] [--threads T] [--models LIST]
 #
 # Defaults: --data ../shared/data/ptb (relative to the repository root), --steps 20,
-# --warmup 3, --eval-sentences 500, --eval-samples 100, --rounds 2, --threads 2.
+# --warmup 3, --eval-sentences 500, --eval-samples 100, --rounds 2, --threads 2,
+# --models "vae couple-vae cnn-vae couple-cnn-vae" (any of these, comma or space separated).
 # The benchmark binary is $BENCH, or build/bin/couplevae_bench (configured and built in
 # build/ when missing). PyTorch runs with /usr/bin/python3 ($PYTHON overrides).
 #
@@ -25,9 +27,11 @@ EVAL_SENTENCES=500
 EVAL_SAMPLES=100
 ROUNDS=2
 THREADS=2
+ALLOWED_MODELS="vae couple-vae cnn-vae couple-cnn-vae"
+MODELS="$ALLOWED_MODELS"
 PYTHON="${PYTHON:-/usr/bin/python3}"
 
-HELP_LINES=17
+HELP_LINES=19
 # shellcheck source=bench/args.sh
 source "$ROOT/bench/args.sh"
 parse_args "$@"
@@ -93,6 +97,7 @@ print("%s; BLAS: %s" % (info, blas))
 EOF
 echo "couplevae: $BENCH"
 echo "data: $DATA; train $STEPS timed steps after $WARMUP warm-up; eval $EVAL_SENTENCES test sentences x $EVAL_SAMPLES samples; $ROUNDS rounds, best of each"
+echo "models: $MODELS"
 echo "raw results: $LOG"
 echo
 
@@ -114,7 +119,7 @@ run() {
      else "  \($tag) \($model): \(.seconds * 1000 | round / 1000) s" end' >&2
 }
 
-for model in vae couple-vae; do
+for model in $MODELS; do
   for ((r = 1; r <= ROUNDS; ++r)); do
     echo "# train $model, round $r/$ROUNDS" >&2
     run cpp-train "$model" env OMP_NUM_THREADS="$THREADS" "$BENCH" train --model "$model" --data "$DATA" \
@@ -123,7 +128,7 @@ for model in vae couple-vae; do
       --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS"
   done
 done
-for model in vae couple-vae; do
+for model in $MODELS; do
   for ((r = 1; r <= ROUNDS; ++r)); do
     echo "# eval $model, round $r/$ROUNDS" >&2
     run cpp-eval "$model" env OMP_NUM_THREADS="$THREADS" "$BENCH" eval --model "$model" --data "$DATA" \
@@ -135,11 +140,12 @@ done
 echo >&2
 
 # ---- tables ----------------------------------------------------------------------------
-"$PYTHON" - "$LOG" <<'EOF'
+"$PYTHON" - "$LOG" $MODELS <<'EOF'
 import json
 import sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+models = sys.argv[2:]
 
 def pick(tag, model, key, best):
     rs = [r for r in rows if r["tag"] == tag and r["model"] == model]
@@ -153,7 +159,6 @@ def table(header, lines):
     for l in lines:
         print(fmt(l))
 
-models = ["vae", "couple-vae"]
 train = []
 for m in models:
     c = pick("cpp-train", m, "steps_per_s", max)
@@ -168,12 +173,13 @@ for m in models:
 print("Training (best of rounds; ratio = couplevae / torch steps/s, > 1 is faster)")
 table(["model", "couplevae steps/s", "torch steps/s", "ratio", "couplevae s/step",
        "floor s/step", "step/floor", "peak MB (cpp/torch)"], train)
-best_vae = pick("cpp-train", "vae", "steps_per_s", max)
-if best_vae:
-    print("floor s/step = GEMM FLOPs of a step (forward + backward; vae %.2f GFLOP) / Eigen float "
-          "GEMM rate measured in the same run (vae: %.1f GFLOP/s on M,K,N = %s)"
-          % (best_vae["flops_per_step"] / 1e9, best_vae["gemm_gflops"],
-             ",".join(map(str, best_vae.get("gemm_shape", [])))))
+flops = [(m, pick("cpp-train", m, "steps_per_s", max)) for m in models]
+flops = [(m, r) for m, r in flops if r]
+if flops:
+    print("floor s/step = GEMM FLOPs of a step (forward + backward; %s) / Eigen float GEMM rate "
+          "measured in the same run (%s: %.1f GFLOP/s on M,K,N = %s)"
+          % (", ".join("%s %.2f GFLOP" % (m, r["flops_per_step"] / 1e9) for m, r in flops), flops[0][0],
+             flops[0][1]["gemm_gflops"], ",".join(map(str, flops[0][1].get("gemm_shape", [])))))
 print()
 ev = []
 for m in models:

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference implementation of the text VAE and Couple-VAE.
+"""PyTorch reference implementation of the text VAE and Couple-VAE (GRU or dilated CNN decoder).
 
 This is a self-contained re-implementation (one file, torch + stdlib only) of
 the Gaussian text VAE and of Couple-VAE (the VAE coupled with a deterministic
@@ -28,6 +28,12 @@ Model (PTB defaults, every size is a flag)
   dropout 0.2 on the whole 400-dim input; each output -> dropout ->
   Linear(2H->200) -> tanh -> Linear(200->V) predicts w1..wL, <eos>.
   L_rec = summed cross entropy over the real targets, averaged over the batch.
+* cnn-vae / couple-cnn-vae: the dilated CNN decoder instead (reference.md section 6):
+  the same inputs [h;h], [emb(<go>);h], ... with dropout on the embeddings only, a 1x1
+  conv 2E->F, then per dilation d (--cnn-dilations, default 1,2,4,8,16) a residual
+  bottleneck block (1x1 conv, BN, ReLU; kernel-3 conv of dilation d padded 2d on both
+  sides, BN, ReLU; 1x1 conv, BN, ReLU; the last 2d steps dropped), position 0 dropped,
+  Linear(F->V) (F = --cnn-channels, default 256: the PTB preset).
 * Couple-VAE adds its own mean head (plus an unused sigma head, for parameter
   parity), own MLP^c and own decoder^c; z^c = mu^c, h^c = MLP^c(z^c);
   L_couple = mean_b -sum_s C_s/(C_s + ||h - detach(h^c)||^2), C_s = s * 2 * latent,
@@ -222,11 +228,57 @@ class Decoder(nn.Module):
         return ce.view(b, t).sum(dim=1)
 
 
+class CNNBlock(nn.Module):
+    """Residual bottleneck block of the dilated CNN decoder (reference.md section 6):
+    1x1 conv, BN, ReLU; kernel-3 conv of dilation d padded 2d on both sides, BN, ReLU;
+    1x1 conv, BN, ReLU; the last 2d steps dropped (causal). Returns the block's path only."""
+
+    def __init__(self, channels, dilation):
+        super().__init__()
+        self.conv1 = nn.Conv1d(channels, channels, 1)
+        self.bn1 = nn.BatchNorm1d(channels)
+        self.conv2 = nn.Conv1d(channels, channels, 3, dilation=dilation, padding=2 * dilation)
+        self.bn2 = nn.BatchNorm1d(channels)
+        self.conv3 = nn.Conv1d(channels, channels, 1)
+        self.bn3 = nn.BatchNorm1d(channels)
+        self.trim = 2 * dilation
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = F.relu(self.bn3(self.conv3(y)))
+        return y[:, :, :-self.trim]
+
+
+class CNNDecoder(nn.Module):
+    """Dilated CNN decoder (CNN-VAE, reference.md sections 4 and 6): the sequence [h;h],
+    [drop(emb(<go>));h], [drop(emb(w1));h], ... (dropout on the embeddings only), a 1x1 conv
+    2E -> F, x <- x + block(x) per dilation, position 0 dropped, Linear(F -> V)."""
+
+    def __init__(self, embed, channels, dilations, vocab_size, dropout):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.conv_in = nn.Conv1d(2 * embed, channels, 1)
+        self.blocks = nn.ModuleList(CNNBlock(channels, d) for d in dilations)
+        self.out = nn.Linear(channels, vocab_size)
+
+    def logits(self, h, emb_in):
+        t = emb_in.size(1)
+        first = torch.cat([h, h], dim=-1).unsqueeze(1)
+        rest = torch.cat([self.drop(emb_in), h.unsqueeze(1).expand(-1, t, -1)], dim=-1)
+        x = self.conv_in(torch.cat([first, rest], dim=1).transpose(1, 2))  # (B, F, T + 1)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.out(x[:, :, 1:].transpose(1, 2))
+
+    seq_nll = Decoder.seq_nll
+
+
 class TextVAE(nn.Module):
     """Gaussian text VAE; with couple=True, Couple-VAE (shared embedding + encoder)."""
 
     def __init__(self, vocab_size, embed=200, hidden=128, latent=32, dropout=0.2,
-                 couple=False, lambda_c=0.1):
+                 couple=False, lambda_c=0.1, cnn=None):
         super().__init__()
         self.latent = latent
         self.couple = couple
@@ -236,12 +288,18 @@ class TextVAE(nn.Module):
         self.encoder = Encoder(embed, hidden, dropout)
         self.posterior = GaussianHead(2 * hidden, latent)
         self.mlp = MLP(latent, embed)
-        self.decoder = Decoder(embed, 2 * hidden, vocab_size, dropout)
+
+        def decoder():
+            if cnn is None:
+                return Decoder(embed, 2 * hidden, vocab_size, dropout)
+            return CNNDecoder(embed, cnn[0], cnn[1], vocab_size, dropout)
+
+        self.decoder = decoder()
         if couple:
             # sigma head of posterior_c is created but never used (parameter parity).
             self.posterior_c = GaussianHead(2 * hidden, latent)
             self.mlp_c = MLP(latent, embed)
-            self.decoder_c = Decoder(embed, 2 * hidden, vocab_size, dropout)
+            self.decoder_c = decoder()
 
     def encode(self, enc, lengths):
         return self.encoder(self.embedding(enc), lengths)
@@ -417,9 +475,12 @@ def setup(args):
         torch.set_default_dtype(torch.float64)
     torch.manual_seed(args.seed)
     vocab = Vocab(os.path.join(args.data, "train.txt"))
+    cnn = None
+    if args.model.endswith("cnn-vae"):
+        cnn = (args.cnn_channels, [int(d) for d in args.cnn_dilations.split(",")])
     model = TextVAE(len(vocab), embed=args.embed, hidden=args.hidden, latent=args.latent,
-                    dropout=args.dropout, couple=(args.model == "couple-vae"),
-                    lambda_c=args.lambda_c)
+                    dropout=args.dropout, couple=args.model.startswith("couple-"),
+                    lambda_c=args.lambda_c, cnn=cnn)
     return vocab, model.to(DEVICE)
 
 
@@ -522,7 +583,7 @@ def cmd_bench_eval(args):
 
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", choices=["vae", "couple-vae"], required=True)
+    common.add_argument("--model", choices=["vae", "couple-vae", "cnn-vae", "couple-cnn-vae"], required=True)
     common.add_argument("--data", required=True, help="folder with train.txt, valid.txt, test.txt")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--threads", type=int, default=2)
@@ -533,6 +594,8 @@ def build_parser():
     common.add_argument("--latent", type=int, default=32)
     common.add_argument("--batch", type=int, default=32)
     common.add_argument("--dropout", type=float, default=0.2)
+    common.add_argument("--cnn-channels", type=int, default=256, help="CNN decoder channels F (cnn-vae)")
+    common.add_argument("--cnn-dilations", default="1,2,4,8,16", help="CNN decoder dilations, one block each")
     common.add_argument("--lambda-c", type=float, default=0.1)
     common.add_argument("--kl-start", type=int, default=2000)
     common.add_argument("--kl-anneal-steps", type=int, default=40000)

@@ -362,6 +362,19 @@ TEST_CASE("cnn decoder: loss and BN statistics equal a naive (B, C, T) implement
         CHECK(rm_after == doctest::Approx(0.9 * rm_before + 0.1 * ref.bn_means[4][2]).epsilon(1e-12));
       else
         CHECK(rm_after == rm_before);
+      // loss (evaluation's pass: blocks in place, chunked vocabulary layer) on a fresh copy:
+      // the same rec and the same running-statistics update; backward then refuses.
+      DecoderRig twin(c, 3, tail);
+      Context<> ctx2(4, training);
+      std::vector<double> rec2(4, -1.0), dh(4 * c.embed, 0.0), drec(4, 1.0);
+      CNNDec::Cache cache2;
+      twin.dec.loss(ctx2, twin.ar, twin.emb, b, {h.data(), 4, c.embed}, {rec2.data(), 4, 1}, cache2);
+      for (int i = 0; i < 4; ++i) CHECK(rec2[i] == doctest::Approx(ref.rec[i]).epsilon(1e-11));
+      CHECK(param(twin.ar, "decoder.blocks.1.bn2.running_mean")[2] == rm_after);
+      CHECK(cache2.blocks.size() == 1);
+      CHECK_THROWS_WITH_AS(twin.dec.backward(ctx2, twin.ar, twin.emb, b, {h.data(), 4, c.embed},
+                                             {drec.data(), 4, 1}, {dh.data(), 4, c.embed}, cache2),
+                           doctest::Contains("needs forward (not loss)"), std::exception);
     }
 }
 

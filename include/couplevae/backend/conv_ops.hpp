@@ -19,12 +19,15 @@
 // Plain pointer + size signatures over B's memory. Kernels named `_acc` or documented as
 // accumulating add (+=); the others overwrite their outputs. Bodies (backend/launch.hpp):
 // one index per (column row, tap) for im2col / col2im (col2im accumulates with atomic_add,
-// as several taps read one input row), one per element elsewhere.
+// as several taps read one input row: grouped by sequence, as no tap reads another
+// sequence), one per element elsewhere; on the host, sequences or indices run on OpenMP
+// threads.
 #pragma once
 #include <cstddef>
 
 #include "../core/hd.hpp"
 #include "launch.hpp"
+#include "tags.hpp"  // ops<B> (add2d)
 
 namespace couplevae {
 
@@ -63,17 +66,6 @@ struct Col2Im {
     const T* col = dcols + row * size_t(C) * K;
     T* dx = dX + (size_t(b) * steps + s) * lddx;
     for (int c = 0; c < C; ++c) atomic_add(dx + c, col[c * K + k]);
-  }
-};
-// Element (b, t, c) of t < steps: dst[b * dst_steps + t, c] += src[b * src_steps + t, c].
-template <class T>
-struct AddSteps {
-  int steps, C, src_steps, dst_steps;
-  const T* src;
-  T* dst;
-  COUPLEVAE_HD void operator()(size_t i) const {
-    const size_t c = i % C, bt = i / C, b = bt / steps, t = bt % steps;
-    dst[(b * dst_steps + t) * C + c] += src[(b * src_steps + t) * C + c];
   }
 };
 // Element (b, t, j) of X (batch * steps, 2E): [h_b or Em; h_b].
@@ -136,15 +128,16 @@ struct conv_ops {
   static void im2col_causal(int batch, int steps, int C, int K, int dilation, int t0, int t1, const T* X,
                             int ldx, T* cols) {
     const int w = t1 - t0;
-    launch<B>::for_each(size_t(batch) * w * K, conv_kernels::Im2Col<T>{w, steps, C, K, dilation, t0, ldx, X, cols});
+    launch<B>::for_each_parallel(size_t(batch) * w * K, size_t(C),
+                                 conv_kernels::Im2Col<T>{w, steps, C, K, dilation, t0, ldx, X, cols});
   }
   // Adjoint of im2col_causal: dX[b * steps + s, c] += dcols[...] for every tap that read it.
   template <class T>
   static void col2im_causal_acc(int batch, int steps, int C, int K, int dilation, int t0, int t1, const T* dcols,
                                 T* dX, int lddx) {
     const int w = t1 - t0;
-    launch<B>::for_each(size_t(batch) * w * K,
-                        conv_kernels::Col2Im<T>{w, steps, C, K, dilation, t0, lddx, dcols, dX});
+    launch<B>::for_each_grouped(size_t(batch), size_t(w) * K, size_t(C),
+                                conv_kernels::Col2Im<T>{w, steps, C, K, dilation, t0, lddx, dcols, dX});
   }
 
   // dst[b * dst_steps + t, :C] += src[b * src_steps + t, :C] for t < steps (a residual add
@@ -152,7 +145,8 @@ struct conv_ops {
   // of src and dst swapped).
   template <class T>
   static void add_steps(int batch, int steps, int C, const T* src, int src_steps, T* dst, int dst_steps) {
-    launch<B>::for_each(size_t(batch) * steps * C, conv_kernels::AddSteps<T>{steps, C, src_steps, dst_steps, src, dst});
+    // Sequence b's first `steps` rows are contiguous in both: one 2-D accumulate.
+    ops<B>::add2d(src, batch, steps * C, src_steps * C, dst, dst_steps * C);
   }
 
   // The decoder's input sequence X (batch * steps, 2E), overwritten (reference.md §4, §6):

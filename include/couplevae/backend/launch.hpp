@@ -6,12 +6,15 @@
 // entries of ops<B> are written once as bodies and run by launch<B>:
 //   launch<cpu>::for_each   a host loop (OpenMP over i when asked and n is large)
 //   launch<cuda>::for_each  a grid-stride kernel on the thread's stream (backend/cuda/launch.cuh)
+//   launch<B>::for_each_parallel, for_each_grouped   the same, the host's loop shared among
+//                           OpenMP threads (over indices, or over groups of indices)
 //   launch<B>::sum          the sum over i of a body returning double, to the host
 //   launch<B>::sum_into     out[0] += scale * that sum, out in the backend's memory (no wait)
 // So the two backends compute the same formulas with the same indexing, and the cpu tests
 // (gradient checks, independent references) check the code the GPU runs.
 // atomic_add() is how a body accumulates into an output that several indices share: an
-// atomicAdd on the device, a plain += on the host (where such bodies run serially).
+// atomicAdd on the device, a plain += on the host (where the indices that share an output
+// run on one thread: for_each, or one group of for_each_grouped).
 #pragma once
 #include <cstddef>
 
@@ -47,6 +50,17 @@ struct launch<cpu> {
     const long m = long(n);
     COUPLEVAE_OMP(parallel for schedule(static) if (n * cost > 400000))
     for (long i = 0; i < m; ++i) f(size_t(i));
+  }
+  // f(i) for i < groups * per_group, group g being the indices [g * per_group, (g+1) *
+  // per_group): groups shared among OpenMP threads when the work (cost per index) is large,
+  // the indices of a group in order on one thread. f may atomic_add into outputs that only
+  // indices of its own group touch.
+  template <class F>
+  static void for_each_grouped(size_t groups, size_t per_group, size_t cost, const F& f) {
+    const long m = long(groups);
+    COUPLEVAE_OMP(parallel for schedule(static) if (groups > 1 && groups * per_group * cost > 400000))
+    for (long g = 0; g < m; ++g)
+      for (size_t i = size_t(g) * per_group, e = i + per_group; i < e; ++i) f(i);
   }
   // sum over i < n of f(i) (double), in order.
   template <class F>

@@ -26,7 +26,8 @@
 // read zero padding past the end). With `tail_in_batch_stats` (the default) this module does
 // the same: BN1 averages over B*T rows, BN2 and BN3 over B*(T+2d). Setting it false keeps
 // every block at B*T rows. Either way the loss of real tokens never reads a later position,
-// and in evaluation mode (running statistics) the two are identical.
+// and in evaluation mode (running statistics) the two are identical, so evaluation skips
+// the tail.
 //
 // Parameters (PyTorch initialisation: U(+-1/sqrt(fan_in)) for convolutions and the output
 // layer; BN weight 1, bias 0, running mean 0, variance 1):
@@ -39,8 +40,10 @@
 //
 // forward (training: dropout masks from ctx.rng, BN batch statistics and running-statistics
 // update; evaluation: neither) requires h (B, E) in the batch's sorted order and writes
-// rec (B, 1). backward, after the forward of the same batch, accumulates into the
-// decoder's parameters, the embedding table and dh (B, E), given drec (B).
+// rec (B, 1). loss writes the same rec keeping nothing for backward (one set of block
+// buffers, x updated in place, the vocabulary layer in chunks of rows): what evaluation
+// calls. backward, after the forward of the same batch, accumulates into the decoder's
+// parameters, the embedding table and dh (B, E), given drec (B).
 //
 // decode(ctx, ar, emb, h, max_len, temperature): one sentence per row of h (B, E), in
 // evaluation semantics (BN running statistics, no dropout; ctx.training is set false for
@@ -103,6 +106,8 @@ struct Decoder<DilatedCNN> {
     };
     struct Cache {
       int batch = 0, steps = 0;
+      bool for_backward = false;  // forward (true) or loss (false) filled it
+      bool tail = false;          // the blocks ran the BN tail (training with tail_in_batch_stats)
       std::vector<int32_t> tokens;     // (B*(T-1)) input ids of positions 1.. (<pad> after the end)
       std::vector<int32_t> source;  // the padded layout's row of each of the batch's output rows
       // The input ids, readable by B's kernels (backend_ids).
@@ -139,35 +144,23 @@ struct Decoder<DilatedCNN> {
       out = nn::Linear<T, B>(ar, name + ".out", F, V);
     }
 
-    // rec (B, 1): per-sentence summed cross-entropy.
+    // rec (B, 1): per-sentence summed cross-entropy. Keeps what backward needs.
     void forward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
                  View<T> rec, Cache& c) const {
-      const Packing& pk = b.dec;
-      const int nb = pk.batch, Tp = layout_steps(b), N = nb * Tp;
-      index(pk, b, c);
-      // Input sequence: [h; h], [dropout(emb(u_t)); h].
-      const int ne = nb * (Tp - 1);
-      View<T> Em = c.Em.shape(ne, E);
-      emb.forward(ctx, ar, c.tokens_d, ne, Em.data, E);
-      emb_drop.forward(ctx, Em, Em, c.drop);
-      View<T> X = c.X.shape(N, 2 * E);
-      conv_ops<B>::cnn_input(nb, Tp, E, h.data, Em.data, X.data);
-      // Convolution stack.
-      c.blocks.resize(blocks.size());
-      View<T> x = block_input(c, 0, N);
-      conv_in.forward(ctx, ar, X, nb, Tp, Tp, x, c.c_in);
-      for (size_t i = 0; i < blocks.size(); ++i) {
-        View<T> xo = block_input(c, i + 1, N);
-        block_forward(ctx, ar, i, x, xo, nb, Tp, c.blocks[i]);
-        x = xo;
-      }
-      // Output: the batch's output rows (position 0 and the padding dropped).
-      nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, x, rec, c.vocab, &c.source);
+      run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/true);
+    }
+    // The same rec without what backward needs (evaluation): the blocks share one set of
+    // buffers and update x in place, and the vocabulary layer runs in chunks of rows, so
+    // memory stays bounded for the large batches of importance sampling.
+    void loss(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
+              View<T> rec, Cache& c) const {
+      run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
     }
 
     void backward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
                   View<T> drec, View<T> dh, Cache& c) const {
       (void)h;
+      require(c.for_backward, "Decoder<DilatedCNN>::backward: needs forward (not loss) of the batch first");
       const Packing& pk = b.dec;
       const int nb = pk.batch, Tp = layout_steps(b), N = nb * Tp;
       const int last = int(blocks.size());
@@ -243,8 +236,41 @@ struct Decoder<DilatedCNN> {
     }
 
    private:
+    static constexpr int chunk_rows = 256;  // vocabulary-layer rows at a time in loss()
+
+    void run(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
+             View<T> rec, Cache& c, bool for_backward) const {
+      const Packing& pk = b.dec;
+      const int nb = pk.batch, Tp = layout_steps(b), N = nb * Tp;
+      index(pk, b, c);
+      // Input sequence: [h; h], [dropout(emb(u_t)); h].
+      const int ne = nb * (Tp - 1);
+      View<T> Em = c.Em.shape(ne, E);
+      emb.forward(ctx, ar, c.tokens_d, ne, Em.data, E);
+      emb_drop.forward(ctx, Em, Em, c.drop);
+      View<T> X = c.X.shape(N, 2 * E);
+      conv_ops<B>::cnn_input(nb, Tp, E, h.data, Em.data, X.data);
+      // Convolution stack: x_i in block i's cache (kept for backward), or one buffer
+      // updated in place with block 0's cache as every block's scratch.
+      c.for_backward = for_backward;
+      c.tail = tail_in_batch_stats && ctx.training;
+      c.blocks.resize(for_backward ? blocks.size() : 1);
+      View<T> x = block_input(c, 0, N);
+      conv_in.forward(ctx, ar, X, nb, Tp, Tp, x, c.c_in);
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        View<T> xo = for_backward ? block_input(c, i + 1, N) : x;
+        block_forward(ctx, ar, i, x, xo, nb, Tp, c.tail, c.blocks[for_backward ? i : 0]);
+        x = xo;
+      }
+      // Output: the batch's output rows (position 0 and the padding dropped).
+      if (for_backward)
+        nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, x, rec, c.vocab, &c.source);
+      else
+        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, x, rec, c.vocab, chunk_rows, &c.source);
+    }
+
     // Steps of the dilated convolution's output in block i: T (+ 2d with the tail).
-    int long_steps(size_t i, int Tp) const { return Tp + (tail_in_batch_stats ? blocks[i].conv2.reach() : 0); }
+    int long_steps(size_t i, int Tp, bool tail) const { return Tp + (tail ? blocks[i].conv2.reach() : 0); }
 
     // x_0 lives in block 0's cache, x_i (input of block i) in block i's, the last in c.x.
     View<T> block_input(Cache& c, size_t i, int N) const {
@@ -257,10 +283,10 @@ struct Decoder<DilatedCNN> {
       ops<B>::relu_forward(y.size(), y.data, y.data);
     }
 
-    void block_forward(Context<B>& ctx, Arena<T, B>& ar, size_t i, View<T> x, View<T> xo, int nb, int Tp,
+    void block_forward(Context<B>& ctx, Arena<T, B>& ar, size_t i, View<T> x, View<T> xo, int nb, int Tp, bool tail,
                        BlockCache& bc) const {
       const Block& bl = blocks[i];
-      const int TL = long_steps(i, Tp), N = nb * Tp, NL = nb * TL;
+      const int TL = long_steps(i, Tp, tail), N = nb * Tp, NL = nb * TL;
       View<T> r1 = bc.r1.shape(N, F), r2 = bc.r2.shape(NL, F), r3 = bc.r3.shape(NL, F);
       bl.conv1.forward(ctx, ar, x, nb, Tp, Tp, r1, bc.c1);
       norm_relu(ctx, ar, bl.bn1, r1, bc.n1);
@@ -268,7 +294,7 @@ struct Decoder<DilatedCNN> {
       norm_relu(ctx, ar, bl.bn2, r2, bc.n2);
       bl.conv3.forward(ctx, ar, r2, nb, TL, TL, r3, bc.c3);
       norm_relu(ctx, ar, bl.bn3, r3, bc.n3);
-      ops<B>::copy(x.data, x.size(), xo.data);
+      if (xo.data != x.data) ops<B>::copy(x.data, x.size(), xo.data);
       conv_ops<B>::add_steps(nb, Tp, F, r3.data, TL, xo.data, Tp);
     }
 
@@ -277,7 +303,7 @@ struct Decoder<DilatedCNN> {
     void block_backward(Context<B>& ctx, Arena<T, B>& ar, size_t i, View<T> dx, int nb, int Tp, BlockCache& bc,
                         Cache& c) const {
       const Block& bl = blocks[i];
-      const int TL = long_steps(i, Tp), N = nb * Tp, NL = nb * TL;
+      const int TL = long_steps(i, Tp, c.tail), N = nb * Tp, NL = nb * TL;
       View<T> x{bc.x.data(), N, F}, r1{bc.r1.data(), N, F}, r2{bc.r2.data(), NL, F}, r3{bc.r3.data(), NL, F};
       View<T> g = c.g.zeros(NL, F);  // d r3 (the trailing steps get no direct gradient)
       conv_ops<B>::add_steps(nb, Tp, F, dx.data, Tp, g.data, TL);

@@ -46,8 +46,8 @@ struct VocabLoss {
   // The same rec in chunks of `chunk` rows, keeping nothing for backward: memory stays
   // bounded for large evaluation batches.
   static void loss_only(Context<B>& ctx, Arena<T, B>& ar, const Linear<T, B>& out, const OutputRows& rows, View<T> X,
-                        View<T> rec, Cache& c, int chunk) {
-    View<T> S = select(rows, X, c, nullptr);
+                        View<T> rec, Cache& c, int chunk, const std::vector<int32_t>* source = nullptr) {
+    View<T> S = select(rows, X, c, source);
     View<T> loss = c.loss.shape(c.count, 1);
     for (int r0 = 0; r0 < c.count; r0 += chunk) {
       const int m = std::min(chunk, c.count - r0);

@@ -1,8 +1,8 @@
 // couplevae/backend/cuda/launch.cuh: launch<cuda>, how the cuda backend runs a kernel body.
 //
 // for_each(n, body): a grid-stride kernel over i < n on the thread's stream (256 threads a
-// block, at most 65536 blocks); for_each_parallel is the same (every index runs in
-// parallel on a GPU). sum_into(n, body, scale, out): out[0] += scale * the double sum of
+// block, at most 65536 blocks); for_each_parallel and for_each_grouped are the same
+// (every index runs in parallel on a GPU; bodies that share outputs use atomic_add). sum_into(n, body, scale, out): out[0] += scale * the double sum of
 // body(i), block reductions with warp shuffles then one atomicAdd per block, in stream
 // order (no wait). sum(n, body): the same into the runtime's scratch, copied to the host
 // (this waits for the stream). block_reduce() is shared with the other kernels of ops.cuh.
@@ -90,6 +90,10 @@ struct launch<cuda> {
   template <class F>
   static void for_each_parallel(size_t n, size_t /*cost*/, const F& f) {
     cuda_rt::for_each(n, f, "couplevae kernel");
+  }
+  template <class F>
+  static void for_each_grouped(size_t groups, size_t per_group, size_t /*cost*/, const F& f) {
+    cuda_rt::for_each(groups * per_group, f, "couplevae kernel");
   }
   template <class F>
   static double sum(size_t n, const F& f, const char* name = "couplevae reduction") {
