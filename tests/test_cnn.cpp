@@ -105,6 +105,29 @@ TEST_CASE("conv1d: forward equals PyTorch's padded convolution with the tail dro
     }
 }
 
+TEST_CASE("conv1d: im2col and col2im large enough to run on threads equal their bodies run one index at a time") {
+  // 8 sequences x 48 output steps x 3 taps x 400 channels: above launch<cpu>'s threshold,
+  // so the host shares indices (im2col) and sequences (col2im) among OpenMP threads.
+  const int Bn = 8, T = 40, C = 400, K = 3, d = 4, t0 = 0, t1 = T + (K - 1) * d, w = t1 - t0;
+  Rng rng(21);
+  std::vector<float> X(size_t(Bn) * T * C), dcols(size_t(Bn) * w * C * K), dX0(X.size());
+  rng.normal(X.data(), X.size());
+  rng.normal(dcols.data(), dcols.size());
+  rng.normal(dX0.data(), dX0.size());
+  std::vector<float> cols(dcols.size()), cols1(dcols.size()), dX = dX0, dX1 = dX0;
+  conv_ops<cpu>::im2col_causal(Bn, T, C, K, d, t0, t1, X.data(), C, cols.data());
+  conv_ops<cpu>::col2im_causal_acc(Bn, T, C, K, d, t0, t1, dcols.data(), dX.data(), C);
+  const conv_kernels::Im2Col<float> im{w, T, C, K, d, t0, C, X.data(), cols1.data()};
+  const conv_kernels::Col2Im<float> ci{w, T, C, K, d, t0, C, dcols.data(), dX1.data()};
+  for (size_t i = 0; i < size_t(Bn) * w * K; ++i) im(i), ci(i);
+  CHECK(cols == cols1);
+  CHECK(dX == dX1);
+  // And against the definition at a few entries: col[row, c*K + k] = x[b, t - (K-1-k) d, c].
+  CHECK(cols[(size_t(3) * w + 10) * C * K + 7 * K + 0] == X[(size_t(3) * T + 10 - 2 * d) * C + 7]);
+  CHECK(cols[(size_t(5) * w + 2) * C * K + 9 * K + 1] == 0.0f);  // t - d < 0
+  CHECK(cols[(size_t(5) * w + T + 1) * C * K + 9 * K + 2] == 0.0f);  // the tail reads past the end
+}
+
 TEST_CASE("conv1d: causal (numerically: no output depends on a later input, nor on another sequence)") {
   for (int d : {1, 2, 4}) {
     CAPTURE(d);

@@ -247,9 +247,10 @@ TEST_CASE("batch norm: training-mode gradients through the batch statistics, run
 
 TEST_CASE("batch norm: the host's row walk equals the per-column body ops<cuda> launches, across column blocks") {
   // 70 columns: two of ops<cpu>'s 64-column blocks, the second partial; X and Y alias.
-  auto run = [](auto zero, double tol) {
+  // 37 rows run the blocks on one thread, 1600 share them among OpenMP threads.
+  auto run = [](auto zero, double tol, int N) {
     using T = decltype(zero);
-    const int N = 37, C = 70;
+    const int C = 70;
     Rng rng(9);
     std::vector<T> X(size_t(N) * C), dY(X.size()), g(C), be(C), rm(C), rv(C);
     rng.normal(X.data(), X.size());
@@ -295,8 +296,11 @@ TEST_CASE("batch norm: the host's row walk equals the per-column body ops<cuda> 
       }
     }
   };
-  run(0.0f, 1e-5);
-  run(0.0, 1e-12);
+  for (int N : {37, 1600}) {
+    CAPTURE(N);
+    run(0.0f, 1e-5, N);
+    run(0.0, 1e-12, N);
+  }
 }
 
 TEST_CASE("gemm_few_rows (no packing) equals a plain triple loop, every tail shape, float and double") {
