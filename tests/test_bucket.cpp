@@ -141,6 +141,36 @@ TEST_CASE("bucketed batches: the rectangle, its padding and the unchanged token 
   CHECK(p.dec.drop_first_step().rows == p.dec.rows - p.size());
 }
 
+TEST_CASE("select_rows and replicate_batch: the batch make_batch builds from the chosen sentences") {
+  // Sorted, `sentences` reads {8..12} (5), {6,6,7,8} (4), {4,5,6} (3), {7,3} (2), {5} (1).
+  for (int bucket : {0, 3}) {
+    CAPTURE(bucket);
+    const Batch b = make_batch(sentences, 13, bucket);
+    auto sorted = [&](int i) { return sentences[size_t(b.order[i])]; };
+    auto same = [&](const Batch& got, const std::vector<int>& rows) {
+      std::vector<std::vector<int32_t>> chosen;
+      for (int r : rows) chosen.push_back(sorted(r));
+      const Batch want = make_batch(chosen, 13);
+      CHECK(got.order == rows);
+      CHECK(got.lengths == want.lengths);
+      CHECK(got.enc.item_steps == want.enc.item_steps);
+      CHECK(got.dec.item_steps == want.dec.item_steps);
+      CHECK(got.enc_tokens == want.enc_tokens);
+      CHECK(got.dec_inputs == want.dec_inputs);
+      CHECK(got.dec_targets == want.dec_targets);
+      CHECK(got.outputs.identity);
+      CHECK(got.outputs.item == want.outputs.item);
+      CHECK(got.outputs.target == want.outputs.target);
+    };
+    same(select_rows(b, {1, 2, 2, 4}), {1, 2, 2, 4});
+    same(select_rows(b, {3}), {3});
+    same(replicate_batch(b, 3), {0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4});
+    CHECK_THROWS_WITH_AS(select_rows(b, {2, 1}), doctest::Contains("non-increasing"), Error);
+    CHECK_THROWS_WITH_AS(select_rows(b, {0, 5}), doctest::Contains("row 5 is not in the batch"), Error);
+    CHECK_THROWS_WITH_AS(select_rows(b, {}), doctest::Contains("no rows"), Error);
+  }
+}
+
 TEST_CASE("bucketed batches: a GRU carries each sequence's state through the padding, both directions") {
   using G = nn::GRU<double, cpu>;
   Arena<double, cpu> ar;

@@ -385,9 +385,12 @@ TEST_CASE("cnn decoder: loss and BN statistics equal a naive (B, C, T) implement
         CHECK(rm_after == doctest::Approx(0.9 * rm_before + 0.1 * ref.bn_means[4][2]).epsilon(1e-12));
       else
         CHECK(rm_after == rm_before);
-      // loss (evaluation's pass: blocks in place, chunked vocabulary layer) on a fresh copy:
-      // the same rec and the same running-statistics update; backward then refuses.
+      // loss (evaluation's pass: blocks in place, chunked vocabulary layer; in evaluation
+      // mode, groups of one length each for T = 7 and 3, one for T = 5 and 4) on a fresh
+      // copy: the same rec and the same running-statistics update; backward then refuses.
       DecoderRig twin(c, 3, tail);
+      twin.dec.group_rows = 1;
+      CHECK(twin.dec.length_groups(b.lengths) == std::vector<std::pair<int, int>>{{0, 1}, {1, 3}, {3, 4}});
       Context<> ctx2(4, training);
       std::vector<double> rec2(4, -1.0), dh(4 * c.embed, 0.0), drec(4, 1.0);
       CNNDec::Cache cache2;

@@ -224,34 +224,46 @@ inline Batch make_batch(const std::vector<std::vector<int32_t>>& sentences, int 
   return b;
 }
 
-// Each sentence of b repeated k times, copies adjacent: sentence i of the result is copy
-// i % k of b's sorted sentence i / k (so the result is sorted too). Evaluation uses it to
-// decode k importance samples of every sentence in one pass. order maps to b's sorted index.
-inline Batch replicate_batch(const Batch& b, int k) {
-  require(k >= 1, "replicate_batch: k must be >= 1");
+// The sentences rows[0], rows[1], ... of b (indices into b's sorted order, repeats allowed;
+// their lengths must be non-increasing, so the result is sorted too) as a packed batch;
+// order maps to b's sorted index. b may be bucketed; the result is packed either way.
+inline Batch select_rows(const Batch& b, const std::vector<int>& rows) {
+  require(!rows.empty(), "select_rows: no rows");
   Batch r;
-  const int n = b.size();
-  r.lengths.resize(size_t(n) * k);
-  r.order.resize(size_t(n) * k);
-  std::vector<int> enc_steps(size_t(n) * k), dec_steps(size_t(n) * k);
-  for (int i = 0; i < n * k; ++i) {
-    r.lengths[i] = b.lengths[i / k];
-    r.order[i] = i / k;
+  const int n = int(rows.size());
+  r.lengths.resize(n);
+  r.order = rows;
+  std::vector<int> enc_steps(n), dec_steps(n);
+  for (int i = 0; i < n; ++i) {
+    require(rows[i] >= 0 && rows[i] < b.size(), "select_rows: row " + std::to_string(rows[i]) + " is not in the batch");
+    r.lengths[i] = b.lengths[rows[i]];
+    require(i == 0 || r.lengths[i] <= r.lengths[i - 1], "select_rows: rows must keep lengths non-increasing");
     enc_steps[i] = r.lengths[i];
     dec_steps[i] = r.lengths[i] + 2;
   }
   r.enc = Packing::from_steps(enc_steps);
   r.dec = Packing::from_steps(dec_steps);
-  auto copy = [k](const Packing& from, const Packing& to, const std::vector<int32_t>& src, std::vector<int32_t>& dst) {
+  auto copy = [&rows](const Packing& from, const Packing& to, const std::vector<int32_t>& src,
+                      std::vector<int32_t>& dst) {
     dst.resize(to.rows);
     for (int t = 0; t < to.steps; ++t)
-      for (int i = 0; i < to.active[t]; ++i) dst[to.row(t, i)] = src[from.row(t, i / k)];
+      for (int i = 0; i < to.active[t]; ++i) dst[to.row(t, i)] = src[from.row(t, rows[i])];
   };
   copy(b.enc, r.enc, b.enc_tokens, r.enc_tokens);
   copy(b.dec, r.dec, b.dec_inputs, r.dec_inputs);
   copy(b.dec, r.dec, b.dec_targets, r.dec_targets);
   make_outputs(r);
   return r;
+}
+
+// Each sentence of b repeated k times, copies adjacent: sentence i of the result is copy
+// i % k of b's sorted sentence i / k (so the result is sorted too). Evaluation uses it to
+// decode k importance samples of every sentence in one pass. order maps to b's sorted index.
+inline Batch replicate_batch(const Batch& b, int k) {
+  require(k >= 1, "replicate_batch: k must be >= 1");
+  std::vector<int> rows(size_t(b.size()) * k);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = int(i / k);
+  return select_rows(b, rows);
 }
 
 }  // namespace couplevae

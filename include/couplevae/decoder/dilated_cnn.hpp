@@ -41,8 +41,9 @@
 // forward (training: dropout masks from ctx.rng, BN batch statistics and running-statistics
 // update; evaluation: neither) requires h (B, E) in the batch's sorted order and writes
 // rec (B, 1). loss writes the same rec keeping nothing for backward (one set of block
-// buffers, x updated in place, the vocabulary layer in chunks of rows): what evaluation
-// calls. backward, after the forward of the same batch, accumulates into the decoder's
+// buffers, x updated in place, the vocabulary layer in chunks of rows; in evaluation mode
+// the sentences in groups of similar length, each group padded to its own longest): what
+// evaluation calls. backward, after the forward of the same batch, accumulates into the decoder's
 // parameters, the embedding table and dh (B, E), given drec (B).
 //
 // decode(ctx, ar, emb, h, max_len, temperature): one sentence per row of h (B, E), in
@@ -62,7 +63,9 @@
 // {<eos>}; without <eos> all max_len tokens are returned.
 #pragma once
 #include <algorithm>
+#include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../backend/conv_ops.hpp"
@@ -98,6 +101,7 @@ struct Decoder<DilatedCNN> {
     nn::Dropout<T, B> emb_drop;
     int E = 0, F = 0, V = 0;
     bool tail_in_batch_stats = true;
+    int group_rows = 32;  // evaluation's loss: the fewest sentences of a length group
 
     struct BlockCache {
       Buffer<T, B> x, r1, r2, r3;  // block input (B*T, F); stage outputs after BN and ReLU
@@ -152,9 +156,30 @@ struct Decoder<DilatedCNN> {
     // The same rec without what backward needs (evaluation): the blocks share one set of
     // buffers and update x in place, and the vocabulary layer runs in chunks of rows, so
     // memory stays bounded for the large batches of importance sampling.
+    // In evaluation mode nothing reads a padded position (running statistics, causal
+    // convolutions), so the sentences run in groups of similar length, each group with its
+    // own T (length_groups): the same rec, with less padding computed.
     void loss(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
               View<T> rec, Cache& c) const {
-      run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
+      const auto groups = ctx.training ? std::vector<std::pair<int, int>>{{0, b.size()}} : length_groups(b.lengths);
+      if (groups.size() == 1) return run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
+      for (auto [r0, r1] : groups) {
+        std::vector<int> rows(size_t(r1 - r0));
+        std::iota(rows.begin(), rows.end(), r0);
+        run(ctx, ar, emb, select_rows(b, rows), h.block(r0, r1 - r0), rec.block(r0, r1 - r0), c, false);
+      }
+    }
+    // loss's groups [r0, r1) of the sorted rows: a group takes rows while it has fewer than
+    // group_rows of them or their own T = L + 2 is at least 3/4 of the group's first.
+    std::vector<std::pair<int, int>> length_groups(const std::vector<int>& lengths) const {
+      std::vector<std::pair<int, int>> g;
+      const int n = int(lengths.size());
+      for (int r0 = 0, r = 0; r0 < n; r0 = r) {
+        r = r0 + 1;
+        while (r < n && (r - r0 < group_rows || 4 * (lengths[r] + 2) >= 3 * (lengths[r0] + 2))) ++r;
+        g.push_back({r0, r});
+      }
+      return g;
     }
 
     void backward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
