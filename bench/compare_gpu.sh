@@ -13,7 +13,8 @@
 #                        [--graphs eager|graphs|both] [--graph-warmup G] [--no-eval]
 #
 # Defaults: --data ../shared/data/ptb, --steps 200, --warmup 20, --eval-sentences 500,
-# --eval-samples 100, --rounds 2 (best round kept), --models "vae couple-vae", --graphs both,
+# --eval-samples 100, --rounds 2 (best round kept), --models "vae couple-vae" (any of vae,
+# couple-vae, cnn-vae, couple-cnn-vae: the models torch_ref.py has), --graphs both,
 # --graph-warmup 400. The benchmark binary is $BENCH, or
 # build-cuda/bin/couplevae_bench_cuda (configured with COUPLEVAE_WITH_CUDA=ON and built when
 # missing; pass CMAKE_PREFIX_PATH for the unpacked Debian headers on a machine without
@@ -35,7 +36,7 @@ GRAPHS=both
 GRAPH_WARMUP=400
 EVAL=1
 
-HELP_LINES=21
+HELP_LINES=22
 # shellcheck source=bench/args.sh
 source "$ROOT/bench/args.sh"
 shared=()  # the options bench/args.sh parses
