@@ -192,15 +192,17 @@ double step_flops(const Config& c, const Batch& b, bool coupled, bool cnn) {
   const double encoder = 2.0 * (g(enc_in, 3 * H, E) + g(enc_rows - nb, 3 * H, H));
   const double head = g(nb, Z, 2 * H);                      // one Linear(2H -> Z)
   const double mlp = g(nb, Hm, Z) + g(nb, E, Hm);           // Linear(Z -> Hm), Linear(Hm -> E)
-  double decoder = g(dec_in, 3 * D, 2 * E)                  // GRU input projection (2E -> 3D)
-                   + g(dec_rows - nb, 3 * D, D)             // GRU recurrent (D -> 3D)
-                   + g(dec_rows - nb, E, D)                 // proj Linear(D -> E)
-                   + g(out, V, E);                          // output Linear(E -> V)
-  if (cnn) {
+  double decoder = 0;
+  if (!cnn) {
+    decoder = g(dec_in, 3 * D, 2 * E)           // GRU input projection (2E -> 3D)
+              + g(dec_rows - nb, 3 * D, D)      // GRU recurrent (D -> 3D)
+              + g(dec_rows - nb, E, D)          // proj Linear(D -> E)
+              + g(out, V, E);                   // output Linear(E -> V)
+  } else {
     const double F = c.cnn_channels, Tp = b.lengths.front() + 2.0, N = nb * Tp;
-    decoder = g(N, F, 2 * E) + g(out, V, F);
+    decoder = g(N, F, 2 * E) + g(out, V, F);    // input 1x1 conv, output Linear(F -> V)
     for (int d : c.cnn_dilations) {
-      const double NL = nb * (Tp + 2.0 * d);
+      const double NL = nb * (Tp + 2.0 * d);    // with the BatchNorm tail
       decoder += g(N, F, F) + g(NL, F, 3 * F) + g(NL, F, F);
     }
   }

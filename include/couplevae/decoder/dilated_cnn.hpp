@@ -161,8 +161,8 @@ struct Decoder<DilatedCNN> {
     // own T (length_groups): the same rec, with less padding computed.
     void loss(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
               View<T> rec, Cache& c) const {
-      const auto groups = ctx.training ? std::vector<std::pair<int, int>>{{0, b.size()}} : length_groups(b.lengths);
-      if (groups.size() == 1) return run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
+      const auto groups = length_groups(b.lengths);
+      if (ctx.training || groups.size() == 1) return run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
       for (auto [r0, r1] : groups) {
         std::vector<int> rows(size_t(r1 - r0));
         std::iota(rows.begin(), rows.end(), r0);
@@ -261,8 +261,6 @@ struct Decoder<DilatedCNN> {
     }
 
    private:
-    static constexpr int chunk_rows = 256;  // vocabulary-layer rows at a time in loss()
-
     void run(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
              View<T> rec, Cache& c, bool for_backward) const {
       const Packing& pk = b.dec;
@@ -291,7 +289,8 @@ struct Decoder<DilatedCNN> {
       if (for_backward)
         nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, x, rec, c.vocab, &c.source);
       else
-        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, x, rec, c.vocab, chunk_rows, &c.source);
+        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, x, rec, c.vocab,
+                                                  nn::VocabLoss<T, B>::chunk_rows, &c.source);
     }
 
     // Steps of the dilated convolution's output in block i: T (+ 2d with the tail).

@@ -188,8 +188,6 @@ struct Decoder<GRU> {
     }
 
    private:
-    static constexpr int chunk_rows = 256;
-
     void run(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
              View<T> rec, Cache& c, bool for_backward) const {
       const Packing& pk = b.dec;
@@ -213,7 +211,8 @@ struct Decoder<GRU> {
       if (for_backward)
         nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, A, rec, c.vocab);
       else
-        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, A, rec, c.vocab, chunk_rows);
+        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, A, rec, c.vocab,
+                                                  nn::VocabLoss<T, B>::chunk_rows);
     }
   };
 };

@@ -339,7 +339,7 @@ struct ops<cpu> {
   // The host walks the rows (contiguous, so the loops vectorise) for a block of columns at a
   // time, blocks shared among OpenMP threads; each column's sums are the ones, in the same
   // row order, that kernels::BatchNormForward forms walking one column (ops<cuda> launches
-  // that body, a thread per column), so both backends give the same numbers.
+  // that body, a thread per column), so both backends agree to rounding.
   template <class T>
   static void batchnorm_forward(int N, int C, const T* X, const T* gamma, const T* beta, T* run_mean, T* run_var,
                                 bool training, double momentum, double eps, T* xhat, T* inv_std, T* Y) {
