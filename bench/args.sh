@@ -3,6 +3,8 @@
 # --eval-sentences, --eval-samples, --rounds, --threads (only where THREADS has a default),
 # --models (only where MODELS has a default: a space- or comma-separated list, each name one
 # of ALLOWED_MODELS) and --help (the script's header lines 2..HELP_LINES); check_data makes DATA absolute.
+# The models bench/torch_ref.py has, so the ones --models may name.
+ALLOWED_MODELS="vae couple-vae cnn-vae couple-cnn-vae"
 die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 posint() { [[ "$2" =~ ^[0-9]+$ ]] && (( $2 >= $3 )) || die "$1 must be an integer >= $3 (got '$2')"; }

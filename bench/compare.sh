@@ -27,13 +27,12 @@ EVAL_SENTENCES=500
 EVAL_SAMPLES=100
 ROUNDS=2
 THREADS=2
-ALLOWED_MODELS="vae couple-vae cnn-vae couple-cnn-vae"
-MODELS="$ALLOWED_MODELS"
 PYTHON="${PYTHON:-/usr/bin/python3}"
 
 HELP_LINES=19
 # shellcheck source=bench/args.sh
 source "$ROOT/bench/args.sh"
+MODELS="$ALLOWED_MODELS"
 parse_args "$@"
 check_data
 [[ -x "$PYTHON" ]] || die "$PYTHON not found (PyTorch side; set PYTHON=...)"

@@ -30,7 +30,6 @@ EVAL_SENTENCES=500
 EVAL_SAMPLES=100
 ROUNDS=2
 PYTHON="${PYTHON:-python3}"
-ALLOWED_MODELS="vae couple-vae cnn-vae couple-cnn-vae"  # the models torch_ref.py has
 MODELS="vae couple-vae"
 GRAPHS=both
 GRAPH_WARMUP=400

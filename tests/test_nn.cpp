@@ -379,7 +379,7 @@ TEST_CASE("vocab loss: gathered or identity rows, summed per sentence, gradients
     // evaluation in chunks of 2 rows gives the same sums
     std::vector<double> rec2(nb, -1.0);
     VocabLoss<double>::Cache c2;
-    VocabLoss<double>::loss_only(ctx, ar, out, *rows, {x.data(), n, F}, {rec2.data(), nb, 1}, c2, 2);
+    VocabLoss<double>::loss_only(ctx, ar, out, *rows, {x.data(), n, F}, {rec2.data(), nb, 1}, c2, nullptr, 2);
     for (int i = 0; i < nb; ++i) CHECK(rec2[i] == doctest::Approx(rec[i]).epsilon(1e-12));
     auto probes = gradcheck::arena_probes(ar, [&] {
       loss();

@@ -161,8 +161,9 @@ struct Decoder<DilatedCNN> {
     // own T (length_groups): the same rec, with less padding computed.
     void loss(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
               View<T> rec, Cache& c) const {
+      if (ctx.training) return run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
       const auto groups = length_groups(b.lengths);
-      if (ctx.training || groups.size() == 1) return run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
+      if (groups.size() == 1) return run(ctx, ar, emb, b, h, rec, c, false);
       for (auto [r0, r1] : groups) {
         std::vector<int> rows(size_t(r1 - r0));
         std::iota(rows.begin(), rows.end(), r0);
@@ -289,8 +290,7 @@ struct Decoder<DilatedCNN> {
       if (for_backward)
         nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, x, rec, c.vocab, &c.source);
       else
-        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, x, rec, c.vocab,
-                                                  nn::VocabLoss<T, B>::chunk_rows, &c.source);
+        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, x, rec, c.vocab, &c.source);
     }
 
     // Steps of the dilated convolution's output in block i: T (+ 2d with the tail).

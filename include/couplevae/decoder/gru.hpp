@@ -211,8 +211,7 @@ struct Decoder<GRU> {
       if (for_backward)
         nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, A, rec, c.vocab);
       else
-        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, A, rec, c.vocab,
-                                                  nn::VocabLoss<T, B>::chunk_rows);
+        nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, A, rec, c.vocab);
     }
   };
 };

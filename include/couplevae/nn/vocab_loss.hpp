@@ -43,11 +43,12 @@ struct VocabLoss {
     sum_per_item(loss, rec, c);
   }
 
-  // The same rec in chunks of `chunk` rows (the decoders pass chunk_rows), keeping nothing
-  // for backward: memory stays bounded for large evaluation batches.
+  // The same rec in chunks of `chunk` rows, keeping nothing for backward: memory stays
+  // bounded for large evaluation batches.
   static constexpr int chunk_rows = 256;
   static void loss_only(Context<B>& ctx, Arena<T, B>& ar, const Linear<T, B>& out, const OutputRows& rows, View<T> X,
-                        View<T> rec, Cache& c, int chunk, const std::vector<int32_t>* source = nullptr) {
+                        View<T> rec, Cache& c, const std::vector<int32_t>* source = nullptr,
+                        int chunk = chunk_rows) {
     View<T> S = select(rows, X, c, source);
     View<T> loss = c.loss.shape(c.count, 1);
     for (int r0 = 0; r0 < c.count; r0 += chunk) {
