@@ -18,13 +18,15 @@
 #   --lambda-c "L.." coupling weights (default: the preset's); each Coupled model is trained
 #                    once per value, into DIR/<model>-lc<L>, so one call can sweep lambda_c
 #                    (the paper's Table 3), e.g. --models "vae couple-vae" --lambda-c "1 10"
+#   --track-every K  record the gradient-norm dynamics (paper Figure 2) every K steps on 500
+#                    validation sentences (default: at each validation, every S/5 steps)
 #   --train-args "OPTS"  further `couplevae train` options for every run, e.g. smaller sizes
 #                    for a quick try: --train-args "--embed 32 --hidden 32 --latent 8"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=build/bin/couplevae data=../shared/data/ptb steps=10000 models="vae couple-vae" out=ptb-short
-parallel=0 seed=1 lambdas= train_args=
+parallel=0 seed=1 lambdas= train_args= track_every=
 while (($#)); do
   case $1 in
     --bin) bin=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while (($#)); do
     --seed) seed=$2; shift 2 ;;
     --lambda-c) lambdas=$2; shift 2 ;;
     --train-args) train_args=$2; shift 2 ;;
+    --track-every) track_every=$2; shift 2 ;;
     *) echo "ptb_short.sh: unknown option '$1' (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +59,8 @@ done
 
 kl_start=$((steps / 30)) kl_steps=$(((2 * steps + 1) / 3))
 valid_every=$((steps / 5))
+[[ -z $track_every ]] && track_every=$valid_every
+[[ $track_every =~ ^[0-9]+$ ]] && ((track_every >= 1)) || { echo "ptb_short.sh: --track-every must be a number >= 1 (got '$track_every')" >&2; exit 2; }
 mkdir -p "$out"
 run_dir() {  # "model [lambda_c]" -> DIR/model or DIR/model-lcL
   set -- $1
@@ -65,7 +70,7 @@ train() {  # "model [lambda_c]"
   set -- $1
   "$bin" train --model "$1" --data "$data" --preset ptb --steps "$steps" --seed "$seed" --out "$(run_dir "$*")" \
     --overwrite ${2:+--lambda-c "$2"} --kl-start "$kl_start" --kl-anneal-steps "$kl_steps" \
-    --valid-every "$valid_every" --valid-max-sentences 1000 --log-every 500 --track-every "$valid_every" \
+    --valid-every "$valid_every" --valid-max-sentences 1000 --log-every 500 --track-every "$track_every" --track-sentences 500 \
     $train_args
 }
 echo "PTB, $steps steps, KL annealing from step $kl_start over $kl_steps steps; logs in $out/<run>.log"

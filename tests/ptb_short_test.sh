@@ -16,7 +16,7 @@ bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 "$bin" make-corpus --out "$w/corpus" --train-lines 600 >/dev/null || bad "make-corpus failed"
 out=$(bash "$script" --bin "$bin" --data "$w/corpus" --steps 300 --models "vae couple-vae" --lambda-c "0.5 2" \
-  --train-args "--embed 32 --hidden 32 --latent 8" \
+  --track-every 100 --train-args "--embed 32 --hidden 32 --latent 8" \
   --out "$w/runs" --parallel 2>&1)
 rc=$?
 [ "$rc" = 0 ] || bad "the sweep exited $rc: $(tail -n 5 <<<"$out")"
@@ -28,6 +28,9 @@ for run in vae couple-vae-lc0.5 couple-vae-lc2; do
   # parameters (the PTB preset's sizes, millions).
   n=$(sed -n 's/^parameters: \([0-9]*\)$/\1/p' "$w/runs/$run.log" 2>/dev/null)
   [ -n "$n" ] && [ "$n" -lt 200000 ] || bad "$run: --train-args not applied (parameters: '$n')"
+  # --track-every 100: the dynamics at steps 100, 200 and 300 (not only at validation, every 60).
+  steps=$(cut -d, -f1 "$w/runs/$run/dynamics.csv" 2>/dev/null | tr '\n' ' ')
+  [ "$steps" = "step 100 200 300 " ] || bad "$run: dynamics.csv steps '$steps', expected 'step 100 200 300 '"
 done
 for extra in vae-lc0.5 vae-lc2 couple-vae; do
   [ ! -e "$w/runs/$extra" ] || bad "$extra should not exist (one run per uncoupled model, one per lambda_c)"
@@ -60,6 +63,7 @@ expect() {
 }
 expect "bad lambda" "--lambda-c takes non-negative numbers \(got 'x'\)" --lambda-c "1 x"
 expect "few steps" "--steps must be a number >= 300 \(got '10'\)" --steps 10
+expect "bad track-every" "--track-every must be a number >= 1 \(got '0'\)" --track-every 0
 expect "unknown option" "unknown option '--nope'" --nope
 [ ! -e "$w/bad" ] || bad "a refused call wrote $w/bad"
 said=$(bash "$script" --bin "$bin" --data "$w/nowhere" 2>&1)
