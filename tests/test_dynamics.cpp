@@ -419,6 +419,19 @@ TEST_CASE("report: Markdown tables with the run names and an SVG with one polyli
   CHECK(md.find("| PTB | VAE | 112.5 | – | – | 19.4 | 2.05 | 10.2 | – | – | 4.10 | 1.40 |") != std::string::npos);
   CHECK(md.find("| PTB | Couple-VAE (λc = 10) | – | 2109.6 | 2320.2 | – | – |") != std::string::npos);
   CHECK(md.find("step,grad_rec,grad_reg,grad_h,grad_rec_c,grad_rec_sum,") != std::string::npos);
+  // The figure's values: one column per (panel, run), Couple- in (a) with grad_rec_sum.
+  CHECK(md.find("| Step | (a) DAE | (a) VAE | (a) Couple-VAE (λc = 10) | (b) VAE | (b) Couple-VAE (λc = 10) | "
+                "(c) DAE | (c) VAE | (c) Couple-VAE (λc = 10) |") != std::string::npos);
+  for (size_t row : {0, 1}) {
+    auto at = [&](size_t run, const char* col) {
+      return detail::report_cell_auto(rep.runs[run].dynamics.series(col)[row]);
+    };
+    const std::string line = "| " + std::to_string(2 * (row + 1)) + " | " + at(0, "grad_rec") + " | " +
+                             at(1, "grad_rec") + " | " + at(2, "grad_rec_sum") + " | " + at(1, "grad_reg") + " | " +
+                             at(2, "grad_reg") + " | " + at(0, "grad_h") + " | " + at(1, "grad_h") + " | " +
+                             at(2, "grad_h") + " |";
+    CHECK_MESSAGE(md.find(line) != std::string::npos, line);
+  }
 
   const std::string svg = read_text(tmp / "report.svg");
   CHECK(svg.rfind("<svg", 0) == 0);
@@ -445,6 +458,37 @@ TEST_CASE("report: Markdown tables with the run names and an SVG with one polyli
   CHECK_THROWS_WITH_AS(write_report({tmp / "vae", tmp / "empty"}, tmp / "r2.md", tmp / "r2.svg"),
                        doctest::Contains("empty: no checkpoint"), Error);
   CHECK_FALSE(fs::exists(tmp / "r2.md"));
+}
+
+TEST_CASE("report: the dynamics tables keep at most 12 steps, the last one, and mark missing steps") {
+  CHECK(detail::table_steps({3, 1, 2, 2}, 12) == std::vector<double>{1, 2, 3});
+  std::vector<double> thirteen;
+  for (int i = 1; i <= 13; ++i) thirteen.push_back(i);
+  CHECK(detail::table_steps(thirteen, 12) == std::vector<double>{1, 3, 5, 7, 9, 11, 13});
+  auto run = [](const std::string& label, int every, int last) {
+    RunRecord r;
+    r.model = "vae";
+    r.label = r.row_label = label;
+    r.dataset = "ptb";
+    r.has_dynamics = true;
+    r.dynamics.columns = {"step", "grad_rec", "grad_reg", "grad_h"};
+    for (int s = every; s <= last; s += every) r.dynamics.append({double(s), s / 1000.0, 0.5, 0.25});
+    return r;
+  };
+  // 40 rows every 250 steps and 5 rows every 1000: rows 1000, 2000, ..., 10000.
+  const std::vector<RunRecord> runs = {run("A", 250, 10000), run("B", 1000, 5000)};
+  const std::string t = render_dynamics_tables(runs);
+  CHECK(t.find("**PTB**") != std::string::npos);
+  CHECK(t.find("| Step | (a) A | (a) B | (b) A | (b) B | (c) A | (c) B |") != std::string::npos);
+  CHECK(count_of(t, "\n| ") == 11);  // the header and 10 rows
+  CHECK(t.find("| 250 |") == std::string::npos);
+  CHECK(t.find("| 1000 | 1.00 | 1.00 | 0.500 | 0.500 | 0.250 | 0.250 |") != std::string::npos);
+  CHECK(t.find("| 10000 | 10.0 | – | 0.500 | – | 0.250 | – |") != std::string::npos);
+  // Without a figure the report still prints the values, and no image link.
+  const std::string md = render_markdown(runs);
+  CHECK(md.find(t) != std::string::npos);
+  CHECK(md.find("![") == std::string::npos);
+  CHECK(render_dynamics_tables({}).empty());
 }
 
 TEST_CASE("report: log-scale y axis when values span orders of magnitude, ticks and labels") {

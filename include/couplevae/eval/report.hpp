@@ -15,7 +15,9 @@
 //   Table 4: rows = runs (dataset, model), columns grad_rec_sq, grad_rec_c_sq,
 //            grad_rec_sum_sq, grad_reg_sq, grad_h_sq (means of squared norms, what the
 //            authors' code and the paper's Table 4 report), then the plain-norm means;
-// with "–" wherever a value is missing or does not apply, and links the figure.
+// with "–" wherever a value is missing or does not apply, and links the figure;
+// render_dynamics_tables() prints the figure's values (rows = at most 12 steps, the last
+// kept; columns = panel x run) for readers without an SVG viewer.
 // render_dynamics_svg() draws, by hand, one row of panels per dataset and one panel per
 // quantity — (a) ||dL_rec/de|| (for Coupled runs ||d(L_rec + L_rec^c)/de||, as the paper's
 // Figure 2a), (b) ||dL_reg/de||, (c) ||dh/de||_F / ||h|| — with one polyline per run that
@@ -91,7 +93,7 @@ inline std::string report_cell_auto(double v) {
   const double a = std::fabs(v);
   if (a >= 10) return printf_string("%.1f", v);
   if (a >= 1) return printf_string("%.2f", v);
-  return printf_string("%.3g", v);
+  return printf_string("%#.3g", v);
 }
 inline std::string md_escape(const std::string& s) {
   std::string out;
@@ -296,7 +298,62 @@ inline std::string step_label(double v) {
   if (std::fabs(v) >= 1000) return printf_string("%g", v / 1000) + "K";
   return printf_string("%g", v);
 }
+
+// The steps a dynamics table shows: the union of the runs' steps, thinned to at most
+// max_rows by keeping every k-th step counted back from the last (which is always kept).
+inline std::vector<double> table_steps(std::vector<double> steps, size_t max_rows) {
+  std::sort(steps.begin(), steps.end());
+  steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
+  const size_t n = steps.size();
+  if (n <= max_rows || max_rows == 0) return steps;
+  const size_t k = (n + max_rows - 1) / max_rows;
+  std::vector<double> kept;
+  for (size_t i = n; i > 0; i = i > k ? i - k : 0) kept.push_back(steps[i - 1]);
+  std::reverse(kept.begin(), kept.end());
+  return kept;
+}
 }  // namespace detail
+
+// The figure's values as Markdown, one table per dataset: rows = steps (thinned to at
+// most max_rows, the last step kept), columns = "(panel) run" for every run of the
+// dataset that has the panel's column (Coupled runs: grad_rec_sum in (a)); "–" where a
+// run has no row at that step. "" when no run has dynamics.
+inline std::string render_dynamics_tables(const std::vector<RunRecord>& runs, bool squared = false,
+                                          size_t max_rows = 12) {
+  std::ostringstream md;
+  for (const auto& ds : detail::run_datasets(runs, true)) {
+    struct Column {
+      const RunRecord* run;
+      std::string name;
+    };
+    std::vector<Column> cols;
+    std::vector<std::string> header = {"Step"};
+    std::vector<double> steps;
+    for (const auto& spec : detail::panel_specs())
+      for (const auto& r : runs) {
+        if (!r.has_dynamics || r.dataset != ds) continue;
+        const std::string c = detail::panel_column(r.dynamics, spec.key, squared);
+        if (c.empty()) continue;
+        cols.push_back({&r, c});
+        header.push_back(std::string(spec.title).substr(0, 3) + " " + detail::md_escape(r.label));
+        const auto s = r.dynamics.series("step");
+        steps.insert(steps.end(), s.begin(), s.end());
+      }
+    md << "**" << display_dataset_name(ds) << "**" << (squared ? " (squared norms)" : "") << "\n\n";
+    md << detail::table_header(header);
+    for (double step : detail::table_steps(steps, max_rows)) {
+      std::vector<std::string> cells = {printf_string("%.0f", step)};
+      for (const auto& c : cols) {
+        const auto xs = c.run->dynamics.series("step"), ys = c.run->dynamics.series(c.name);
+        const auto it = std::find(xs.begin(), xs.end(), step);
+        cells.push_back(it == xs.end() ? detail::report_missing : detail::report_cell_auto(ys[size_t(it - xs.begin())]));
+      }
+      md << detail::table_row(cells);
+    }
+    md << "\n";
+  }
+  return md.str();
+}
 
 // The Markdown report. plot_link: the figure's path relative to the Markdown file ("" =
 // no figure written).
@@ -409,17 +466,19 @@ inline std::string render_markdown(const std::vector<RunRecord>& runs, const std
   md << "## Figure 2: training dynamics\n\n";
   bool any = false;
   for (const auto& r : runs) any = any || r.has_dynamics;
-  if (!any || plot_link.empty()) {
+  if (!any) {
     md << "No run folder holds a `dynamics.csv` (train with `--track-every K`).\n";
   } else {
-    md << "![Training dynamics](" << plot_link << ")\n\n";
+    if (!plot_link.empty()) md << "![Training dynamics](" << plot_link << ")\n\n";
     md << "Gradient norms over training on the first validation sentences (training mode, the same noise at every "
           "step): (a) "
        << (squared_plot ? "‖∂L_rec/∂e‖²" : "‖∂L_rec/∂e‖")
        << " (for Couple- runs the sum L_rec + L_rec^c, as the paper's Figure 2a), (b) the unweighted KL's, (c) the "
           "decoding signal's "
        << (squared_plot ? "‖∂h/∂e‖²_F / ‖h‖²" : "‖∂h/∂e‖_F / ‖h‖")
-       << ". A log-scale y axis is used where a panel's values span more than a factor of 30.\n\n";
+       << ". " << (plot_link.empty() ? "" : "A log-scale y axis is used where a panel's values span more than a factor of 30. ")
+       << "The values, at most 12 steps per run ending with the last:\n\n";
+    md << render_dynamics_tables(runs, squared_plot);
     md << "Each folder's `dynamics.npy` is a float64 array of shape (rows, columns) with the columns of its "
           "`dynamics.csv` header:\n\n";
     for (const auto& r : runs)
