@@ -6,7 +6,7 @@
 # Builds the tests and the command-line tool with COUPLEVAE_SANITIZE=ON (RelWithDebInfo:
 # -O2 -g) and runs every ctest test except those that build other projects with their own
 # flags (consumer builds, compile-fail checks, the clang fuzz build). Any sanitizer report
-# fails the test that triggered it (halt_on_error, UBSan without recovery). About 25 min on
+# fails the test that triggered it (halt_on_error, UBSan without recovery). About an hour on
 # 2 cores; CI runs the plain suite (bash .ci/run) and this command is run before releases.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -323,8 +323,7 @@ inline std::string render_dynamics_tables(const std::vector<RunRecord>& runs, bo
   std::ostringstream md;
   for (const auto& ds : detail::run_datasets(runs, true)) {
     struct Column {
-      const RunRecord* run;
-      std::string name;
+      std::vector<double> steps, values;
     };
     std::vector<Column> cols;
     std::vector<std::string> header = {"Step"};
@@ -334,19 +333,18 @@ inline std::string render_dynamics_tables(const std::vector<RunRecord>& runs, bo
         if (!r.has_dynamics || r.dataset != ds) continue;
         const std::string c = detail::panel_column(r.dynamics, spec.key, squared);
         if (c.empty()) continue;
-        cols.push_back({&r, c});
+        cols.push_back({r.dynamics.series("step"), r.dynamics.series(c)});
         header.push_back(std::string(spec.title).substr(0, 3) + " " + detail::md_escape(r.label));
-        const auto s = r.dynamics.series("step");
-        steps.insert(steps.end(), s.begin(), s.end());
+        steps.insert(steps.end(), cols.back().steps.begin(), cols.back().steps.end());
       }
     md << "**" << display_dataset_name(ds) << "**" << (squared ? " (squared norms)" : "") << "\n\n";
     md << detail::table_header(header);
     for (double step : detail::table_steps(steps, max_rows)) {
       std::vector<std::string> cells = {printf_string("%.0f", step)};
       for (const auto& c : cols) {
-        const auto xs = c.run->dynamics.series("step"), ys = c.run->dynamics.series(c.name);
-        const auto it = std::find(xs.begin(), xs.end(), step);
-        cells.push_back(it == xs.end() ? detail::report_missing : detail::report_cell_auto(ys[size_t(it - xs.begin())]));
+        const auto it = std::find(c.steps.begin(), c.steps.end(), step);
+        cells.push_back(it == c.steps.end() ? detail::report_missing
+                                            : detail::report_cell_auto(c.values[size_t(it - c.steps.begin())]));
       }
       md << detail::table_row(cells);
     }
