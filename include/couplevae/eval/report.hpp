@@ -17,7 +17,7 @@
 //            authors' code and the paper's Table 4 report), then the plain-norm means;
 // with "–" wherever a value is missing or does not apply, and links the figure;
 // render_dynamics_tables() prints the figure's values (rows = at most 12 steps, the last
-// kept; columns = panel x run) for readers without an SVG viewer.
+// kept; columns = panel tag x run) for readers without an SVG viewer.
 // render_dynamics_svg() draws, by hand, one row of panels per dataset and one panel per
 // quantity — (a) ||dL_rec/de|| (for Coupled runs ||d(L_rec + L_rec^c)/de||, as the paper's
 // Figure 2a), (b) ||dL_reg/de||, (c) ||dh/de||_F / ||h|| — with one polyline per run that
@@ -235,14 +235,16 @@ inline std::string table_row(const std::vector<std::string>& cells) {
 // The three panels of Figure 2.
 struct PanelSpec {
   const char* key;     // grad_rec, grad_reg, grad_h
-  const char* title;   // plain-norm title
-  const char* title_sq;
+  const char* tag;     // (a), (b), (c): the figure's panel and the tables' column prefix
+  const char* norm;    // plain-norm title
+  const char* norm_sq;
+  std::string title(bool squared) const { return std::string(tag) + " " + (squared ? norm_sq : norm); }
 };
 inline const std::vector<PanelSpec>& panel_specs() {
   static const std::vector<PanelSpec> p = {
-      {"grad_rec", "(a) ‖∂L_rec/∂e‖", "(a) ‖∂L_rec/∂e‖²"},
-      {"grad_reg", "(b) ‖∂L_reg/∂e‖", "(b) ‖∂L_reg/∂e‖²"},
-      {"grad_h", "(c) ‖∂h/∂e‖_F / ‖h‖", "(c) ‖∂h/∂e‖²_F / ‖h‖²"}};
+      {"grad_rec", "(a)", "‖∂L_rec/∂e‖", "‖∂L_rec/∂e‖²"},
+      {"grad_reg", "(b)", "‖∂L_reg/∂e‖", "‖∂L_reg/∂e‖²"},
+      {"grad_h", "(c)", "‖∂h/∂e‖_F / ‖h‖", "‖∂h/∂e‖²_F / ‖h‖²"}};
   return p;
 }
 // The column a run plots in a panel ("" when it has none): Coupled runs show
@@ -299,8 +301,10 @@ inline std::string step_label(double v) {
   return printf_string("%g", v);
 }
 
+// The rows of a dynamics table in the report.
+inline constexpr size_t dynamics_table_rows = 12;
 // The steps a dynamics table shows: the union of the runs' steps, thinned to at most
-// max_rows by keeping every k-th step counted back from the last (which is always kept).
+// max_rows (0: all) by keeping every k-th step counted back from the last (always kept).
 inline std::vector<double> table_steps(std::vector<double> steps, size_t max_rows) {
   std::sort(steps.begin(), steps.end());
   steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
@@ -319,7 +323,7 @@ inline std::vector<double> table_steps(std::vector<double> steps, size_t max_row
 // dataset that has the panel's column (Coupled runs: grad_rec_sum in (a)); "–" where a
 // run has no row at that step. "" when no run has dynamics.
 inline std::string render_dynamics_tables(const std::vector<RunRecord>& runs, bool squared = false,
-                                          size_t max_rows = 12) {
+                                          size_t max_rows = detail::dynamics_table_rows) {
   std::ostringstream md;
   for (const auto& ds : detail::run_datasets(runs, true)) {
     struct Column {
@@ -334,7 +338,7 @@ inline std::string render_dynamics_tables(const std::vector<RunRecord>& runs, bo
         const std::string c = detail::panel_column(r.dynamics, spec.key, squared);
         if (c.empty()) continue;
         cols.push_back({r.dynamics.series("step"), r.dynamics.series(c)});
-        header.push_back(std::string(spec.title).substr(0, 3) + " " + detail::md_escape(r.label));
+        header.push_back(std::string(spec.tag) + " " + detail::md_escape(r.label));
         steps.insert(steps.end(), cols.back().steps.begin(), cols.back().steps.end());
       }
     md << "**" << display_dataset_name(ds) << "**" << (squared ? " (squared norms)" : "") << "\n\n";
@@ -462,9 +466,8 @@ inline std::string render_markdown(const std::vector<RunRecord>& runs, const std
 
   // Figure 2.
   md << "## Figure 2: training dynamics\n\n";
-  bool any = false;
-  for (const auto& r : runs) any = any || r.has_dynamics;
-  if (!any) {
+  const std::string dynamics_tables = render_dynamics_tables(runs, squared_plot);
+  if (dynamics_tables.empty()) {
     md << "No run folder holds a `dynamics.csv` (train with `--track-every K`).\n";
   } else {
     if (!plot_link.empty()) md << "![Training dynamics](" << plot_link << ")\n\n";
@@ -475,8 +478,8 @@ inline std::string render_markdown(const std::vector<RunRecord>& runs, const std
           "decoding signal's "
        << (squared_plot ? "‖∂h/∂e‖²_F / ‖h‖²" : "‖∂h/∂e‖_F / ‖h‖")
        << ". " << (plot_link.empty() ? "" : "A log-scale y axis is used where a panel's values span more than a factor of 30. ")
-       << "The values, at most 12 steps per run ending with the last:\n\n";
-    md << render_dynamics_tables(runs, squared_plot);
+       << "The values, at most " << detail::dynamics_table_rows << " steps per run ending with the last:\n\n"
+       << dynamics_tables;
     md << "Each folder's `dynamics.npy` is a float64 array of shape (rows, columns) with the columns of its "
           "`dynamics.csv` header:\n\n";
     for (const auto& r : runs)
@@ -581,7 +584,7 @@ inline std::string render_dynamics_svg(const std::vector<RunRecord>& runs, bool 
       };
       s << "<g class=\"panel\" data-panel=\"" << spec.key << "\" data-dataset=\"" << xml_escape(ds) << "\">\n";
       // Title.
-      std::string title = squared ? spec.title_sq : spec.title;
+      std::string title = spec.title(squared);
       if (datasets.size() > 1 || !ds.empty()) title += " — " + display_dataset_name(ds);
       s << "<text x=\"" << num((px0 + px1) / 2) << "\" y=\"" << num(y0 + 18) << "\" text-anchor=\"middle\" "
         << "font-size=\"13\">" << xml_escape(title) << "</text>\n";
