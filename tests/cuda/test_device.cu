@@ -139,7 +139,8 @@ TEST_SUITE("device") {
           CHECK(rel_err(dC.host(), Cc) < 1e-5);
         }
     // gemm_few_rows: small and recurrence-sized shapes, with strides, accumulating or not.
-    for (auto [M, N, K] : {std::array{7, 30, 20}, std::array{32, 32, 32}, std::array{70, 100, 45}, std::array{33, 768, 256}})
+    for (auto [M, N, K] : {std::array{7, 30, 20}, std::array{32, 32, 32}, std::array{70, 100, 45}, std::array{33, 768, 256},
+                           std::array{64, 256, 768}})
       for (bool acc : {true, false}) {
         INFO("gemm_few_rows " << M << "x" << N << "x" << K << (acc ? " accumulate" : ""));
         const int lda = K + 3, ldb = N + 1, ldc = N + 2;
@@ -156,7 +157,8 @@ TEST_SUITE("device") {
     const bool fused_was = cuda_rt::runtime().fused_recurrence;
     cuda_rt::runtime().fused_recurrence = true;
     // a rows at step t, the first ap of which continue from h_src (the rest start from 0).
-    for (auto [a, ap, H] : {std::array{5, 5, 12}, std::array{40, 33, 37}, std::array{64, 0, 128}, std::array{9, 4, 256}}) {
+    for (auto [a, ap, H] : {std::array{5, 5, 12}, std::array{40, 33, 37}, std::array{64, 0, 128}, std::array{9, 4, 256},
+                               std::array{33, 20, 300}}) {
       INFO("a " << a << ", ap " << ap << ", H " << H);
       const int G3 = 3 * H;
       const auto src = random_vec(size_t(std::max(ap, 1)) * H, 40), gx = random_vec(size_t(a) * G3, 41, -2, 2);
@@ -221,6 +223,15 @@ TEST_SUITE("device") {
     C::col_sum_acc(x.data(), rows, cols, cs.data());
     G::col_sum_acc(dx.p(), rows, cols, dcs.p());
     CHECK(rel_err(dcs.host(), cs) < 1e-5);
+    {  // more rows than the runtime's vector of ones: the GEMM runs in pieces
+      const int tall = cuda_rt::Runtime::ones_count + 1000, narrow = 3;
+      const auto y = random_vec(size_t(tall) * narrow, 15);
+      auto sums = random_vec(narrow, 16);
+      Dev<float> dyt(y), dsums(sums);
+      C::col_sum_acc(y.data(), tall, narrow, sums.data());
+      G::col_sum_acc(dyt.p(), tall, narrow, dsums.p());
+      CHECK(rel_err(dsums.host(), sums) < 1e-4);
+    }
     C::add2d(x.data(), 5, 9, cols, expect.data() + 3, cols);
     G::add2d(dx.p(), 5, 9, cols, dy.p() + 3, cols);
     same(1e-6);
@@ -480,11 +491,13 @@ TEST_SUITE("device") {
   }
 
   // Whole steps as CUDA Graphs (backend/cuda/graph.cuh) on bucketed batches: the same steps
-  // run eagerly on cuda, replayed from graphs on cuda, and on cpu. Buckets of 4 over lengths
-  // 1-12 and several longest lengths give several shapes, so steps warm up, capture and
-  // replay several graphs, patching the KL weight (annealed every step) and the noise
-  // positions; halfway the recurrence mode changes, so replays meet other kernels, fall back
-  // to eager and capture again. (cuda.mock runs the same machinery without a GPU.)
+  // run eagerly on cuda, replayed from graphs on cuda, and on cpu. Sentences of 7 or 8 words
+  // in batches of 6 give few shapes (longest 8, almost always, and 48 output rows), so steps
+  // warm up, capture and replay, patching the KL weight (annealed every step) and the noise
+  // positions; halfway the recurrence mode changes, so a replay meets other kernels, falls
+  // back to eager and its shape is captured again. (cuda.mock runs the same machinery without
+  // a GPU.) The first GPU run (H200, 2026-12-04) had lengths 1-12: a dozen shapes in 16
+  // steps, so only one replay.
   TEST_CASE_TEMPLATE("training steps replayed from CUDA Graphs equal eager steps and the cpu's", M, models::LM,
                      models::VAE, Coupled<models::VAE>, Coupled<models::VMFVAE>, models::CNNVAE,
                      Coupled<models::WAENF>) {
@@ -499,10 +512,14 @@ TEST_SUITE("device") {
       const bool graphs = rt.step_graphs, fused = rt.fused_recurrence;
       ~Restore() { rt.step_graphs = graphs, rt.fused_recurrence = fused; }
     } restore{rt};
-    const auto train = sentences(V, 30, 21);
+    std::vector<std::vector<int32_t>> train = sentences(V, 30, 21);
+    for (size_t i = 0; i < train.size(); ++i) {
+      train[i].resize(7 + i % 2, 4);
+      train[i][0] = int32_t(4 + i);
+    }
     struct Trace {
       std::vector<double> loss;
-      std::vector<float> values;
+      std::vector<float> values, grads;
     };
     auto run = [&]<class Model>(Model& m, bool graphs) {
       using B = typename Model::backend;
@@ -520,6 +537,7 @@ TEST_SUITE("device") {
         tr.loss.push_back(guard.read().last.loss);
       }
       tr.values = m.arena().values().to_host();
+      tr.grads = m.arena().grads().to_host();  // the last step's
       return tr;
     };
     M cpu_model(cfg, 77);
@@ -533,7 +551,7 @@ TEST_SUITE("device") {
                      << ", patched nodes " << after.patched - before.patched << ", fallbacks "
                      << after.fallbacks - before.fallbacks << " (last: " << after.last_fallback << ")");
     CHECK(after.captures - before.captures >= 2);
-    CHECK(after.replays - before.replays >= 3);
+    CHECK(after.replays - before.replays >= 6);
     CHECK(after.patched > before.patched);
     CHECK(after.fallbacks - before.fallbacks >= 1);  // the recurrence switch
     CHECK(after.fallbacks - before.fallbacks <= 3);
@@ -542,8 +560,29 @@ TEST_SUITE("device") {
       CHECK(tg.loss[t] == doctest::Approx(te.loss[t]).epsilon(1e-5));
       CHECK(tg.loss[t] == doctest::Approx(tc.loss[t]).epsilon(1e-3));
     }
-    CHECK(rel_err(tg.values, te.values) < 1e-5);
+    CHECK(rel_err(tg.grads, te.grads) < 1e-4);
     CHECK(rel_err(tg.values, tc.values) < 1e-3);
+    // The values, tensor by tensor, as the eager run's within float rounding; except where a
+    // tensor's gradient is float noise around zero (a conv bias in front of BatchNorm): Adam
+    // scales noise up to steps of about the learning rate, and the noise differs from run to
+    // run (the order of atomic sums), so such a tensor is held to the cpu's tolerance. (On the
+    // first GPU run the whole arena's values differed by 7.6e-4 for CNN-VAE and 6.3e-4 for
+    // Coupled WAE-NF, against 1e-5 for the others.)
+    double largest = 0;
+    for (float g : te.grads) largest = std::max(largest, double(std::abs(g)));
+    for (const ParamInfo& p : eager_model.arena().infos()) {
+      double diff = 0, scale = 0, grad = 0;
+      for (size_t k = p.offset; k < p.offset + p.size; ++k) {
+        const double d = std::abs(double(tg.values[k]) - double(te.values[k]));
+        if (!(d <= diff)) diff = d;  // a NaN sticks
+        scale = std::max(scale, double(std::abs(te.values[k])));
+        grad = std::max(grad, double(std::abs(te.grads[k])));
+      }
+      const bool noise = grad < 1e-3 * largest;
+      INFO("values of " << p.name << ": max |diff| " << diff << ", max |eager| " << scale << ", max |gradient| " << grad
+                        << " (largest of the model " << largest << (noise ? ": noise" : "") << ")");
+      CHECK(diff <= (noise ? 1e-3 : 1e-5) * std::max(scale, 1e-3));
+    }
   }
 
   TEST_CASE("200 training steps of couple-vae track the cpu run") {
@@ -589,7 +628,7 @@ TEST_SUITE("device") {
       if (step == 1) CHECK(tb.norm == doctest::Approx(ta.norm).epsilon(1e-3));  // same weights, batch and noise
       const double d = std::abs(lb.loss - la.loss) / std::abs(la.loss);
       worst = std::max(worst, d);
-      if (step % 50 == 0) MESSAGE("step " << step << ": cpu " << la.loss << ", cuda " << lb.loss);
+      if (step % 25 == 0) MESSAGE("step " << step << ": cpu " << la.loss << ", cuda " << lb.loss);
     }
     MESSAGE("largest relative loss difference over 200 steps: " << worst);
     CHECK(worst < 1e-2);

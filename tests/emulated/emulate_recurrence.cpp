@@ -1,4 +1,4 @@
-// The persistent GRU kernels of backend/cuda/recurrence.cuh, run on the CPU (ctest
+// The persistent GRU kernels and rows_gemm_kernel of backend/cuda/recurrence.cuh, run on the CPU (ctest
 // emulated.recurrence; no GPU or nvcc needed). extract_kernels.cmake turns their device code
 // into plain C++; here every block and every thread of a grid is a std::thread, __syncthreads
 // a per-block std::barrier, shared memory one buffer per block, and the kernels' grid barrier
@@ -30,12 +30,13 @@ struct Dim3 {
   unsigned x = 0, y = 0, z = 0;
 };
 thread_local Dim3 threadIdx, blockIdx;
+thread_local unsigned block_id;  // blockIdx.x + blockIdx.y gridDim.x
 Dim3 blockDim, gridDim;
 std::vector<std::unique_ptr<std::barrier<>>> block_barriers;
-constexpr size_t shared_doubles = 4096;  // 32 KB of emulated shared memory per block
+constexpr size_t shared_doubles = 6144;  // 48 KB of emulated shared memory per block
 std::vector<std::vector<double>> block_shared;
 
-void __syncthreads() { block_barriers[blockIdx.x]->arrive_and_wait(); }
+void __syncthreads() { block_barriers[block_id]->arrive_and_wait(); }
 void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 template <class T>
 T __ldcg(const T* p) {
@@ -46,7 +47,7 @@ unsigned emulated_load(unsigned* p) { return std::atomic_ref<unsigned>(*p).load(
 template <class S>
 S& emulated_shared() {
   static_assert(sizeof(S) <= sizeof(double) * shared_doubles);
-  return *reinterpret_cast<S*>(block_shared[blockIdx.x].data());
+  return *reinterpret_cast<S*>(block_shared[block_id].data());
 }
 
 }  // namespace
@@ -59,25 +60,32 @@ namespace {
 
 using namespace couplevae;
 
-// kernel(p, counter) on a grid of `blocks` x rec_threads host threads.
-template <class Kernel, class Pass>
-void run_grid(Kernel kernel, const Pass& p, unsigned blocks) {
-  const unsigned threads = cuda_rt::rec_threads;
+// body() on a grid of gx x gy blocks of rec_threads host threads each.
+template <class Body>
+void run_blocks(unsigned gx, unsigned gy, const Body& body) {
+  const unsigned threads = cuda_rt::rec_threads, blocks = gx * gy;
   blockDim = {threads, 1, 1};
-  gridDim = {blocks, 1, 1};
+  gridDim = {gx, gy, 1};
   block_barriers.clear();
   block_shared.assign(blocks, std::vector<double>(shared_doubles));
   for (unsigned b = 0; b < blocks; ++b) block_barriers.emplace_back(new std::barrier<>(threads));
-  unsigned counter = 0;
   std::vector<std::thread> pool;
   for (unsigned b = 0; b < blocks; ++b)
     for (unsigned t = 0; t < threads; ++t)
       pool.emplace_back([&, b, t] {
-        blockIdx = {b, 0, 0};
+        block_id = b;
+        blockIdx = {b % gx, b / gx, 0};
         threadIdx = {t, 0, 0};
-        kernel(p, &counter);
+        body();
       });
   for (auto& t : pool) t.join();
+}
+
+// kernel(p, counter) on a cooperative grid of `blocks` blocks.
+template <class Kernel, class Pass>
+void run_grid(Kernel kernel, const Pass& p, unsigned blocks) {
+  unsigned counter = 0;
+  run_blocks(blocks, 1, [&] { kernel(p, &counter); });
 }
 
 // max |a - b| / max |b|; infinite when a has a non-finite entry (an unwritten NaN).
@@ -152,17 +160,57 @@ bool check(const Case& k, uint64_t seed) {
   return worst < 1e-5;
 }
 
+// rows_gemm_kernel (the per-step products of the default recurrence) against a double
+// triple loop: row and column tails, K over two chunks, strides, accumulating or not.
+bool check_rows_gemm(int M, int N, int K, bool accumulate, uint64_t seed) {
+  const int lda = K + 3, ldb = N + 2, ldc = N + 1;
+  Rng rng(seed);
+  auto random = [&](size_t n) {
+    std::vector<float> v(n);
+    rng.uniform(v.data(), n);
+    for (auto& x : v) x = 2 * x - 1;
+    return v;
+  };
+  const auto A = random(size_t(M) * lda), B = random(size_t(K) * ldb), C0 = random(size_t(M) * ldc);
+  std::vector<float> C = C0;
+  const unsigned gx = unsigned((N + cuda_rt::rows_gemm_cols - 1) / cuda_rt::rows_gemm_cols),
+                 gy = unsigned((M + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows);
+  run_blocks(gx, gy, [&] {
+    cuda_rt::rows_gemm_kernel<float>(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc, accumulate);
+  });
+  double num = 0, den = 1e-30;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < ldc; ++j) {
+      double want = C0[size_t(i) * ldc + j];  // the padding column stays as it was
+      if (j < N) {
+        double s = accumulate ? want : 0.0;
+        for (int k = 0; k < K; ++k) s += double(A[size_t(i) * lda + k]) * double(B[size_t(k) * ldb + j]);
+        want = s;
+      }
+      num = std::max(num, std::abs(double(C[size_t(i) * ldc + j]) - want));
+      den = std::max(den, std::abs(want));
+    }
+  std::printf("rows_gemm %2d x %2d x %3d%s: relative error %.2e\n", M, N, K, accumulate ? " (accumulate)" : "",
+              num / den);
+  return num / den < 1e-5;
+}
+
 }  // namespace
 
 int main() {
-  // 37 = two unit tiles with a tail and two K chunks; 40 rows = two row tiles. Padded: the
-  // rectangle's padding rows carry the state, and its tiles of padding alone skip the product.
+  // 37 = unit tiles with a tail (forward: 4 units, backward: 16) and two K chunks of the
+  // backward; 301 = two K chunks of the forward (256 and 45) and a unit tile of one unit; 40
+  // rows = two row tiles. Padded: the rectangle's padding rows carry the state, and its tiles
+  // of padding alone skip the product.
   const Case cases[] = {{37, 40, false, 3},      {20, 40, true, 3},      {37, 7, true, 8},
                         {20, 7, false, 1},       {64, 33, false, 5},     {37, 40, false, 3, true},
-                        {20, 70, true, 4, true}, {20, 7, false, 2, true}};
+                        {20, 70, true, 4, true}, {20, 7, false, 2, true}, {301, 9, true, 6},
+                        {301, 40, false, 3, true}};
   int failed = 0;
   uint64_t seed = 100;
   for (const Case& k : cases) failed += !check(k, seed++);
-  if (failed) std::printf("FAILED: %d of %zu cases\n", failed, std::size(cases));
+  const int gemms[][4] = {{1, 1, 1, 0}, {7, 5, 37, 1}, {32, 8, 256, 0}, {40, 37, 300, 1}, {64, 13, 600, 1}};
+  for (const auto& g : gemms) failed += !check_rows_gemm(g[0], g[1], g[2], g[3] != 0, seed++);
+  if (failed) std::printf("FAILED: %d of %zu cases\n", failed, std::size(cases) + std::size(gemms));
   return failed ? 1 : 0;
 }

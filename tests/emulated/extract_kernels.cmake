@@ -1,7 +1,8 @@
 # extract_kernels.cmake: cmake -DIN=recurrence.cuh -DOUT=kernels.inc -P extract_kernels.cmake
 #
 # Takes the device code of backend/cuda/recurrence.cuh (from `constexpr int rec_rows` up to
-# the host launcher of the persistent kernels, without the one-step host launcher) and makes
+# the host launcher of the persistent kernels, without the one-step host launcher: the
+# persistent kernels and rows_gemm_kernel) and makes
 # it ordinary C++ for emulate_recurrence.cpp: kernels become functions, the block's
 # __shared__ tile a reference to the emulated block's shared memory, the barrier's volatile
 # spin an atomic load. Every replacement must match: a kernel whose text changed so that one
@@ -27,6 +28,8 @@ endfunction()
 # the one-step kernel's host launcher (it launches with <<<>>>)
 string(REGEX REPLACE "template <class T>\nvoid gru_step\\(int a[^{]*{[^}]*}\n" "" code "${code}")
 replace("__shared__ RecShared<T> sh;" "RecShared<T>& sh = emulated_shared<RecShared<T>>();")
+replace("__shared__ RowsShared<T, rec_fwd_cols> sh;" "auto& sh = emulated_shared<RowsShared<T, rec_fwd_cols>>();")
+replace("__shared__ RowsShared<T, rows_gemm_cols> sh;" "auto& sh = emulated_shared<RowsShared<T, rows_gemm_cols>>();")
 replace("__global__ void __launch_bounds__(rec_threads)" "void")
 replace("__device__ inline" "inline")
 replace("__device__ void" "void")

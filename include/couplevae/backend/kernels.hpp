@@ -372,19 +372,6 @@ struct UniformDraw {
   COUPLEVAE_HD void operator()(size_t i) const { out[i] = philox_uniform<T>(seed, position, i); }
 };
 
-// i < cols: db[i] += sum over rows of dY[:, i] (coalesced across i).
-template <class T>
-struct ColSumAcc {
-  const T* dY;
-  int rows, cols;
-  T* db;
-  COUPLEVAE_HD void operator()(size_t c) const {
-    T s = 0;
-    for (int r = 0; r < rows; ++r) s += dY[size_t(r) * cols + c];
-    db[c] += s;
-  }
-};
-
 // i < rows*cols: y (cols, rows) = x^T.
 template <class T>
 struct Transpose {

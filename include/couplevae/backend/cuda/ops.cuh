@@ -94,12 +94,18 @@ struct ops<cuda> {
         },
         oa, ob, g.m, g.n, g.k, alpha, Bp, ldb, A, lda, beta, C, ldc);
   }
-  // C = A Bt (+ C): a cuBLAS GEMM (a tiled kernel of our own was slower at 512 rows and no
-  // faster at 32 on an H100; the forward step's product is fused into gru_step_forward).
+  // C = A Bt (+ C), the recurrence's per-step products: up to rows_gemm_max rows our own
+  // kernel (recurrence.cuh: every load of a K chunk in flight at once, one launch), above a
+  // cuBLAS GEMM. At batch 32 on an H200 cuBLAS took a split-K GEMM and its reduction, 11 us
+  // a backward step, in ncu.
+  static constexpr int rows_gemm_max = 64;
   template <class T>
   static void gemm_few_rows(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, T* C, int ldc,
                             bool accumulate) {
-    gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
+    if (M <= rows_gemm_max)
+      cuda_rt::rows_gemm(M, N, K, A, lda, Bt, ldb, C, ldc, accumulate);
+    else
+      gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
   }
   // The GRU recurrence's own kernels (recurrence.cuh): one forward step (false when the
   // runtime's fused_recurrence is off: the caller composes it, nn/gru.hpp), or, when
@@ -162,9 +168,16 @@ struct ops<cuda> {
   static void add_row_bias(T* Y, int rows, int cols, const T* b) {
     launch<cuda>::for_each(size_t(rows) * cols, [=] __device__(size_t i) { Y[i] += b[i % cols]; }, "add_row_bias");
   }
+  // db (1 x cols) += ones (1 x rows) dY (rows x cols): a cuBLAS GEMM over pieces of at most
+  // Runtime::ones_count rows. (A thread per column summing its rows one after another took
+  // 0.47 ms for the vocabulary layer's bias at batch 512 on an H200, 7 ms of a 29 ms step.)
   template <class T>
   static void col_sum_acc(const T* dY, int rows, int cols, T* db) {
-    launch<cuda>::for_each(size_t(cols), kernels::ColSumAcc<T>{dY, rows, cols, db}, "col_sum_acc");
+    const T* ones = cuda_rt::runtime().ones<T>();
+    for (int r0 = 0; r0 < rows; r0 += cuda_rt::Runtime::ones_count) {
+      const int k = std::min(rows - r0, cuda_rt::Runtime::ones_count);
+      gemm(false, false, 1, cols, k, T(1), ones, k, dY + size_t(r0) * cols, cols, T(1), db, cols);
+    }
   }
 
   template <class T>

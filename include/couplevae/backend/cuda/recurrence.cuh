@@ -8,9 +8,12 @@
 // writing hp, r, z, n, ghn and the new states (a, H); rows with keep[row] == 0 (keep given:
 // padding of a bucketed batch) carry hp (kernels::gru_carry), and a tile of such rows alone
 // skips the product (in a bucketed batch of PTB at batch 512, about two thirds of the
-// rectangle's rows are padding). Tiles of 32 rows x 16 units (the 48
-// columns of whh_t that hold the units' r, z and n), K in chunks of 32 through shared
-// memory; 256 threads, each 2 rows of one unit.
+// rectangle's rows are padding). Tiles of 32 rows x 4 units (the 12
+// columns of whh_t that hold the units' r, z and n), K in chunks of 256 through shared
+// memory, each chunk loaded at once; 256 threads, warp g the k = g mod 8 of every row, then
+// one (row, unit) each for the gates. (The first version, 16 units a tile and K chunks of 32
+// loaded one after another, ran 8 to 16 blocks per step on PTB and took 23 us a step for the
+// encoder and 45 us for the decoder on an H200, in ncu: 70% of a step's device time.)
 //
 // A whole pass in one persistent kernel (gru_forward_persistent, gru_backward_persistent):
 // a cooperative grid, no larger than can be resident at once, loops over the time steps
@@ -45,83 +48,137 @@
 namespace couplevae::cuda_rt {
 
 constexpr int rec_rows = 32, rec_units = 16, rec_k = 32, rec_threads = 256;
+// The forward step's tiles: 32 rows x 4 units (the 12 columns of W_hh^T that hold their r,
+// z and n); rows_gemm's: 32 rows x 4 columns.
+constexpr int rec_fwd_units = 4, rec_fwd_cols = 3 * rec_fwd_units, rows_gemm_cols = 4;
+constexpr int rec_groups = rec_threads / rec_rows;  // the warps of a block, each a slice of K
 
+// The backward pass's tiles (phase 2).
 template <class T>
 struct RecShared {
   T a[rec_rows][rec_k + 1];
   T b[rec_k][3 * rec_units];
 };
 
-// The forward step for the tile (row0.., unit0..) of gru_step (header comment).
+// rows_product's staging: a chunk of K (256 floats) of the tile's rows of A and of its C
+// columns of B; after the product, `a` holds the warps' partial sums.
+template <class T, int C>
+struct RowsShared {
+  static constexpr int kc = 1024 / int(sizeof(T));
+  T a[rec_rows][kc + 1];  // + 1: the lanes (rows) read one k in distinct banks
+  T b[kc][C];
+};
+
+// The product of a tile of 32 rows (row0..) of A (row-major, row stride lda; rows from
+// rows_a on read as 0) with C columns of B, whose entry (k, c) is load_b(k, c), over
+// k < k_end: K in chunks of kc, each chunk's loads all in flight together, then warp g sums
+// k = g, g + 8, ... for its lane's row and every column. The 8 partial sums of each (row,
+// column) are left in sh for rows_sum. Every thread of the block calls it.
+template <class T, int C, class LoadB>
+__device__ void rows_product(int row0, int rows_a, const T* A, int lda, int k_end, LoadB load_b, RowsShared<T, C>& sh) {
+  constexpr int TR = rec_rows, NG = rec_groups, KC = RowsShared<T, C>::kc;
+  const int lane = int(threadIdx.x) % TR, group = int(threadIdx.x) / TR;
+  T acc[C];
+#pragma unroll
+  for (int c = 0; c < C; ++c) acc[c] = T(0);
+  for (int k0 = 0; k0 < k_end; k0 += KC) {
+    const int kc = k_end - k0 < KC ? k_end - k0 : KC;
+    for (int i = int(threadIdx.x); i < TR * kc; i += int(blockDim.x)) {
+      const int rw = i / kc, k = i % kc, gr = row0 + rw;
+      sh.a[rw][k] = gr < rows_a ? __ldcg(A + size_t(gr) * lda + k0 + k) : T(0);
+    }
+    for (int i = int(threadIdx.x); i < kc * C; i += int(blockDim.x)) sh.b[i / C][i % C] = load_b(k0 + i / C, i % C);
+    __syncthreads();
+    for (int k = group; k < kc; k += NG) {
+      const T x = sh.a[lane][k];
+#pragma unroll
+      for (int c = 0; c < C; ++c) acc[c] += x * sh.b[k][c];
+    }
+    __syncthreads();
+  }
+  T* part = &sh.a[0][0];  // part[(group * C + column) * TR + row]
+#pragma unroll
+  for (int c = 0; c < C; ++c) part[(group * C + c) * TR + lane] = acc[c];
+  __syncthreads();
+}
+
+// The product's entry (row rw of the tile, column c), after rows_product.
+template <class T, int C>
+__device__ inline T rows_sum(RowsShared<T, C>& sh, int rw, int c) {
+  const T* part = &sh.a[0][0];
+  T s = T(0);
+  for (int g = 0; g < rec_groups; ++g) s += part[(g * C + c) * rec_rows + rw];
+  return s;
+}
+
+// The forward step for the tile (row0.., unit0..) of gru_step (header comment): the
+// product, then one (row, unit) per thread for the gates.
 template <class T>
 __device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t,
                               const T* bh, T* hp, T* r, T* z, T* n, T* ghn, T* h_new, const int32_t* keep,
-                              RecShared<T>& sh) {
-  constexpr int TR = rec_rows, TU = rec_units, TK = rec_k;
+                              RowsShared<T, rec_fwd_cols>& sh) {
+  constexpr int TU = rec_fwd_units;
   const int G = 3 * H;
-  const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
-  T acc[2][3] = {{T(0), T(0), T(0)}, {T(0), T(0), T(0)}};
   // A tile of padding rows only carries its states, which needs no product: rows are sorted
   // by length, so padding is a suffix of the step and the tile's first row decides (the
   // same for the whole block, so the loop's __syncthreads stay uniform).
   const int k_end = keep && !keep[row0] ? 0 : H;
-  for (int k0 = 0; k0 < k_end; k0 += TK) {
-    for (int i = threadIdx.x; i < TR * TK; i += blockDim.x) {
-      const int rw = i / TK, k = i % TK, gr = row0 + rw, gk = k0 + k;
-      sh.a[rw][k] = (gr < ap && gk < H) ? __ldcg(h_src + size_t(gr) * H + gk) : T(0);
-    }
-    for (int i = threadIdx.x; i < TK * 3 * TU; i += blockDim.x) {
-      const int k = i / (3 * TU), c = i % (3 * TU), gate = c / TU, gu = unit0 + c % TU, gk = k0 + k;
-      sh.b[k][c] = (gk < H && gu < H) ? whh_t[size_t(gk) * G + size_t(gate) * H + gu] : T(0);
-    }
-    __syncthreads();
-#pragma unroll 8
-    for (int k = 0; k < TK; ++k) {
-      const T w0 = sh.b[k][u], w1 = sh.b[k][TU + u], w2 = sh.b[k][2 * TU + u];
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const T h = sh.a[rr + 16 * j][k];
-        acc[j][0] += h * w0;
-        acc[j][1] += h * w1;
-        acc[j][2] += h * w2;
-      }
-    }
-    __syncthreads();
-  }
-  const int unit = unit0 + u;
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    const int row = row0 + rr + 16 * j;
+  rows_product(row0, ap, h_src, H, k_end,
+               [=](int k, int c) {
+                 const int gu = unit0 + c % TU;
+                 return gu < H ? whh_t[size_t(k) * G + size_t(c / TU) * H + gu] : T(0);
+               },
+               sh);
+  for (int t = int(threadIdx.x); t < rec_rows * TU; t += int(blockDim.x)) {
+    const int rw = t / TU, uu = t % TU, row = row0 + rw, unit = unit0 + uu;
     if (row >= a || unit >= H) continue;
-    const size_t i = size_t(row) * H + unit, g = size_t(row) * G + unit;
+    const size_t i = size_t(row) * H + unit, gi = size_t(row) * G + unit;
     const T h = row < ap ? __ldcg(h_src + i) : T(0);
     hp[i] = h;
     if (keep && !keep[row]) {
       kernels::store(kernels::gru_carry(h), i, r, z, n, ghn, h_new);
       continue;
     }
-    kernels::store(kernels::gru_cell(gx[g], gx[g + H], gx[g + 2 * H], acc[j][0], acc[j][1], acc[j][2], bh[unit],
-                                     bh[unit + H], bh[unit + 2 * H], h),
+    kernels::store(kernels::gru_cell(gx[gi], gx[gi + H], gx[gi + 2 * H], rows_sum(sh, rw, uu), rows_sum(sh, rw, TU + uu),
+                                     rows_sum(sh, rw, 2 * TU + uu), bh[unit], bh[unit + H], bh[unit + 2 * H], h),
                    i, r, z, n, ghn, h_new);
   }
+  __syncthreads();  // the block's next tile reuses sh
 }
 
 template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_step_kernel(int a, int ap, int H, const T* h_src, const T* gx,
                                                                const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
                                                                T* ghn, T* h_new, const int32_t* keep) {
-  __shared__ RecShared<T> sh;
-  gru_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n,
-                ghn, h_new, keep, sh);
+  __shared__ RowsShared<T, rec_fwd_cols> sh;
+  gru_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_fwd_units, a, ap, H, h_src, gx, whh_t, bh, hp, r, z,
+                n, ghn, h_new, keep, sh);
 }
 
 template <class T>
 void gru_step(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
               T* ghn, T* h_new, const int32_t* keep) {
   if (a == 0) return;
-  const dim3 grid(unsigned((H + rec_units - 1) / rec_units), unsigned((a + rec_rows - 1) / rec_rows));
+  const dim3 grid(unsigned((H + rec_fwd_units - 1) / rec_fwd_units), unsigned((a + rec_rows - 1) / rec_rows));
   launch_kernel(reinterpret_cast<const void*>(&gru_step_kernel<T>), grid, dim3(rec_threads), 0, "gru_step", a, ap, H,
                 h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
+}
+
+// C (M x N) = A B (+ C) for few rows M (the recurrence's per-step products), row-major
+// with row strides: tiles of 32 rows x 4 columns, rows_product over K.
+template <class T>
+__global__ void __launch_bounds__(rec_threads) rows_gemm_kernel(int M, int N, int K, const T* A, int lda, const T* B,
+                                                                int ldb, T* Cm, int ldc, bool accumulate) {
+  __shared__ RowsShared<T, rows_gemm_cols> sh;
+  const int row0 = int(blockIdx.y) * rec_rows, n0 = int(blockIdx.x) * rows_gemm_cols;
+  rows_product(row0, M, A, lda, K, [=](int k, int c) { return n0 + c < N ? B[size_t(k) * ldb + n0 + c] : T(0); }, sh);
+  for (int t = int(threadIdx.x); t < rec_rows * rows_gemm_cols; t += int(blockDim.x)) {
+    const int rw = t / rows_gemm_cols, c = t % rows_gemm_cols, row = row0 + rw, col = n0 + c;
+    if (row >= M || col >= N) continue;
+    const T v = rows_sum(sh, rw, c);
+    T* out = Cm + size_t(row) * ldc + col;
+    *out = accumulate ? *out + v : v;
+  }
 }
 
 // All blocks of a cooperative (co-resident) grid meet here: the k-th barrier of the kernel
@@ -143,16 +200,16 @@ __device__ inline void grid_barrier(unsigned* counter, unsigned& epoch) {
 
 template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(GruForwardPass<T> p, unsigned* barrier) {
-  __shared__ RecShared<T> sh;
+  __shared__ RowsShared<T, rec_fwd_cols> sh;
   unsigned epoch = 0;
-  const int H = p.H, ut = (H + rec_units - 1) / rec_units;
+  const int H = p.H, ut = (H + rec_fwd_units - 1) / rec_fwd_units;
   for (int s = 0; s < p.steps; ++s) {
     const RecStep st = rec_step(s, p.steps, p.reverse, p.active);
     const size_t o = size_t(p.offset[st.t]) * H;
     const T* src = st.ap ? p.states + size_t(p.offset[st.tp]) * H : nullptr;
     const int tiles = ut * ((st.a + rec_rows - 1) / rec_rows);
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
-      gru_step_tile(tile / ut * rec_rows, tile % ut * rec_units, st.a, st.ap, H, src, p.gx + 3 * o, p.whh_t, p.bh,
+      gru_step_tile(tile / ut * rec_rows, tile % ut * rec_fwd_units, st.a, st.ap, H, src, p.gx + 3 * o, p.whh_t, p.bh,
                     p.hprev + o, p.r + o, p.z + o, p.n + o, p.ghn + o, p.states + o,
                     p.keep ? p.keep + p.offset[st.t] : nullptr, sh);
     grid_barrier(barrier, epoch);
@@ -252,19 +309,28 @@ bool launch_persistent(Kernel kernel, const Pass& p, int tiles, const char* name
   return true;
 }
 
-// The largest step has all `batch` rows: that many row tiles times the unit tiles.
-inline int rec_tiles(int batch, int H) {
-  return ((batch + rec_rows - 1) / rec_rows) * ((H + rec_units - 1) / rec_units);
+// The largest step has all `batch` rows: that many row tiles times the unit tiles of `units`.
+inline int rec_tiles(int batch, int H, int units) {
+  return ((batch + rec_rows - 1) / rec_rows) * ((H + units - 1) / units);
+}
+
+// C (M x N) = A B (+ C) by rows_gemm_kernel (row-major, row strides lda, ldb, ldc).
+template <class T>
+void rows_gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* C, int ldc, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  const dim3 grid(unsigned((N + rows_gemm_cols - 1) / rows_gemm_cols), unsigned((M + rec_rows - 1) / rec_rows));
+  launch_kernel(reinterpret_cast<const void*>(&rows_gemm_kernel<T>), grid, dim3(rec_threads), 0, "rows_gemm", M, N, K, A,
+                lda, B, ldb, C, ldc, accumulate);
 }
 
 template <class T>
 bool gru_forward_persistent(const GruForwardPass<T>& p) {
-  return launch_persistent(gru_forward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H), "gru_forward_persistent");
+  return launch_persistent(gru_forward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H, rec_fwd_units), "gru_forward_persistent");
 }
 
 template <class T>
 bool gru_backward_persistent(const GruBackwardPass<T>& p) {
-  return launch_persistent(gru_backward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H), "gru_backward_persistent");
+  return launch_persistent(gru_backward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H, rec_units), "gru_backward_persistent");
 }
 
 }  // namespace couplevae::cuda_rt

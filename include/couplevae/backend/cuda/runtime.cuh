@@ -4,7 +4,8 @@
 // failure into couplevae::Error naming the call, the source place and the driver's message.
 // Runtime is per host thread: one non-blocking stream that every kernel, copy and cuBLAS
 // call of the thread is queued on (so work is ordered without host synchronisation), one
-// cuBLAS handle bound to it, a small device scratch for reductions, and the pinned staging
+// cuBLAS handle bound to it, a small device scratch for reductions, a vector of ones (the
+// column sums' GEMM), and the pinned staging
 // of host-to-device copies (upload(): a training step never waits for the device).
 // device_count()
 // never throws (0 without a driver or device); require_device() throws the error the
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -143,6 +145,18 @@ struct Runtime {
   cublasHandle_t blas = nullptr;
   double* scratch = nullptr;  // one double: the target of launch<cuda>::sum
   unsigned* barrier = nullptr;  // the grid barrier's counter of the persistent kernels (recurrence.cuh)
+  // ones_count ones in float and in double: the column sums of ops<cuda>::col_sum_acc are a
+  // GEMM with them (allocated here, so that no step allocates)
+  static constexpr int ones_count = 1 << 16;
+  float* ones_f = nullptr;
+  double* ones_d = nullptr;
+  template <class T>
+  const T* ones() const {
+    if constexpr (sizeof(T) == sizeof(float))
+      return reinterpret_cast<const T*>(ones_f);
+    else
+      return reinterpret_cast<const T*>(ones_d);
+  }
   Staging staging;
   // How the GRU recurrence runs (backend/cuda/recurrence.cuh):
   //   fused_recurrence      each forward step as one kernel, rather than a copy, a cuBLAS GEMM
@@ -178,6 +192,13 @@ struct Runtime {
     COUPLEVAE_CUBLAS(cublasSetWorkspace(blas, blas_workspace, blas_workspace_bytes));
     COUPLEVAE_CUDA(cudaMalloc(&scratch, sizeof(double)));
     COUPLEVAE_CUDA(cudaMalloc(&barrier, sizeof(unsigned)));
+    COUPLEVAE_CUDA(cudaMalloc(&ones_f, ones_count * sizeof(float)));
+    COUPLEVAE_CUDA(cudaMalloc(&ones_d, ones_count * sizeof(double)));
+    const std::vector<float> one_f(ones_count, 1.0f);
+    const std::vector<double> one_d(ones_count, 1.0);
+    COUPLEVAE_CUDA(cudaMemcpyAsync(ones_f, one_f.data(), ones_count * sizeof(float), cudaMemcpyHostToDevice, stream));
+    COUPLEVAE_CUDA(cudaMemcpyAsync(ones_d, one_d.data(), ones_count * sizeof(double), cudaMemcpyHostToDevice, stream));
+    COUPLEVAE_CUDA(cudaStreamSynchronize(stream));  // the host vectors go now
   }
   // mode: fused, composed or persistent (the switches above); anything else is an Error.
   void set_recurrence(const std::string& mode) {
@@ -191,6 +212,8 @@ struct Runtime {
     if (stream) cudaStreamSynchronize(stream);
     if (scratch) cudaFree(scratch);
     if (barrier) cudaFree(barrier);
+    if (ones_f) cudaFree(ones_f);
+    if (ones_d) cudaFree(ones_d);
     if (blas) cublasDestroy(blas);
     if (blas_workspace) cudaFree(blas_workspace);
     if (stream) cudaStreamDestroy(stream);
