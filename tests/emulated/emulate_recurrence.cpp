@@ -198,8 +198,8 @@ bool check_rows_gemm(int M, int N, int K, bool accumulate, uint64_t seed) {
 }  // namespace
 
 int main() {
-  // 37 = unit tiles with a tail (forward: 4 units, backward: 16) and two K chunks of the
-  // backward; 301 = two K chunks of the forward (256 and 45) and a unit tile of one unit; 40
+  // 37 = unit tiles with a tail of one unit; 301 = two K chunks of the forward (256 and 45)
+  // and four of the backward (K = 903); 40
   // rows = two row tiles. Padded: the rectangle's padding rows carry the state, and its tiles
   // of padding alone skip the product.
   const Case cases[] = {{37, 40, false, 3},      {20, 40, true, 3},      {37, 7, true, 8},

@@ -27,7 +27,6 @@ endfunction()
 
 # the one-step kernel's host launcher (it launches with <<<>>>)
 string(REGEX REPLACE "template <class T>\nvoid gru_step\\(int a[^{]*{[^}]*}\n" "" code "${code}")
-replace("__shared__ RecShared<T> sh;" "RecShared<T>& sh = emulated_shared<RecShared<T>>();")
 replace("__shared__ RowsShared<T, rec_fwd_cols> sh;" "auto& sh = emulated_shared<RowsShared<T, rec_fwd_cols>>();")
 replace("__shared__ RowsShared<T, rows_gemm_cols> sh;" "auto& sh = emulated_shared<RowsShared<T, rows_gemm_cols>>();")
 replace("__global__ void __launch_bounds__(rec_threads)" "void")

@@ -25,7 +25,7 @@
 // for a reverse GRU). Backward, for the steps in the opposite order:
 //   phase 1 (elementwise, i < a*H): d = dh[i] + ds[i]; kernels::gru_cell_backward gives dgx,
 //           dgh (a, 3H) and the z path d z, left in dh[i];
-//   phase 2 (tiles of 32 rows x 16 units, K = 3H): dh[i] += (dgh W_hh)[i].
+//   phase 2 (tiles of 32 rows x 4 units, rows_product over K = 3H): dh[i] += (dgh W_hh)[i].
 // Each element of dh is read and written by one thread within a phase, and a barrier
 // separates the phases, so dh is updated in place. Data written by other blocks inside the
 // kernel (states, dh, dgh) is loaded with __ldcg (through L2, never a stale L1 line).
@@ -47,18 +47,11 @@
 
 namespace couplevae::cuda_rt {
 
-constexpr int rec_rows = 32, rec_units = 16, rec_k = 32, rec_threads = 256;
+constexpr int rec_rows = 32, rec_threads = 256;
 // The forward step's tiles: 32 rows x 4 units (the 12 columns of W_hh^T that hold their r,
-// z and n); rows_gemm's: 32 rows x 4 columns.
+// z and n); rows_gemm's and the backward pass's: 32 rows x 4 columns.
 constexpr int rec_fwd_units = 4, rec_fwd_cols = 3 * rec_fwd_units, rows_gemm_cols = 4;
 constexpr int rec_groups = rec_threads / rec_rows;  // the warps of a block, each a slice of K
-
-// The backward pass's tiles (phase 2).
-template <class T>
-struct RecShared {
-  T a[rec_rows][rec_k + 1];
-  T b[rec_k][3 * rec_units];
-};
 
 // rows_product's staging: a chunk of K (256 floats) of the tile's rows of A and of its C
 // columns of B; after the product, `a` holds the warps' partial sums.
@@ -218,10 +211,11 @@ __global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(Gru
 
 template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(GruBackwardPass<T> p, unsigned* barrier) {
-  __shared__ RecShared<T> sh;
+  __shared__ RowsShared<T, rows_gemm_cols> sh;
   unsigned epoch = 0;
-  constexpr int TR = rec_rows, TU = rec_units, TK = rec_k;
+  constexpr int TR = rec_rows, TU = rows_gemm_cols;
   const int H = p.H, G = 3 * H, ut = (H + TU - 1) / TU;
+  const T* w_hh = p.w_hh;
   for (int s = p.steps - 1; s >= 0; --s) {
     const RecStep st = rec_step(s, p.steps, p.reverse, p.active);
     const size_t row_t = size_t(p.offset[st.t]), o = row_t * H, og = row_t * G;
@@ -236,42 +230,24 @@ __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(Gr
       p.dh[i] = c.dh;
     }
     grid_barrier(barrier, epoch);
-    // phase 2: dh[0:a) += dgh W_hh, tiles of 32 rows x 16 units over K = 3H; a tile of
-    // padding rows alone (zero dgh, see the forward step) adds nothing and is skipped
+    // phase 2: dh[0:a) += dgh W_hh, tiles of 32 rows x 4 units, rows_product over K = 3H;
+    // a tile of padding rows alone (zero dgh, see the forward step) adds nothing and is
+    // skipped (by the whole block: its barriers stay uniform)
     const int tiles = ut * ((st.a + TR - 1) / TR);
-    const int u = threadIdx.x % TU, rr = threadIdx.x / TU;
     const int32_t* keep = p.keep ? p.keep + row_t : nullptr;
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
       const int row0 = tile / ut * TR, unit0 = tile % ut * TU;
       if (keep && !keep[row0]) continue;
-      T acc[2] = {T(0), T(0)};
-      for (int k0 = 0; k0 < G; k0 += TK) {
-        for (int i = threadIdx.x; i < TR * TK; i += blockDim.x) {
-          const int rw = i / TK, k = i % TK, gr = row0 + rw, gk = k0 + k;
-          sh.a[rw][k] = (gr < st.a && gk < G) ? __ldcg(p.dgh + og + size_t(gr) * G + gk) : T(0);
-        }
-        for (int i = threadIdx.x; i < TK * TU; i += blockDim.x) {
-          const int k = i / TU, c = i % TU, gk = k0 + k, gu = unit0 + c;
-          sh.b[k][c] = (gk < G && gu < H) ? p.w_hh[size_t(gk) * H + gu] : T(0);
-        }
-        __syncthreads();
-#pragma unroll 8
-        for (int k = 0; k < TK; ++k) {
-          const T w = sh.b[k][u];
-          acc[0] += sh.a[rr][k] * w;
-          acc[1] += sh.a[rr + 16][k] * w;
-        }
-        __syncthreads();
-      }
-      const int unit = unit0 + u;
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int row = row0 + rr + 16 * j;
+      rows_product(row0, st.a, p.dgh + og, G, G,
+                   [=](int k, int c) { return unit0 + c < H ? w_hh[size_t(k) * H + unit0 + c] : T(0); }, sh);
+      for (int t = int(threadIdx.x); t < TR * TU; t += int(blockDim.x)) {
+        const int row = row0 + t / TU, unit = unit0 + t % TU;
         if (row < st.a && unit < H) {
           T* out = p.dh + size_t(row) * H + unit;
-          *out = __ldcg(out) + acc[j];
+          *out = __ldcg(out) + rows_sum(sh, t / TU, t % TU);
         }
       }
+      __syncthreads();  // the block's next tile reuses sh
     }
     grid_barrier(barrier, epoch);
   }
@@ -330,7 +306,7 @@ bool gru_forward_persistent(const GruForwardPass<T>& p) {
 
 template <class T>
 bool gru_backward_persistent(const GruBackwardPass<T>& p) {
-  return launch_persistent(gru_backward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H, rec_units), "gru_backward_persistent");
+  return launch_persistent(gru_backward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H, rows_gemm_cols), "gru_backward_persistent");
 }
 
 }  // namespace couplevae::cuda_rt
