@@ -12,6 +12,7 @@
 #             with and without CUDA Graphs of whole steps (COUPLEVAE_CUDA_GRAPHS), interleaved;
 #   memcheck  compute-sanitizer over the device tests but the long run (or those matching
 #             --memcheck PATTERN);
+#   kernels   ncu: each kernel's device time at batch 32 and 512, summed by kernel;
 #   full      the 60K-step PTB training of couple-vae through the tool, timed (recurrence
 #             $COUPLEVAE_CUDA_RECURRENCE, default fused; with CUDA Graphs when
 #             COUPLEVAE_CUDA_GRAPHS=1, or, after the bench stage, in its faster mode).
@@ -30,8 +31,10 @@
 # 60K-step run in the faster mode, cut at 300 s (the target: a run that is cut missed it, and
 # its log shows how far it got). Its deadline is 585 s.
 #
-# Otherwise STAGES is a comma list of test,cli,bench,profile,memcheck,full (default: all but
-# full; --full adds it), one after another. Each case and stage has a time limit so one hang
+# Otherwise STAGES is a comma list of test,cli,bench,profile,kernels,memcheck,full (default:
+# all but kernels and full; --full adds full), one after another. After --one-call, with the
+# machine still warm (30 s), `--only profile,kernels --deadline 200` uses the rest of a
+# session's 15 minutes. Each case and stage has a time limit so one hang
 # cannot eat the call, and none runs past --deadline (seconds from the start). Logs go to
 # $OUT (the device tool brings them back) as logs.tgz, or ./gpu-logs.tgz, after each stage;
 # the summary goes to $OUT/summary.txt as it grows and is printed last.
@@ -269,6 +272,41 @@ stage_full() {
   note "  last lines: $(grep -E '^(step|valid|best|test)' "$LOGS/full-run.log" | tail -2 | tr '\n' ' ')"
   tail -4 "$LOGS/full-run.log"
 }
+# stage_kernels: each kernel's device time under ncu (gpu__time_duration) for couple-vae at
+# batch 32 and 512, summed by kernel over about 1.4 steps, the largest first. (ncu locks
+# the clocks to base and flushes the caches between kernels, so latency-bound kernels read
+# longer than in a run; the shares are what to read.)
+stage_kernels() {
+  [[ -n "$PTB" ]] || return
+  command -v ncu >/dev/null || { note "kernels: ncu not on PATH"; return; }
+  step "kernels under ncu"
+  local args batch skip count steps
+  for args in "32 3000 900 20" "512 2000 1500 6"; do
+    set -- $args
+    batch=$1 skip=$2 count=$3 steps=$4
+    timeout "$(limit 100)" ncu --launch-skip "$skip" --launch-count "$count" --metrics gpu__time_duration.sum --csv \
+      "$BIN/couplevae_bench_cuda" train --model couple-vae --data "$PTB" --batch-size "$batch" --steps "$steps" \
+      --warmup 3 --gemm-reps 1 >"$LOGS/ncu-$batch.csv" 2>"$LOGS/ncu-$batch.err"
+    note "kernels at batch $batch: exit $?"
+    python3 - "$LOGS/ncu-$batch.csv" <<'PY' | while IFS= read -r l; do note "  $l"; done
+import collections, csv, sys
+rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
+total, count = collections.defaultdict(float), collections.Counter()
+for r in rows:
+    name = r["Kernel Name"]
+    if "for_each_kernel" in name:  # the body's type names the kernel
+        name = name[name.find("<", name.find("for_each_kernel")) :]
+    name = name[:90]
+    total[name] += float(r["Metric Value"].replace(",", "")) * scale.get(r["Metric Unit"], 1.0)
+    count[name] += 1
+whole = sum(total.values())
+print("%d kernels, %.2f ms in all" % (sum(count.values()), whole / 1e3))
+for name, us in sorted(total.items(), key=lambda kv: -kv[1])[:15]:
+    print("%5.1f%% %9.1f us %5d x %7.1f us  %s" % (100 * us / whole, us, count[name], us / count[name], name))
+PY
+  done
+}
 stage_memcheck() {
   step compute-sanitizer
   if ! command -v compute-sanitizer >/dev/null; then
@@ -309,6 +347,7 @@ else
   want cli && stage_cli
   want bench && stage_bench "$(limit 900)"
   want profile && stage_profile
+  want kernels && stage_kernels
   want full && stage_full "$(limit 560)"
   want memcheck && stage_memcheck
   [[ -f "$LOGS/compare_gpu.log" ]] && { echo; tail -22 "$LOGS/compare_gpu.log"; }
