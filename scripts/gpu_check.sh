@@ -161,8 +161,14 @@ stage_test() {
   note "host tests: exit $? ($(grep -E '^\[doctest\] (test cases|assertions)' "$LOGS/host-tests.log" | tr '\n' ' '))"
   run_cases device '*' "$BIN/couplevae_cuda_tests" --device
   note "device tests: $(passed "$LOGS/device-summary.txt" "cases pass")"
-  grep -h -E "step [0-9]+:|largest|PTB from|toy corpus" "$LOGS"/device-*.log | tail -10
-  grep -h -B2 -A8 -E "ERROR|FATAL" "$LOGS"/device-*.log | head -120
+  show_results 120 "$LOGS"/device-*.log
+}
+# show_results N LOGS...: the 200-step run's progress lines and the first N lines of failures
+show_results() {
+  local n=$1
+  shift
+  grep -h -E "step [0-9]+:|largest|PTB from|toy corpus" "$@" | tail -10
+  grep -h -B2 -A8 -E "ERROR|FATAL" "$@" | head -"$n"
 }
 # The 200-step run alone, its cpu side on OMP_THREADS cores (the one call's phase 1 runs it
 # beside the other checks: with 2 threads among 17 processes it reached step 50 of 200 in
@@ -175,8 +181,7 @@ stage_long() {
     -tc="200 training steps*" -d >"$LOGS/long.log" 2>&1
   rc=$?
   note "200 steps against the cpu: exit $rc$( ((rc == 124)) && echo " (cut at the deadline)"), $((($(date +%s%N) - start) / 1000000)) ms"
-  grep -h -E "step [0-9]+:|largest|PTB from|toy corpus" "$LOGS/long.log" | tail -10
-  grep -h -B2 -A8 -E "ERROR|FATAL" "$LOGS/long.log" | head -40
+  show_results 40 "$LOGS/long.log"
 }
 stage_cli() {
   step "cli --backend cuda"

@@ -173,7 +173,7 @@ bool check_rows_gemm(int M, int N, int K, bool accumulate, uint64_t seed) {
   };
   const auto A = random(size_t(M) * lda), B = random(size_t(K) * ldb), C0 = random(size_t(M) * ldc);
   std::vector<float> C = C0;
-  const unsigned gx = unsigned((N + cuda_rt::rows_gemm_cols - 1) / cuda_rt::rows_gemm_cols),
+  const unsigned gx = unsigned((N + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
                  gy = unsigned((M + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows);
   run_blocks(gx, gy, [&] {
     cuda_rt::rows_gemm_kernel<float>(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc, accumulate);

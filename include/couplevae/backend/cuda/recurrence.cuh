@@ -25,7 +25,7 @@
 // for a reverse GRU). Backward, for the steps in the opposite order:
 //   phase 1 (elementwise, i < a*H): d = dh[i] + ds[i]; kernels::gru_cell_backward gives dgx,
 //           dgh (a, 3H) and the z path d z, left in dh[i];
-//   phase 2 (tiles of 32 rows x 4 units, rows_product over K = 3H): dh[i] += (dgh W_hh)[i].
+//   phase 2 (rows_gemm_tile, tiles of 32 rows x 4 units, K = 3H): dh[i] += (dgh W_hh)[i].
 // Each element of dh is read and written by one thread within a phase, and a barrier
 // separates the phases, so dh is updated in place. Data written by other blocks inside the
 // kernel (states, dh, dgh) is loaded with __ldcg (through L2, never a stale L1 line).
@@ -48,9 +48,9 @@
 namespace couplevae::cuda_rt {
 
 constexpr int rec_rows = 32, rec_threads = 256;
-// The forward step's tiles: 32 rows x 4 units (the 12 columns of W_hh^T that hold their r,
-// z and n); rows_gemm's and the backward pass's: 32 rows x 4 columns.
-constexpr int rec_fwd_units = 4, rec_fwd_cols = 3 * rec_fwd_units, rows_gemm_cols = 4;
+// Tiles are 32 rows x 4 units: the forward step's take the 12 columns of W_hh^T that hold
+// their r, z and n; rows_gemm_tile's (the backward's products) 4 columns.
+constexpr int rec_units = 4, rec_fwd_cols = 3 * rec_units;
 constexpr int rec_groups = rec_threads / rec_rows;  // the warps of a block, each a slice of K
 
 // rows_product's staging: a chunk of K (256 floats) of the tile's rows of A and of its C
@@ -110,7 +110,7 @@ template <class T>
 __device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t,
                               const T* bh, T* hp, T* r, T* z, T* n, T* ghn, T* h_new, const int32_t* keep,
                               RowsShared<T, rec_fwd_cols>& sh) {
-  constexpr int TU = rec_fwd_units;
+  constexpr int TU = rec_units;
   const int G = 3 * H;
   // A tile of padding rows only carries its states, which needs no product: rows are sorted
   // by length, so padding is a suffix of the step and the tile's first row decides (the
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(rec_threads) gru_step_kernel(int a, int ap, in
                                                                const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
                                                                T* ghn, T* h_new, const int32_t* keep) {
   __shared__ RowsShared<T, rec_fwd_cols> sh;
-  gru_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_fwd_units, a, ap, H, h_src, gx, whh_t, bh, hp, r, z,
+  gru_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, a, ap, H, h_src, gx, whh_t, bh, hp, r, z,
                 n, ghn, h_new, keep, sh);
 }
 
@@ -152,26 +152,35 @@ template <class T>
 void gru_step(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
               T* ghn, T* h_new, const int32_t* keep) {
   if (a == 0) return;
-  const dim3 grid(unsigned((H + rec_fwd_units - 1) / rec_fwd_units), unsigned((a + rec_rows - 1) / rec_rows));
+  const dim3 grid(unsigned((H + rec_units - 1) / rec_units), unsigned((a + rec_rows - 1) / rec_rows));
   launch_kernel(reinterpret_cast<const void*>(&gru_step_kernel<T>), grid, dim3(rec_threads), 0, "gru_step", a, ap, H,
                 h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
 }
 
-// C (M x N) = A B (+ C) for few rows M (the recurrence's per-step products), row-major
-// with row strides: tiles of 32 rows x 4 columns, rows_product over K.
+// The tile (row0.., n0..) of C (M x N) = A B (+ C), row-major with row strides: the
+// product over K, then one entry per thread (C read through L2: in the persistent backward
+// other blocks wrote it before the barrier).
 template <class T>
-__global__ void __launch_bounds__(rec_threads) rows_gemm_kernel(int M, int N, int K, const T* A, int lda, const T* B,
-                                                                int ldb, T* Cm, int ldc, bool accumulate) {
-  __shared__ RowsShared<T, rows_gemm_cols> sh;
-  const int row0 = int(blockIdx.y) * rec_rows, n0 = int(blockIdx.x) * rows_gemm_cols;
+__device__ void rows_gemm_tile(int row0, int n0, int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* Cm,
+                               int ldc, bool accumulate, RowsShared<T, rec_units>& sh) {
   rows_product(row0, M, A, lda, K, [=](int k, int c) { return n0 + c < N ? B[size_t(k) * ldb + n0 + c] : T(0); }, sh);
-  for (int t = int(threadIdx.x); t < rec_rows * rows_gemm_cols; t += int(blockDim.x)) {
-    const int rw = t / rows_gemm_cols, c = t % rows_gemm_cols, row = row0 + rw, col = n0 + c;
+  for (int t = int(threadIdx.x); t < rec_rows * rec_units; t += int(blockDim.x)) {
+    const int rw = t / rec_units, c = t % rec_units, row = row0 + rw, col = n0 + c;
     if (row >= M || col >= N) continue;
     const T v = rows_sum(sh, rw, c);
     T* out = Cm + size_t(row) * ldc + col;
-    *out = accumulate ? *out + v : v;
+    *out = accumulate ? __ldcg(out) + v : v;
   }
+  __syncthreads();  // the block's next tile reuses sh
+}
+
+// C (M x N) = A B (+ C) for few rows M (the recurrence's per-step products), a tile a block.
+template <class T>
+__global__ void __launch_bounds__(rec_threads) rows_gemm_kernel(int M, int N, int K, const T* A, int lda, const T* B,
+                                                                int ldb, T* Cm, int ldc, bool accumulate) {
+  __shared__ RowsShared<T, rec_units> sh;
+  rows_gemm_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, M, N, K, A, lda, B, ldb, Cm, ldc, accumulate,
+                 sh);
 }
 
 // All blocks of a cooperative (co-resident) grid meet here: the k-th barrier of the kernel
@@ -195,14 +204,14 @@ template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(GruForwardPass<T> p, unsigned* barrier) {
   __shared__ RowsShared<T, rec_fwd_cols> sh;
   unsigned epoch = 0;
-  const int H = p.H, ut = (H + rec_fwd_units - 1) / rec_fwd_units;
+  const int H = p.H, ut = (H + rec_units - 1) / rec_units;
   for (int s = 0; s < p.steps; ++s) {
     const RecStep st = rec_step(s, p.steps, p.reverse, p.active);
     const size_t o = size_t(p.offset[st.t]) * H;
     const T* src = st.ap ? p.states + size_t(p.offset[st.tp]) * H : nullptr;
     const int tiles = ut * ((st.a + rec_rows - 1) / rec_rows);
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
-      gru_step_tile(tile / ut * rec_rows, tile % ut * rec_fwd_units, st.a, st.ap, H, src, p.gx + 3 * o, p.whh_t, p.bh,
+      gru_step_tile(tile / ut * rec_rows, tile % ut * rec_units, st.a, st.ap, H, src, p.gx + 3 * o, p.whh_t, p.bh,
                     p.hprev + o, p.r + o, p.z + o, p.n + o, p.ghn + o, p.states + o,
                     p.keep ? p.keep + p.offset[st.t] : nullptr, sh);
     grid_barrier(barrier, epoch);
@@ -211,11 +220,9 @@ __global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(Gru
 
 template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(GruBackwardPass<T> p, unsigned* barrier) {
-  __shared__ RowsShared<T, rows_gemm_cols> sh;
+  __shared__ RowsShared<T, rec_units> sh;
   unsigned epoch = 0;
-  constexpr int TR = rec_rows, TU = rows_gemm_cols;
-  const int H = p.H, G = 3 * H, ut = (H + TU - 1) / TU;
-  const T* w_hh = p.w_hh;
+  const int H = p.H, G = 3 * H, ut = (H + rec_units - 1) / rec_units;
   for (int s = p.steps - 1; s >= 0; --s) {
     const RecStep st = rec_step(s, p.steps, p.reverse, p.active);
     const size_t row_t = size_t(p.offset[st.t]), o = row_t * H, og = row_t * G;
@@ -230,24 +237,15 @@ __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(Gr
       p.dh[i] = c.dh;
     }
     grid_barrier(barrier, epoch);
-    // phase 2: dh[0:a) += dgh W_hh, tiles of 32 rows x 4 units, rows_product over K = 3H;
+    // phase 2: dh[0:a) += dgh W_hh by rows_gemm_tile (K = 3H), as the default backward;
     // a tile of padding rows alone (zero dgh, see the forward step) adds nothing and is
     // skipped (by the whole block: its barriers stay uniform)
-    const int tiles = ut * ((st.a + TR - 1) / TR);
+    const int tiles = ut * ((st.a + rec_rows - 1) / rec_rows);
     const int32_t* keep = p.keep ? p.keep + row_t : nullptr;
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
-      const int row0 = tile / ut * TR, unit0 = tile % ut * TU;
+      const int row0 = tile / ut * rec_rows;
       if (keep && !keep[row0]) continue;
-      rows_product(row0, st.a, p.dgh + og, G, G,
-                   [=](int k, int c) { return unit0 + c < H ? w_hh[size_t(k) * H + unit0 + c] : T(0); }, sh);
-      for (int t = int(threadIdx.x); t < TR * TU; t += int(blockDim.x)) {
-        const int row = row0 + t / TU, unit = unit0 + t % TU;
-        if (row < st.a && unit < H) {
-          T* out = p.dh + size_t(row) * H + unit;
-          *out = __ldcg(out) + rows_sum(sh, t / TU, t % TU);
-        }
-      }
-      __syncthreads();  // the block's next tile reuses sh
+      rows_gemm_tile(row0, tile % ut * rec_units, st.a, H, G, p.dgh + og, G, p.w_hh, H, p.dh, H, true, sh);
     }
     grid_barrier(barrier, epoch);
   }
@@ -285,28 +283,28 @@ bool launch_persistent(Kernel kernel, const Pass& p, int tiles, const char* name
   return true;
 }
 
-// The largest step has all `batch` rows: that many row tiles times the unit tiles of `units`.
-inline int rec_tiles(int batch, int H, int units) {
-  return ((batch + rec_rows - 1) / rec_rows) * ((H + units - 1) / units);
+// The largest step has all `batch` rows: that many row tiles times the unit tiles.
+inline int rec_tiles(int batch, int H) {
+  return ((batch + rec_rows - 1) / rec_rows) * ((H + rec_units - 1) / rec_units);
 }
 
 // C (M x N) = A B (+ C) by rows_gemm_kernel (row-major, row strides lda, ldb, ldc).
 template <class T>
 void rows_gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* C, int ldc, bool accumulate) {
   if (M == 0 || N == 0) return;
-  const dim3 grid(unsigned((N + rows_gemm_cols - 1) / rows_gemm_cols), unsigned((M + rec_rows - 1) / rec_rows));
+  const dim3 grid(unsigned((N + rec_units - 1) / rec_units), unsigned((M + rec_rows - 1) / rec_rows));
   launch_kernel(reinterpret_cast<const void*>(&rows_gemm_kernel<T>), grid, dim3(rec_threads), 0, "rows_gemm", M, N, K, A,
                 lda, B, ldb, C, ldc, accumulate);
 }
 
 template <class T>
 bool gru_forward_persistent(const GruForwardPass<T>& p) {
-  return launch_persistent(gru_forward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H, rec_fwd_units), "gru_forward_persistent");
+  return launch_persistent(gru_forward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H), "gru_forward_persistent");
 }
 
 template <class T>
 bool gru_backward_persistent(const GruBackwardPass<T>& p) {
-  return launch_persistent(gru_backward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H, rows_gemm_cols), "gru_backward_persistent");
+  return launch_persistent(gru_backward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H), "gru_backward_persistent");
 }
 
 }  // namespace couplevae::cuda_rt
