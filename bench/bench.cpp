@@ -388,6 +388,7 @@ int run_train(const Args& a, int threads) {
 #if defined(__CUDACC__)
     if constexpr (std::is_same_v<B, cuda>) {
       j["recurrence"] = cuda_rt::runtime().recurrence();
+      j["rows_kernel_max"] = cuda_rt::runtime().rows_kernel_max;
       const cuda_rt::GraphStats& gs = cuda_rt::step_graphs().stats;
       j["graphs"] = {{"on", cuda_rt::runtime().step_graphs},
                      {"bucket", step_runner<B>::bucket()},

@@ -230,18 +230,22 @@ stage_profile() {
   [[ -n "$PTB" ]] || return
   step "profile: where a step's time goes"
   local failed="" args mode graphs warmup rc
-  # MODEL BATCH RECURRENCE [graphs]: graphs runs with COUPLEVAE_CUDA_GRAPHS=1 (padded
-  # batches; a long warm-up so that the common shapes are captured before the timed steps)
-  for args in "couple-vae 32 fused graphs" "couple-vae 32 fused" "couple-vae 32 persistent" "couple-vae 32 composed" \
-              "couple-vae 512 fused graphs" "couple-vae 512 fused" "couple-vae 512 persistent" \
-              "couple-vae 32 fused graphs" "couple-vae 32 persistent graphs"; do
+  # MODEL BATCH RECURRENCE [graphs] [ROWS]: graphs runs with COUPLEVAE_CUDA_GRAPHS=1 (padded
+  # batches; a long warm-up so that the common shapes are captured before the timed steps);
+  # ROWS sets COUPLEVAE_CUDA_ROWS_MAX (0: every backward step's product by cuBLAS and a
+  # separate gate kernel, as before the fused backward step; default 64)
+  for args in "couple-vae 32 fused graphs" "couple-vae 32 fused" "couple-vae 32 fused graphs 0" \
+              "couple-vae 32 persistent" "couple-vae 32 composed" \
+              "couple-vae 512 fused graphs" "couple-vae 512 fused" "couple-vae 512 fused - 512" \
+              "couple-vae 512 persistent" "couple-vae 32 fused graphs" "couple-vae 32 persistent graphs"; do
     set -- $args
     mode="$3${4:+-$4}"
     [[ " $failed " == *" $mode "* ]] && { echo "skipping $args: that mode failed before"; continue; }
     graphs=0 warmup=20
     [[ "${4:-}" == graphs ]] && graphs=1 warmup=400
     # A run takes seconds; the limit is for a hang (a mode not yet run on a GPU).
-    COUPLEVAE_CUDA_GRAPHS=$graphs COUPLEVAE_CUDA_RECURRENCE=$3 timeout "$(limit 90)" "$BIN/couplevae_bench_cuda" train \
+    COUPLEVAE_CUDA_ROWS_MAX=${5:-64} COUPLEVAE_CUDA_GRAPHS=$graphs COUPLEVAE_CUDA_RECURRENCE=$3 \
+      timeout "$(limit 90)" "$BIN/couplevae_bench_cuda" train \
       --model "$1" --data "$PTB" --batch-size "$2" --steps 100 --warmup $warmup --phases 20 --gemm-reps 1 \
       2>>"$LOGS/profile.err" >"$LOGS/profile-run.json"
     rc=$?
@@ -257,8 +261,8 @@ for l in sys.stdin:
     g = j.get('graphs', {})
     gs = 'graphs: %d captures %d replays %d patched %d fallbacks %s' % (g['captures'], g['replays'],
          g['patched_nodes'], g['fallbacks'], g['last_fallback']) if g.get('on') else 'eager'
-    print('%-10s b%-4d %-10s %7.1f steps/s  %6.2f ms/step  issue %6.2f ms  phases %s | %s' % (j['model'], j['batch_size'],
-          j.get('recurrence', '?'), j['steps_per_s'], 1e3 * j['s_per_step'], 1e3 * j['issue_s_per_step'],
+    print('%-10s b%-4d %-10s rows<=%-4s %7.1f steps/s  %6.2f ms/step  issue %6.2f ms  phases %s | %s' % (j['model'],
+          j['batch_size'], j.get('recurrence', '?'), j.get('rows_kernel_max', '?'), j['steps_per_s'], 1e3 * j['s_per_step'], 1e3 * j['issue_s_per_step'],
           ' '.join('%s %.2f' % kv for kv in p.items()), gs))"
   done | tee "$LOGS/profile.txt"
   note "profile: $(cat "$LOGS/profile.jsonl" 2>/dev/null | wc -l) runs done (table above)"

@@ -188,6 +188,51 @@ TEST_SUITE("device") {
     cuda_rt::runtime().fused_recurrence = fused_was;
   }
 
+  TEST_CASE("the fused GRU backward step equals the composed one (the product before it, then the gates)") {
+    cuda_rt::Runtime& rt = cuda_rt::runtime();
+    const bool fused_was = rt.fused_recurrence;
+    rt.fused_recurrence = true;
+    // a rows at this step; the step that ran before it passes dgh_next W_hh to its first pa
+    // rows, of which those from `real` on are padding (zero dgh_next, keep_next 0)
+    for (auto [a, pa, real, H] : {std::array{5, 5, 5, 12}, std::array{40, 33, 33, 37}, std::array{64, 0, 0, 128},
+                                  std::array{9, 4, 4, 256}, std::array{64, 64, 40, 300}, std::array{70, 64, 20, 20}}) {
+      INFO("a " << a << ", pa " << pa << ", real " << real << ", H " << H);
+      const int G3 = 3 * H;
+      auto dgh_next = random_vec(size_t(std::max(pa, 1)) * G3, 50);
+      std::fill(dgh_next.begin() + long(size_t(real) * G3), dgh_next.end(), 0.f);
+      std::vector<int32_t> keep_next(size_t(std::max(pa, 1)), 0);
+      std::fill(keep_next.begin(), keep_next.begin() + real, 1);
+      const auto w = random_vec(size_t(G3) * H, 51, -0.3, 0.3), r = random_vec(size_t(a) * H, 52, 0, 1),
+                 z = random_vec(size_t(a) * H, 53, 0, 1), nv = random_vec(size_t(a) * H, 54, -1, 1),
+                 ghn = random_vec(size_t(a) * H, 55), hp = random_vec(size_t(a) * H, 56),
+                 ds = random_vec(size_t(a) * H, 57), dh0 = random_vec(size_t(a) * H, 58);
+      // cpu, composed as nn/gru.hpp does without the fused op
+      std::vector<float> dh = dh0, dgx(size_t(a) * G3), dgh(dgx.size());
+      C::gemm_few_rows(pa, H, G3, dgh_next.data(), G3, w.data(), H, dh.data(), H, true);
+      C::gru_gates_backward(a, H, r.data(), z.data(), nv.data(), ghn.data(), hp.data(), ds.data(), H, dh.data(),
+                            dgx.data(), dgh.data());
+      Dev<float> ddn(dgh_next), dw(w), dr(r), dz(z), dnv(nv), dghn(ghn), dhp(hp), dds(ds), ddh(dh0);
+      Dev<int32_t> dkeep(keep_next);
+      const std::vector<float> poison(dgx.size(), NAN);
+      Dev<float> ddgx(poison), ddgh(poison);
+      REQUIRE(G::gru_step_backward(a, pa, H, ddn.p(), dw.p(), dr.p(), dz.p(), dnv.p(), dghn.p(), dhp.p(), dds.p(), H,
+                                   ddh.p(), ddgx.p(), ddgh.p(), dkeep.p()));
+      CHECK(rel_err(ddh.host(), dh) < 1e-5);
+      CHECK(rel_err(ddgx.host(), dgx) < 1e-5);
+      CHECK(rel_err(ddgh.host(), dgh) < 1e-5);
+    }
+    // declined: fused steps off, or a product larger than rows_kernel_max
+    const int max_was = rt.rows_kernel_max;
+    rt.rows_kernel_max = 8;
+    CHECK_FALSE(G::gru_step_backward<float>(9, 9, 4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                            nullptr, 0, nullptr, nullptr, nullptr));
+    rt.rows_kernel_max = max_was;
+    rt.fused_recurrence = false;
+    CHECK_FALSE(G::gru_step_backward<float>(1, 1, 4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                            nullptr, 0, nullptr, nullptr, nullptr));
+    rt.fused_recurrence = fused_was;
+  }
+
   TEST_CASE("element-wise, row and index kernels") {
     const int rows = 33, cols = 70;
     const size_t n = size_t(rows) * cols;

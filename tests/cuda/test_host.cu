@@ -171,4 +171,13 @@ TEST_SUITE("host") {
     CHECK_THROWS_WITH_AS(cuda_rt::recurrence_mode(""), doctest::Contains("expected fused, composed or persistent"),
                          Error);
   }
+
+  TEST_CASE("COUPLEVAE_CUDA_ROWS_MAX: a whole number of rows, and an error naming the bad value") {
+    CHECK(cuda_rt::rows_max_setting("0") == 0);
+    CHECK(cuda_rt::rows_max_setting("512") == 512);
+    CHECK(cuda_rt::rows_max_setting("1000000") == 1000000);
+    for (const char* bad : {"", "-1", "64k", "1e3", " 64", "1000001", "99999999999999999999"})
+      CHECK_THROWS_WITH_AS(cuda_rt::rows_max_setting(bad), doctest::Contains(("got '" + std::string(bad) + "'").c_str()),
+                           Error);
+  }
 }

@@ -1,4 +1,4 @@
-// The persistent GRU kernels and rows_gemm_kernel of backend/cuda/recurrence.cuh, run on the CPU (ctest
+// The GRU kernels and rows_gemm_kernel of backend/cuda/recurrence.cuh, run on the CPU (ctest
 // emulated.recurrence; no GPU or nvcc needed). extract_kernels.cmake turns their device code
 // into plain C++; here every block and every thread of a grid is a std::thread, __syncthreads
 // a per-block std::barrier, shared memory one buffer per block, and the kernels' grid barrier
@@ -10,7 +10,8 @@
 // forward pass (states, previous states, gates) and the backward pass (dh, dgx, dgh) must
 // equal what nn::GRU<float, cpu> computes with its composed steps (gemm_few_rows and the
 // gate bodies of ops<cpu>), fed the module's own input projection and W_hh, to float
-// rounding, with every output written (they start as NaN).
+// rounding, with every output written (they start as NaN): run by the persistent kernels,
+// and, for the cases of small H, by the kernels of one step walked as nn::GRU walks them.
 // The memory model is the host's: what this cannot see is a GPU's L1 serving stale lines,
 // which the kernels avoid by reading other blocks' data with __ldcg.
 #include <algorithm>
@@ -19,6 +20,8 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -60,23 +63,32 @@ namespace {
 
 using namespace couplevae;
 
-// body() on a grid of gx x gy blocks of rec_threads host threads each.
+// body() on a grid of gx x gy blocks of rec_threads host threads each. Cooperative: every
+// block at once, each its own threads (a grid barrier needs them all resident). Otherwise
+// one block after another on one set of threads (a GPU of one SM), which costs far fewer
+// thread starts; each block finds its shared memory NaN, as a new block may find garbage.
 template <class Body>
-void run_blocks(unsigned gx, unsigned gy, const Body& body) {
-  const unsigned threads = cuda_rt::rec_threads, blocks = gx * gy;
+void run_blocks(unsigned gx, unsigned gy, const Body& body, bool cooperative = false) {
+  const unsigned threads = cuda_rt::rec_threads, blocks = gx * gy, resident = cooperative ? blocks : 1;
   blockDim = {threads, 1, 1};
   gridDim = {gx, gy, 1};
   block_barriers.clear();
-  block_shared.assign(blocks, std::vector<double>(shared_doubles));
-  for (unsigned b = 0; b < blocks; ++b) block_barriers.emplace_back(new std::barrier<>(threads));
+  block_shared.assign(resident, std::vector<double>(shared_doubles, NAN));
+  for (unsigned b = 0; b < resident; ++b) block_barriers.emplace_back(new std::barrier<>(threads));
   std::vector<std::thread> pool;
-  for (unsigned b = 0; b < blocks; ++b)
+  for (unsigned r = 0; r < resident; ++r)
     for (unsigned t = 0; t < threads; ++t)
-      pool.emplace_back([&, b, t] {
-        block_id = b;
-        blockIdx = {b % gx, b / gx, 0};
+      pool.emplace_back([&, r, t] {
+        block_id = r;
         threadIdx = {t, 0, 0};
-        body();
+        for (unsigned b = r; b < blocks; b += resident) {
+          blockIdx = {b % gx, b / gx, 0};
+          body();
+          if (cooperative) continue;
+          __syncthreads();  // the block is done: the next one gets fresh shared memory
+          if (t == 0) std::fill(block_shared[0].begin(), block_shared[0].end(), NAN);
+          __syncthreads();
+        }
       });
   for (auto& t : pool) t.join();
 }
@@ -85,7 +97,7 @@ void run_blocks(unsigned gx, unsigned gy, const Body& body) {
 template <class Kernel, class Pass>
 void run_grid(Kernel kernel, const Pass& p, unsigned blocks) {
   unsigned counter = 0;
-  run_blocks(blocks, 1, [&] { kernel(p, &counter); });
+  run_blocks(blocks, 1, [&] { kernel(p, &counter); }, /*cooperative=*/true);
 }
 
 // max |a - b| / max |b|; infinite when a has a non-finite entry (an unwritten NaN).
@@ -104,11 +116,101 @@ struct Case {
   bool reverse;
   unsigned blocks;
   bool padded = false;  // a bucketed batch's rectangle (3 steps longer than the longest item)
+  bool steps = false;   // also the kernels of one step (a grid per step: slow to emulate)
 };
 
-// true when every output agrees with nn::GRU's composed steps on the cpu
-bool check(const Case& k, uint64_t seed) {
-  const int H = k.H, G = 3 * H, batch = k.batch, I = 5;
+// What the kernels read: the packed batch, the module's input projection gx, W_hh^T, W_hh and
+// b_hh, and the backward's outside gradients ds (rows, H) and dh_final (batch, H).
+struct Inputs {
+  const Packing& pk;
+  int H, batch;
+  bool reverse;
+  std::vector<int32_t> active, offset;
+  const int32_t* keep;
+  const float *gx, *whh_t, *w_hh, *bh, *ds, *dh_final;
+};
+
+// A pass's outputs, forward (states, previous states, gates) and backward (dh, dgx, dgh);
+// all NaN until written.
+struct Outputs {
+  std::vector<float> st, hp, r, z, n, ghn, dh, dgx, dgh;
+  explicit Outputs(const Inputs& in) {
+    const size_t rows = size_t(in.pk.rows), H = size_t(in.H);
+    for (auto* v : {&st, &hp, &r, &z, &n, &ghn}) v->assign(rows * H, NAN);
+    dh.assign(in.dh_final, in.dh_final + size_t(in.batch) * H);
+    dgx.assign(rows * 3 * H, NAN);
+    dgh.assign(rows * 3 * H, NAN);
+  }
+};
+
+// The persistent kernels, each one cooperative grid of `blocks` blocks.
+Outputs persistent(const Inputs& in, unsigned blocks) {
+  Outputs o(in);
+  run_grid(cuda_rt::gru_forward_persistent_kernel<float>,
+           GruForwardPass<float>{in.pk.steps, in.batch, in.H, in.reverse, in.active.data(), in.offset.data(), in.gx,
+                                 in.whh_t, in.bh, o.st.data(), o.hp.data(), o.r.data(), o.z.data(), o.n.data(),
+                                 o.ghn.data(), in.keep},
+           blocks);
+  run_grid(cuda_rt::gru_backward_persistent_kernel<float>,
+           GruBackwardPass<float>{in.pk.steps, in.batch, in.H, in.reverse, in.active.data(), in.offset.data(),
+                                  o.r.data(), o.z.data(), o.n.data(), o.ghn.data(), o.hp.data(), in.w_hh, in.ds, in.H,
+                                  o.dh.data(), o.dgx.data(), o.dgh.data(), in.keep},
+           blocks);
+  return o;
+}
+
+// The kernels of one step (gru_step_kernel, gru_back_step_kernel), a grid per step of a tile
+// per block, walked as nn::GRU walks a pass on cuda (rec_step, rec_back_step).
+Outputs stepwise(const Inputs& in) {
+  Outputs o(in);
+  const int H = in.H, G = 3 * H;
+  const auto grid = [&](int rows) {
+    return std::pair(unsigned((H + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
+                     unsigned((rows + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows));
+  };
+  const auto at = [&](std::vector<float>& v, int t, int width) { return v.data() + size_t(in.offset[t]) * width; };
+  const auto keep = [&](int t) { return in.keep ? in.keep + in.offset[t] : nullptr; };
+  for (int s = 0; s < in.pk.steps; ++s) {
+    const RecStep rs = rec_step(s, in.pk.steps, in.reverse, in.active.data());
+    const auto [gx, gy] = grid(rs.a);
+    run_blocks(gx, gy, [&] {
+      cuda_rt::gru_step_kernel<float>(rs.a, rs.ap, H, rs.ap ? at(o.st, rs.tp, H) : nullptr,
+                                      in.gx + size_t(in.offset[rs.t]) * G, in.whh_t, in.bh, at(o.hp, rs.t, H),
+                                      at(o.r, rs.t, H), at(o.z, rs.t, H), at(o.n, rs.t, H), at(o.ghn, rs.t, H),
+                                      at(o.st, rs.t, H), keep(rs.t));
+    });
+  }
+  for (int s = in.pk.steps - 1; s >= 0; --s) {
+    const RecBackStep b = rec_back_step(s, in.pk.steps, in.reverse, in.active.data());
+    const auto [gx, gy] = grid(b.a);
+    run_blocks(gx, gy, [&] {
+      cuda_rt::gru_back_step_kernel<float>(b.a, b.pa, H, at(o.dgh, b.tn, G), in.w_hh, at(o.r, b.t, H),
+                                           at(o.z, b.t, H), at(o.n, b.t, H), at(o.ghn, b.t, H), at(o.hp, b.t, H),
+                                           in.ds + size_t(in.offset[b.t]) * H, H, o.dh.data(), at(o.dgx, b.t, G),
+                                           at(o.dgh, b.t, G), keep(b.tn));
+    });
+  }
+  return o;
+}
+
+// true when every output of `got` agrees with the module's to float rounding
+bool agrees(const char* what, const Outputs& got, const nn::GRU<float>::Cache& c, const Inputs& in) {
+  const size_t n = size_t(in.pk.rows) * in.H, nd = size_t(in.batch) * in.H, ng = got.dgx.size();
+  auto module = [](const Buffer<float>& b, size_t count) { return std::vector<float>(b.data(), b.data() + count); };
+  const double e[] = {rel_err(got.st, module(c.states, n)), rel_err(got.hp, module(c.hprev, n)),
+                      rel_err(got.r, module(c.r, n)),       rel_err(got.z, module(c.z, n)),
+                      rel_err(got.n, module(c.n, n)),       rel_err(got.ghn, module(c.ghn, n)),
+                      rel_err(got.dh, module(c.dh, nd)),    rel_err(got.dgx, module(c.dgx, ng)),
+                      rel_err(got.dgh, module(c.dgh, ng))};
+  const double worst = *std::max_element(std::begin(e), std::end(e));
+  std::printf("  %-10s largest relative error %.2e (states %.1e, dh %.1e, dgh %.1e)\n", what, worst, e[0], e[6], e[8]);
+  return worst < 1e-5;
+}
+
+// true when the persistent kernels, and (steps) the kernels of one step, agree with
+// nn::GRU<float, cpu>'s composed steps
+bool check(const Case& k, bool steps, uint64_t seed) {
+  const int H = k.H, batch = k.batch, I = 5;
   Rng rng(seed);
   std::vector<int> lens(batch);
   for (auto& l : lens) l = 1 + int(rng.below(9));
@@ -131,33 +233,32 @@ bool check(const Case& k, uint64_t seed) {
   const auto x = random(size_t(rows) * I), ds = random(size_t(rows) * H), dh_final = random(size_t(batch) * H);
   nn::GRU<float>::Cache c;
   gru.forward(ctx, ar, {const_cast<float*>(x.data()), rows, I}, pk, c);
-  // the persistent forward pass reads the module's input projection and W_hh^T
-  const size_t n = size_t(rows) * H;
-  const std::vector<int32_t> active(pk.active.begin(), pk.active.end()), offset(pk.offset.begin(), pk.offset.end());
-  std::vector<float> st(n, NAN), hp(n, NAN), r(n, NAN), z(n, NAN), nn(n, NAN), ghn(n, NAN);
-  run_grid(cuda_rt::gru_forward_persistent_kernel<float>,
-           GruForwardPass<float>{pk.steps, batch, H, k.reverse, active.data(), offset.data(), c.gx.data(),
-                                 c.whh_t.data(), ar.value(gru.b_hh), st.data(), hp.data(), r.data(), z.data(),
-                                 nn.data(), ghn.data(), k.padded ? pk.keep.data() : nullptr},
-           k.blocks);
-  std::vector<float> dh = dh_final, dgx(size_t(rows) * G, NAN), dgh(dgx.size(), NAN);
-  run_grid(cuda_rt::gru_backward_persistent_kernel<float>,
-           GruBackwardPass<float>{pk.steps, batch, H, k.reverse, active.data(), offset.data(), r.data(), z.data(),
-                                  nn.data(), ghn.data(), hp.data(), ar.value(gru.W_hh), ds.data(), H, dh.data(),
-                                  dgx.data(), dgh.data(), k.padded ? pk.keep.data() : nullptr},
-           k.blocks);
+  // the kernels read the module's input projection and W_hh^T (its results before backward)
+  const Inputs in{pk,
+                  H,
+                  batch,
+                  k.reverse,
+                  std::vector<int32_t>(pk.active.begin(), pk.active.end()),
+                  std::vector<int32_t>(pk.offset.begin(), pk.offset.end()),
+                  k.padded ? pk.keep.data() : nullptr,
+                  c.gx.data(),
+                  c.whh_t.data(),
+                  ar.value(gru.W_hh),
+                  ar.value(gru.b_hh),
+                  ds.data(),
+                  dh_final.data()};
+  const Outputs p = persistent(in, k.blocks);
+  std::optional<Outputs> st;
+  if (steps) st = stepwise(in);
   gru.backward(ctx, ar, {const_cast<float*>(x.data()), rows, I}, pk, {const_cast<float*>(ds.data()), rows, H},
                {const_cast<float*>(dh_final.data()), batch, H}, View<float>{}, c);
-  auto module = [](const Buffer<float>& b, size_t count) { return std::vector<float>(b.data(), b.data() + count); };
-  const double e[] = {rel_err(st, module(c.states, n)), rel_err(hp, module(c.hprev, n)), rel_err(r, module(c.r, n)),
-                      rel_err(z, module(c.z, n)),       rel_err(nn, module(c.n, n)),     rel_err(ghn, module(c.ghn, n)),
-                      rel_err(dh, module(c.dh, size_t(batch) * H)), rel_err(dgx, module(c.dgx, dgx.size())),
-                      rel_err(dgh, module(c.dgh, dgh.size()))};
-  const double worst = *std::max_element(std::begin(e), std::end(e));
-  std::printf("H %3d, batch %2d, %d steps, %3d rows%s, %s, %u blocks: largest relative error %.2e (states %.1e, dh %.1e)\n",
-              H, batch, pk.steps, rows, k.padded ? " (padded)" : "", k.reverse ? "reverse" : "forward", k.blocks, worst,
-              e[0], e[6]);
-  return worst < 1e-5;
+  std::printf("H %3d, batch %2d, %d steps, %3d rows%s, %s:\n", H, batch, pk.steps, rows,
+              k.padded ? " (padded)" : "", k.reverse ? "reverse" : "forward");
+  char name[32];
+  std::snprintf(name, sizeof name, "persistent (%u blocks)", k.blocks);
+  bool ok = agrees(name, p, c, in);
+  if (st) ok = agrees("steps", *st, c, in) && ok;
+  return ok;
 }
 
 // rows_gemm_kernel (the per-step products of the default recurrence) against a double
@@ -202,13 +303,19 @@ int main() {
   // and four of the backward (K = 903); 40
   // rows = two row tiles. Padded: the rectangle's padding rows carry the state, and its tiles
   // of padding alone skip the product.
-  const Case cases[] = {{37, 40, false, 3},      {20, 40, true, 3},      {37, 7, true, 8},
-                        {20, 7, false, 1},       {64, 33, false, 5},     {37, 40, false, 3, true},
-                        {20, 70, true, 4, true}, {20, 7, false, 2, true}, {301, 9, true, 6},
+  const Case cases[] = {{37, 40, false, 3, false, true},
+                        {20, 40, true, 3},
+                        {37, 7, true, 8, false, true},
+                        {20, 7, false, 1},
+                        {64, 33, false, 5},
+                        {37, 40, false, 3, true},
+                        {20, 70, true, 4, true},
+                        {20, 7, false, 2, true, true},
+                        {301, 9, true, 6},
                         {301, 40, false, 3, true}};
   int failed = 0;
   uint64_t seed = 100;
-  for (const Case& k : cases) failed += !check(k, seed++);
+  for (const Case& k : cases) failed += !check(k, k.steps, seed++);
   const int gemms[][4] = {{1, 1, 1, 0}, {7, 5, 37, 1}, {32, 8, 256, 0}, {40, 37, 300, 1}, {64, 13, 600, 1}};
   for (const auto& g : gemms) failed += !check_rows_gemm(g[0], g[1], g[2], g[3] != 0, seed++);
   if (failed) std::printf("FAILED: %d of %zu cases\n", failed, std::size(cases) + std::size(gemms));

@@ -1,11 +1,10 @@
 # extract_kernels.cmake: cmake -DIN=recurrence.cuh -DOUT=kernels.inc -P extract_kernels.cmake
 #
 # Takes the device code of backend/cuda/recurrence.cuh (from `constexpr int rec_rows` up to
-# the host launcher of the persistent kernels, without the one-step host launcher: the
-# persistent kernels and rows_gemm_kernel) and makes
-# it ordinary C++ for emulate_recurrence.cpp: kernels become functions, the block's
-# __shared__ tile a reference to the emulated block's shared memory, the barrier's volatile
-# spin an atomic load. Every replacement must match: a kernel whose text changed so that one
+# the first host launcher: the kernels of one step forward and backward, rows_gemm_kernel
+# and the persistent kernels) and makes it ordinary C++ for emulate_recurrence.cpp: kernels
+# become functions, the block's __shared__ tile a reference to the emulated block's shared
+# memory, the barrier's volatile spin an atomic load. Every replacement must match: a kernel whose text changed so that one
 # no longer does stops the build here, naming it.
 file(READ "${IN}" text)
 string(FIND "${text}" "constexpr int rec_rows" begin)
@@ -25,8 +24,6 @@ function(replace what with)
   set(code "${code}" PARENT_SCOPE)
 endfunction()
 
-# the one-step kernel's host launcher (it launches with <<<>>>)
-string(REGEX REPLACE "template <class T>\nvoid gru_step\\(int a[^{]*{[^}]*}\n" "" code "${code}")
 replace("__shared__ RowsShared<T, rec_fwd_cols> sh;" "auto& sh = emulated_shared<RowsShared<T, rec_fwd_cols>>();")
 replace("__shared__ RowsShared<T, rec_units> sh;" "auto& sh = emulated_shared<RowsShared<T, rec_units>>();")
 replace("__global__ void __launch_bounds__(rec_threads)" "void")

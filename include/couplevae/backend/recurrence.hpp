@@ -28,10 +28,34 @@ COUPLEVAE_HD inline RecStep rec_step(int s, int steps, bool reverse, const int32
   return r;
 }
 
-// B's ops have a fused forward step of the recurrence, gru_step_forward(a, ap, H, h_src, gx,
-// whh_t, bh, hp, r, z, n, ghn, h_new) -> bool (false: compose it), as ops<cuda> does.
+// Step s of a backward pass, which runs the steps in the opposite order: its packed time step
+// t and rows a, and the step tn that ran just before it (s + 1 in the recurrence's order),
+// whose product dgh W_hh goes to the pa rows that ran at both (that step's ap; 0 when s is
+// the recurrence's last step, which backward runs first). The product of the first step (s = 0) would be the gradient on the zero
+// initial state, which nothing reads, so it is never formed.
+struct RecBackStep {
+  int t, a, tn, pa;
+};
+COUPLEVAE_HD inline RecBackStep rec_back_step(int s, int steps, bool reverse, const int32_t* active) {
+  const RecStep st = rec_step(s, steps, reverse, active);
+  RecBackStep b{st.t, st.a, st.t, 0};
+  if (s + 1 < steps) {
+    const RecStep nx = rec_step(s + 1, steps, reverse, active);
+    b.tn = nx.t;
+    b.pa = nx.ap;
+  }
+  return b;
+}
+
+// B's ops have fused steps of the recurrence, as ops<cuda> does (false: compose the step):
+//   gru_step_forward(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep) -> bool,
+//   gru_step_backward(a, pa, H, dgh_next, w_hh, r, z, n, ghn, hp, ds, ld_ds, dh, dgx, dgh,
+//                     keep_next) -> bool (rec_back_step's pa and the step tn's dgh and keep).
 template <class B, class T>
-concept has_gru_step = requires(T* p) { ops<B>::gru_step_forward(0, 0, 0, p, p, p, p, p, p, p, p, p, p); };
+concept has_gru_step = requires(T* p, const int32_t* k) {
+  ops<B>::gru_step_forward(0, 0, 0, p, p, p, p, p, p, p, p, p, p, k);
+  ops<B>::gru_step_backward(0, 0, 0, p, p, p, p, p, p, p, p, 0, p, p, p, k);
+};
 
 // B's ops have whole-pass kernels: gru_whole_pass() -> bool (whether to use them now), and
 // gru_forward_pass / gru_backward_pass taking the structs below -> bool (false: declined).
@@ -56,8 +80,8 @@ struct GruForwardPass {
 };
 
 // A backward pass: in r, z, n, ghn, hprev (rows, H) from the forward pass, W_hh (3H, H), ds
-// (rows, ld_ds; the gradient on every state from outside, may be null); in/out dh (batch, H):
-// in the gradient on each sequence's final state, out on its initial one; out dgx, dgh
+// (rows, ld_ds; the gradient on every state from outside, may be null); dh (batch, H): in
+// the gradient on each sequence's final state, scratch afterwards; out dgx, dgh
 // (rows, 3H); keep as in the forward pass (padding rows have zero dgh: a whole-pass kernel
 // may skip their product).
 template <class T>

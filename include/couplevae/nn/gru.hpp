@@ -18,9 +18,12 @@
 // to the rectangle; likewise the weight-gradient and dX GEMMs of backward); each step
 // does one (active, H) x (H, 3H) product over the rows still running (ops::gemm_few_rows,
 // against a transposed copy of W_hh made once per pass) and one gate kernel that adds b_hh
-// (and, backward, the outside gradient dstates) itself. A backend whose ops have
-// gru_step_forward (cuda) does the previous-state copy, the product and the gates of a
-// forward step in one kernel instead; one whose ops have gru_forward_pass /
+// (and, backward, the outside gradient dstates) itself; a backward step first adds the
+// product of the step that ran before it (rec_back_step, backend/recurrence.hpp), so the
+// first step's, the gradient on the zero initial state, is never formed. A backend whose
+// ops have gru_step_forward and gru_step_backward (cuda) does each step, forward (the
+// previous-state copy, the product and the gates) and backward (the product and the
+// gates), in one kernel instead; one whose ops have gru_forward_pass /
 // gru_backward_pass (backend/recurrence.hpp; cuda, when its runtime's persistent_recurrence
 // is on) runs the whole recurrence of a pass in one launch, and the loops below only when
 // it declines. The forward pass keeps
@@ -160,15 +163,23 @@ struct GRU {
             hp_all.data, ar.value(W_hh), dstates ? dstates.data : nullptr, dstates.cols, dh.data, dgx.data,
             dgh_all.data, c.keep});
     }
+    // Each step first takes the product dgh W_hh of the step that ran before it (rec_back_step).
     for (int s = pk.steps - 1; s >= 0 && !done; --s) {
-      const RecStep rs = rec_step(s, pk.steps, reverse, pk.active.data());
-      const int t = rs.t, a = rs.a;
-      const size_t o = size_t(pk.offset[t]) * H;
-      T* dgh = dgh_all.row(pk.offset[t]);
+      const RecBackStep rs = rec_back_step(s, pk.steps, reverse, pk.active.data());
+      const int a = rs.a, pa = rs.pa;
+      const size_t o = size_t(pk.offset[rs.t]) * H;
+      const T* dgh_next = dgh_all.row(pk.offset[rs.tn]);
+      const T* ds = dstates ? dstates.row(pk.offset[rs.t]) : nullptr;
+      T *dgh = dgh_all.row(pk.offset[rs.t]), *dgx_t = dgx.row(pk.offset[rs.t]);
+      if constexpr (has_gru_step<B, T>) {
+        if (ops<B>::gru_step_backward(a, pa, H, dgh_next, ar.value(W_hh), c.r.data() + o, c.z.data() + o,
+                                      c.n.data() + o, c.ghn.data() + o, hp_all.row(pk.offset[rs.t]), ds,
+                                      dstates.cols, dh.data, dgx_t, dgh, c.keep ? c.keep + pk.offset[rs.tn] : nullptr))
+          continue;
+      }
+      ops<B>::gemm_few_rows(pa, H, G, dgh_next, G, ar.value(W_hh), H, dh.data, H, /*accumulate=*/true);
       ops<B>::gru_gates_backward(a, H, c.r.data() + o, c.z.data() + o, c.n.data() + o, c.ghn.data() + o,
-                                 hp_all.row(pk.offset[t]), dstates ? dstates.row(pk.offset[t]) : nullptr,
-                                 dstates.cols, dh.data, dgx.row(pk.offset[t]), dgh);
-      ops<B>::gemm_few_rows(a, H, G, dgh, G, ar.value(W_hh), H, dh.data, H, /*accumulate=*/true);
+                                 hp_all.row(pk.offset[rs.t]), ds, dstates.cols, dh.data, dgx_t, dgh);
     }
     if (!c.compact) {
       weight_gradients(ar, View<T>{dgh_all.data, pk.rows, G}, hp_all, View<T>{dgx.data, pk.rows, G}, X, dX);

@@ -94,21 +94,22 @@ struct ops<cuda> {
         },
         oa, ob, g.m, g.n, g.k, alpha, Bp, ldb, A, lda, beta, C, ldc);
   }
-  // C = A Bt (+ C), the recurrence's per-step products: up to rows_gemm_max rows our own
-  // kernel (recurrence.cuh: every load of a K chunk in flight at once, one launch), above a
-  // cuBLAS GEMM. At batch 32 on an H200 cuBLAS took a split-K GEMM and its reduction, 11 us
-  // a backward step, in ncu.
-  static constexpr int rows_gemm_max = 64;
+  // C = A Bt (+ C), the recurrence's per-step products: up to the runtime's rows_kernel_max
+  // rows our own kernel (recurrence.cuh: every load of a K chunk in flight at once, one
+  // launch), above a cuBLAS GEMM. At batch 32 on an H200 cuBLAS took a split-K GEMM and its
+  // reduction, 11 us a backward step, in ncu.
   template <class T>
   static void gemm_few_rows(int M, int N, int K, const T* A, int lda, const T* Bt, int ldb, T* C, int ldc,
                             bool accumulate) {
-    if (M <= rows_gemm_max)
+    if (M <= cuda_rt::runtime().rows_kernel_max)
       cuda_rt::rows_gemm(M, N, K, A, lda, Bt, ldb, C, ldc, accumulate);
     else
       gemm(false, false, M, N, K, T(1), A, lda, Bt, ldb, accumulate ? T(1) : T(0), C, ldc);
   }
-  // The GRU recurrence's own kernels (recurrence.cuh): one forward step (false when the
-  // runtime's fused_recurrence is off: the caller composes it, nn/gru.hpp), or, when
+  // The GRU recurrence's own kernels (recurrence.cuh): one forward step, one backward step
+  // with the product of the step before it in its epilogue's gates (false when the runtime's
+  // fused_recurrence is off, or, backward, when that product has more than rows_kernel_max
+  // rows: the caller composes the step, nn/gru.hpp), or, when
   // gru_whole_pass() (the runtime's persistent_recurrence), a whole pass forward or backward
   // in one persistent kernel (false when no cooperative grid can be launched).
   template <class T>
@@ -116,6 +117,15 @@ struct ops<cuda> {
                                T* r, T* z, T* n, T* ghn, T* h_new, const int32_t* keep = nullptr) {
     if (!cuda_rt::runtime().fused_recurrence) return false;
     cuda_rt::gru_step(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
+    return true;
+  }
+  template <class T>
+  static bool gru_step_backward(int a, int pa, int H, const T* dgh_next, const T* w_hh, const T* r, const T* z,
+                                const T* n, const T* ghn, const T* hp, const T* ds, int ld_ds, T* dh, T* dgx, T* dgh,
+                                const int32_t* keep_next = nullptr) {
+    const cuda_rt::Runtime& rt = cuda_rt::runtime();
+    if (!rt.fused_recurrence || pa > rt.rows_kernel_max) return false;
+    cuda_rt::gru_back_step(a, pa, H, dgh_next, w_hh, r, z, n, ghn, hp, ds, ld_ds, dh, dgx, dgh, keep_next);
     return true;
   }
   static bool gru_whole_pass() { return cuda_rt::runtime().persistent_recurrence; }

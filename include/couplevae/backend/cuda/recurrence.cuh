@@ -15,24 +15,29 @@
 // loaded one after another, ran 8 to 16 blocks per step on PTB and took 23 us a step for the
 // encoder and 45 us for the decoder on an H200, in ncu: 70% of a step's device time.)
 //
+// One backward step over the a rows of step t (gru_back_step, one launch per step; the steps
+// in the opposite order, backend/recurrence.hpp rec_back_step):
+//   dh[i] += (dgh_next W_hh)[i] for i < pa   (dgh_next (pa, 3H): the step that ran before it)
+//   d = dh[i] + ds[i];  kernels::gru_cell_backward gives dgx, dgh (a, 3H) and the z path
+//   d z, left in dh[i]
+// in tiles of 32 rows x 4 units (rows_gemm_tile's shape, K = 3H), the gates in the product's
+// epilogue: each element of dh is read and written by its own thread, so dh is updated in
+// place, and one launch per step does what a cuBLAS GEMM (at batch 32 a split-K GEMM and its
+// reduction) and a gate kernel did. A tile whose rows are past pa, or padding alone
+// (keep_next; their dgh is zero), skips the product.
+//
 // A whole pass in one persistent kernel (gru_forward_persistent, gru_backward_persistent):
 // a cooperative grid, no larger than can be resident at once, loops over the time steps
 // and meets at a grid barrier (grid_barrier: a counter in device memory, zeroed before the
 // launch; cooperative_groups.h is not used, as it brings a global namespace `cuda` that
 // would clash with the backend tag for users of `using namespace couplevae`) after each
-// phase; the Packing's active[] and offset[] are read from device memory, and rec_step
-// (backend/recurrence.hpp) walks the steps as nn::GRU does. Forward: the step above, tile by tile, for t = 0..steps-1 (reversed
-// for a reverse GRU). Backward, for the steps in the opposite order:
-//   phase 1 (elementwise, i < a*H): d = dh[i] + ds[i]; kernels::gru_cell_backward gives dgx,
-//           dgh (a, 3H) and the z path d z, left in dh[i];
-//   phase 2 (rows_gemm_tile, tiles of 32 rows x 4 units, K = 3H): dh[i] += (dgh W_hh)[i].
-// Each element of dh is read and written by one thread within a phase, and a barrier
-// separates the phases, so dh is updated in place. Data written by other blocks inside the
-// kernel (states, dh, dgh) is loaded with __ldcg (through L2, never a stale L1 line).
-// Rows that are not running at a step keep their dh, as in the composed steps.
+// step, whose tiles are those of the step kernels above; the Packing's active[] and offset[]
+// are read from device memory, and rec_step / rec_back_step walk the steps as nn::GRU does.
+// Data written by other blocks inside the kernel (states, dgh) is loaded with __ldcg
+// (through L2, never a stale L1 line); dh with it too, although its thread wrote it.
 // Not used when the runtime's persistent_recurrence is off (the default until it has been
 // measured on a GPU), or when the device cannot launch a cooperative grid.
-// tests/emulated extracts the device code from `rec_rows` to the host launchers below and
+// tests/emulated extracts the device code from `rec_rows` to the first host launcher and
 // runs it on host threads against the cpu's composed steps (ctest emulated.recurrence):
 // keep the kernels within what extract_kernels.cmake rewrites.
 #pragma once
@@ -148,15 +153,6 @@ __global__ void __launch_bounds__(rec_threads) gru_step_kernel(int a, int ap, in
                 n, ghn, h_new, keep, sh);
 }
 
-template <class T>
-void gru_step(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
-              T* ghn, T* h_new, const int32_t* keep) {
-  if (a == 0) return;
-  const dim3 grid(unsigned((H + rec_units - 1) / rec_units), unsigned((a + rec_rows - 1) / rec_rows));
-  launch_kernel(reinterpret_cast<const void*>(&gru_step_kernel<T>), grid, dim3(rec_threads), 0, "gru_step", a, ap, H,
-                h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
-}
-
 // The tile (row0.., n0..) of C (M x N) = A B (+ C), row-major with row strides: the
 // product over K, then one entry per thread (C read through L2: in the persistent backward
 // other blocks wrote it before the barrier).
@@ -181,6 +177,43 @@ __global__ void __launch_bounds__(rec_threads) rows_gemm_kernel(int M, int N, in
   __shared__ RowsShared<T, rec_units> sh;
   rows_gemm_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, M, N, K, A, lda, B, ldb, Cm, ldc, accumulate,
                  sh);
+}
+
+// The backward step for the tile (row0.., unit0..) of gru_back_step (header comment): the
+// product of the step after it over its pa rows (dgh_next W_hh, skipped by a tile whose
+// rows are past pa or padding alone, keep_next), then one (row, unit) per thread for the
+// gates of this step's a rows. dh is read and written by the thread of its element only.
+template <class T>
+__device__ void gru_back_step_tile(int row0, int unit0, int a, int pa, int H, const T* dgh_next, const T* w_hh,
+                                   const T* r, const T* z, const T* n, const T* ghn, const T* hp, const T* ds,
+                                   int ld_ds, T* dh, T* dgx, T* dgh, const int32_t* keep_next,
+                                   RowsShared<T, rec_units>& sh) {
+  const int G = 3 * H;
+  const int k_end = row0 >= pa || (keep_next && !keep_next[row0]) ? 0 : G;
+  rows_product(row0, pa, dgh_next, G, k_end,
+               [=](int k, int c) { return unit0 + c < H ? w_hh[size_t(k) * H + unit0 + c] : T(0); }, sh);
+  for (int t = int(threadIdx.x); t < rec_rows * rec_units; t += int(blockDim.x)) {
+    const int rw = t / rec_units, uu = t % rec_units, row = row0 + rw, unit = unit0 + uu;
+    if (row >= a || unit >= H) continue;
+    const size_t i = size_t(row) * H + unit;
+    T d = __ldcg(dh + i);
+    if (row < pa) d += rows_sum(sh, rw, uu);
+    if (ds) d += ds[size_t(row) * ld_ds + unit];
+    const kernels::GruCellGrad<T> c = kernels::gru_cell_backward(d, r[i], z[i], n[i], ghn[i], hp[i]);
+    kernels::store(c, size_t(row) * G + unit, H, dgx, dgh);
+    dh[i] = c.dh;
+  }
+  __syncthreads();  // the block's next tile reuses sh
+}
+
+template <class T>
+__global__ void __launch_bounds__(rec_threads)
+    gru_back_step_kernel(int a, int pa, int H, const T* dgh_next, const T* w_hh, const T* r, const T* z, const T* n,
+                         const T* ghn, const T* hp, const T* ds, int ld_ds, T* dh, T* dgx, T* dgh,
+                         const int32_t* keep_next) {
+  __shared__ RowsShared<T, rec_units> sh;
+  gru_back_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, a, pa, H, dgh_next, w_hh, r, z, n, ghn,
+                     hp, ds, ld_ds, dh, dgx, dgh, keep_next, sh);
 }
 
 // All blocks of a cooperative (co-resident) grid meet here: the k-th barrier of the kernel
@@ -224,29 +257,14 @@ __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(Gr
   unsigned epoch = 0;
   const int H = p.H, G = 3 * H, ut = (H + rec_units - 1) / rec_units;
   for (int s = p.steps - 1; s >= 0; --s) {
-    const RecStep st = rec_step(s, p.steps, p.reverse, p.active);
-    const size_t row_t = size_t(p.offset[st.t]), o = row_t * H, og = row_t * G;
-    // phase 1: the gates, element by element
-    const size_t na = size_t(st.a) * H;
-    for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < na; i += size_t(gridDim.x) * blockDim.x) {
-      const size_t row = i / H, k = i % H, g = og + row * G + k;
-      const T d = __ldcg(p.dh + i) + (p.ds ? p.ds[(row_t + row) * size_t(p.ld_ds) + k] : T(0));
-      const kernels::GruCellGrad<T> c =
-          kernels::gru_cell_backward(d, p.r[o + i], p.z[o + i], p.n[o + i], p.ghn[o + i], p.hprev[o + i]);
-      kernels::store(c, g, H, p.dgx, p.dgh);
-      p.dh[i] = c.dh;
-    }
-    grid_barrier(barrier, epoch);
-    // phase 2: dh[0:a) += dgh W_hh by rows_gemm_tile (K = 3H), as the default backward;
-    // a tile of padding rows alone (zero dgh, see the forward step) adds nothing and is
-    // skipped (by the whole block: its barriers stay uniform)
-    const int tiles = ut * ((st.a + rec_rows - 1) / rec_rows);
-    const int32_t* keep = p.keep ? p.keep + row_t : nullptr;
-    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
-      const int row0 = tile / ut * rec_rows;
-      if (keep && !keep[row0]) continue;
-      rows_gemm_tile(row0, tile % ut * rec_units, st.a, H, G, p.dgh + og, G, p.w_hh, H, p.dh, H, true, sh);
-    }
+    const RecBackStep b = rec_back_step(s, p.steps, p.reverse, p.active);
+    const size_t row_t = size_t(p.offset[b.t]), o = row_t * H, row_n = size_t(p.offset[b.tn]);
+    const int tiles = ut * ((b.a + rec_rows - 1) / rec_rows);
+    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
+      gru_back_step_tile(tile / ut * rec_rows, tile % ut * rec_units, b.a, b.pa, H, p.dgh + row_n * G, p.w_hh,
+                         p.r + o, p.z + o, p.n + o, p.ghn + o, p.hprev + o,
+                         p.ds ? p.ds + row_t * size_t(p.ld_ds) : nullptr, p.ld_ds, p.dh, p.dgx + row_t * G,
+                         p.dgh + row_t * G, p.keep ? p.keep + row_n : nullptr, sh);
     grid_barrier(barrier, epoch);
   }
 }
@@ -288,12 +306,34 @@ inline int rec_tiles(int batch, int H) {
   return ((batch + rec_rows - 1) / rec_rows) * ((H + rec_units - 1) / rec_units);
 }
 
+// A grid of one block per tile of 32 rows x 4 columns (units) over rows x cols.
+inline dim3 rec_grid(int rows, int cols) {
+  return dim3(unsigned((cols + rec_units - 1) / rec_units), unsigned((rows + rec_rows - 1) / rec_rows));
+}
+
+// The forward step (gru_step_kernel): one block per tile of 32 rows x 4 units.
+template <class T>
+void gru_step(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
+              T* ghn, T* h_new, const int32_t* keep) {
+  if (a == 0) return;
+  launch_kernel(reinterpret_cast<const void*>(&gru_step_kernel<T>), rec_grid(a, H), dim3(rec_threads), 0, "gru_step", a, ap, H,
+                h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
+}
+
+// The backward step (gru_back_step_kernel), likewise.
+template <class T>
+void gru_back_step(int a, int pa, int H, const T* dgh_next, const T* w_hh, const T* r, const T* z, const T* n,
+                   const T* ghn, const T* hp, const T* ds, int ld_ds, T* dh, T* dgx, T* dgh, const int32_t* keep_next) {
+  if (a == 0) return;
+  launch_kernel(reinterpret_cast<const void*>(&gru_back_step_kernel<T>), rec_grid(a, H), dim3(rec_threads), 0, "gru_back_step",
+                a, pa, H, dgh_next, w_hh, r, z, n, ghn, hp, ds, ld_ds, dh, dgx, dgh, keep_next);
+}
+
 // C (M x N) = A B (+ C) by rows_gemm_kernel (row-major, row strides lda, ldb, ldc).
 template <class T>
 void rows_gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* C, int ldc, bool accumulate) {
   if (M == 0 || N == 0) return;
-  const dim3 grid(unsigned((N + rec_units - 1) / rec_units), unsigned((M + rec_rows - 1) / rec_rows));
-  launch_kernel(reinterpret_cast<const void*>(&rows_gemm_kernel<T>), grid, dim3(rec_threads), 0, "rows_gemm", M, N, K, A,
+  launch_kernel(reinterpret_cast<const void*>(&rows_gemm_kernel<T>), rec_grid(M, N), dim3(rec_threads), 0, "rows_gemm", M, N, K, A,
                 lda, B, ldb, C, ldc, accumulate);
 }
 

@@ -140,6 +140,19 @@ inline bool graphs_switch(const std::string& v) {
   throw Error("COUPLEVAE_CUDA_GRAPHS: expected 1, on, 0 or off (got '" + v + "')");
 }
 
+// COUPLEVAE_CUDA_ROWS_MAX: a whole number of rows, 0 to 1000000 (digits only).
+inline int rows_max_setting(const std::string& v) {
+  long n = 0;
+  bool ok = !v.empty() && v.size() <= 7;
+  for (const char c : v) {
+    ok = ok && c >= '0' && c <= '9';
+    if (ok) n = 10 * n + (c - '0');
+  }
+  if (!ok || n > 1000000)
+    throw Error("COUPLEVAE_CUDA_ROWS_MAX: expected a whole number of rows from 0 to 1000000 (got '" + v + "')");
+  return int(n);
+}
+
 struct Runtime {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
@@ -167,6 +180,10 @@ struct Runtime {
   // composed or persistent (read when a thread's runtime is created).
   bool fused_recurrence = true;
   bool persistent_recurrence = false;
+  // The largest per-step product of the recurrence (rows) that runs our own row kernels
+  // (rows_gemm, and a fused backward step) rather than cuBLAS; also
+  // COUPLEVAE_CUDA_ROWS_MAX=N. 64 has not been weighed against others on a GPU yet.
+  int rows_kernel_max = 64;
   size_t persistent_passes = 0;  // passes the persistent kernels have run (they may decline)
   // Whole training steps as CUDA Graphs on bucketed batches of graph_bucket (graph.cuh);
   // also COUPLEVAE_CUDA_GRAPHS=1. Off by default until measured on a GPU. A graph's key holds
@@ -185,6 +202,7 @@ struct Runtime {
     require_device();
     if (const char* e = std::getenv("COUPLEVAE_CUDA_RECURRENCE")) set_recurrence(e);
     if (const char* e = std::getenv("COUPLEVAE_CUDA_GRAPHS")) step_graphs = graphs_switch(e);
+    if (const char* e = std::getenv("COUPLEVAE_CUDA_ROWS_MAX")) rows_kernel_max = rows_max_setting(e);
     COUPLEVAE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     COUPLEVAE_CUBLAS(cublasCreate(&blas));
     COUPLEVAE_CUBLAS(cublasSetStream(blas, stream));
