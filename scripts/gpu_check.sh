@@ -45,10 +45,10 @@ LOGS=/tmp/gpu-logs  # many files: they go back as one archive, $OUT/logs.tgz (or
 rm -rf "$LOGS"
 STAGES="test,cli,bench,profile,memcheck"
 MEMCHECK="*"
-# memcheck in the one call: the ops (GEMMs and rows_gemm, column sums, the fused GRU step,
+# memcheck in the one call: the ops (GEMMs and rows_gemm, column sums, the fused GRU steps,
 # element-wise and row kernels, the generator and the model kernels), couple-vae's parity
 # eagerly, with the persistent kernels and replayed from graphs
-MEMCHECK_ONE_CALL='GEMM*,the fused GRU step*,element-wise*,generator*,model parity: same weights*Coupled<couplevae::Model<couplevae::Posterior<couplevae::Gaussian>*Regularizer<couplevae::KL>*GRU*,model parity with the persistent*Coupled*,training steps replayed*Coupled<couplevae::Model<couplevae::Posterior<couplevae::Gaussian>*'
+MEMCHECK_ONE_CALL='GEMM*,the fused GRU*,element-wise*,generator*,model parity: same weights*Coupled<couplevae::Model<couplevae::Posterior<couplevae::Gaussian>*Regularizer<couplevae::KL>*GRU*,model parity with the persistent*Coupled*,training steps replayed*Coupled<couplevae::Model<couplevae::Posterior<couplevae::Gaussian>*'
 ROUNDS=2
 STEPS=200
 ONE_CALL=0

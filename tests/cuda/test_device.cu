@@ -173,8 +173,10 @@ TEST_SUITE("device") {
       Dev<float> dsrc(src), dgx(gx), dwt(wt), dbh(bh);
       const std::vector<float> poison(hp.size(), NAN);
       Dev<float> dhp(poison), dr(poison), dz(poison), dn(poison), dghn(poison), dhn(poison);
-      REQUIRE(G::gru_step_forward(a, ap, H, ap ? dsrc.p() : nullptr, dgx.p(), dwt.p(), dbh.p(), dhp.p(), dr.p(), dz.p(),
-                                  dn.p(), dghn.p(), dhn.p()));
+      REQUIRE(G::gru_step_forward(GruFwdStep<float>{.a = a, .ap = ap, .H = H, .h_src = ap ? dsrc.p() : nullptr,
+                                                    .gx = dgx.p(), .whh_t = dwt.p(), .bh = dbh.p(), .hp = dhp.p(),
+                                                    .r = dr.p(), .z = dz.p(), .n = dn.p(), .ghn = dghn.p(),
+                                                    .h_new = dhn.p()}));
       CHECK(rel_err(dhp.host(), hp) == 0);
       CHECK(rel_err(dr.host(), r) < 1e-5);
       CHECK(rel_err(dz.host(), z) < 1e-5);
@@ -183,8 +185,7 @@ TEST_SUITE("device") {
       CHECK(rel_err(dhn.host(), hn) < 1e-5);
     }
     cuda_rt::runtime().fused_recurrence = false;
-    CHECK_FALSE(G::gru_step_forward<float>(1, 0, 4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                           nullptr, nullptr, nullptr));
+    CHECK_FALSE(G::gru_step_forward(GruFwdStep<float>{}));
     cuda_rt::runtime().fused_recurrence = fused_was;
   }
 
@@ -215,21 +216,23 @@ TEST_SUITE("device") {
       Dev<int32_t> dkeep(keep_next);
       const std::vector<float> poison(dgx.size(), NAN);
       Dev<float> ddgx(poison), ddgh(poison);
-      REQUIRE(G::gru_step_backward(a, pa, H, ddn.p(), dw.p(), dr.p(), dz.p(), dnv.p(), dghn.p(), dhp.p(), dds.p(), H,
-                                   ddh.p(), ddgx.p(), ddgh.p(), dkeep.p()));
+      REQUIRE(G::gru_step_backward(GruBackStep<float>{.a = a, .pa = pa, .H = H, .ld_ds = H, .dgh_next = ddn.p(),
+                                                      .w_hh = dw.p(), .r = dr.p(), .z = dz.p(), .n = dnv.p(),
+                                                      .ghn = dghn.p(), .hp = dhp.p(), .ds = dds.p(), .dh = ddh.p(),
+                                                      .dgx = ddgx.p(), .dgh = ddgh.p(), .keep_next = dkeep.p()}));
       CHECK(rel_err(ddh.host(), dh) < 1e-5);
       CHECK(rel_err(ddgx.host(), dgx) < 1e-5);
       CHECK(rel_err(ddgh.host(), dgh) < 1e-5);
     }
     // declined: fused steps off, or a product larger than rows_kernel_max
     const int max_was = rt.rows_kernel_max;
+    const GruBackStep<float> big{.a = 9, .pa = 9}, small{.a = 1, .pa = 1};
     rt.rows_kernel_max = 8;
-    CHECK_FALSE(G::gru_step_backward<float>(9, 9, 4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                            nullptr, 0, nullptr, nullptr, nullptr));
+    CHECK_FALSE(G::gru_step_backward(big));
+    CHECK_FALSE(G::gru_step_backward(small, &big));  // the second step of a pair counts too
     rt.rows_kernel_max = max_was;
     rt.fused_recurrence = false;
-    CHECK_FALSE(G::gru_step_backward<float>(1, 1, 4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                            nullptr, 0, nullptr, nullptr, nullptr));
+    CHECK_FALSE(G::gru_step_backward(small));
     rt.fused_recurrence = fused_was;
   }
 

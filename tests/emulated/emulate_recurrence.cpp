@@ -63,15 +63,15 @@ namespace {
 
 using namespace couplevae;
 
-// body() on a grid of gx x gy blocks of rec_threads host threads each. Cooperative: every
-// block at once, each its own threads (a grid barrier needs them all resident). Otherwise
-// one block after another on one set of threads (a GPU of one SM), which costs far fewer
-// thread starts; each block finds its shared memory NaN, as a new block may find garbage.
+// body() on a grid of gx x gy x gz blocks of rec_threads host threads each. Cooperative:
+// every block at once, each its own threads (a grid barrier needs them all resident).
+// Otherwise one block after another on one set of threads (a GPU of one SM), which costs far
+// fewer thread starts; each block finds its shared memory NaN, as a new block may find garbage.
 template <class Body>
-void run_blocks(unsigned gx, unsigned gy, const Body& body, bool cooperative = false) {
-  const unsigned threads = cuda_rt::rec_threads, blocks = gx * gy, resident = cooperative ? blocks : 1;
+void run_blocks(unsigned gx, unsigned gy, unsigned gz, const Body& body, bool cooperative = false) {
+  const unsigned threads = cuda_rt::rec_threads, blocks = gx * gy * gz, resident = cooperative ? blocks : 1;
   blockDim = {threads, 1, 1};
-  gridDim = {gx, gy, 1};
+  gridDim = {gx, gy, gz};
   block_barriers.clear();
   block_shared.assign(resident, std::vector<double>(shared_doubles, NAN));
   for (unsigned b = 0; b < resident; ++b) block_barriers.emplace_back(new std::barrier<>(threads));
@@ -82,7 +82,7 @@ void run_blocks(unsigned gx, unsigned gy, const Body& body, bool cooperative = f
         block_id = r;
         threadIdx = {t, 0, 0};
         for (unsigned b = r; b < blocks; b += resident) {
-          blockIdx = {b % gx, b / gx, 0};
+          blockIdx = {b % gx, b / gx % gy, b / (gx * gy)};
           body();
           if (cooperative) continue;
           __syncthreads();  // the block is done: the next one gets fresh shared memory
@@ -97,7 +97,7 @@ void run_blocks(unsigned gx, unsigned gy, const Body& body, bool cooperative = f
 template <class Kernel, class Pass>
 void run_grid(Kernel kernel, const Pass& p, unsigned blocks) {
   unsigned counter = 0;
-  run_blocks(blocks, 1, [&] { kernel(p, &counter); }, /*cooperative=*/true);
+  run_blocks(blocks, 1, 1, [&] { kernel(p, &counter); }, /*cooperative=*/true);
 }
 
 // max |a - b| / max |b|; infinite when a has a non-finite entry (an unwritten NaN).
@@ -143,54 +143,48 @@ struct Outputs {
   }
 };
 
+// The passes from in to o (the Packing's indices in host memory, as the kernels here read).
+GruForwardPass<float> forward_pass(const Inputs& in, Outputs& o) {
+  return {in.pk.steps, in.batch, in.H,      in.reverse, in.active.data(), in.offset.data(), in.gx,     in.whh_t,
+          in.bh,       o.st.data(), o.hp.data(), o.r.data(), o.z.data(),      o.n.data(),      o.ghn.data(), in.keep};
+}
+GruBackwardPass<float> backward_pass(const Inputs& in, Outputs& o) {
+  return {in.pk.steps, in.batch,   in.H,       in.reverse,   in.active.data(), in.offset.data(),
+          o.r.data(),  o.z.data(), o.n.data(), o.ghn.data(), o.hp.data(),      in.w_hh,
+          in.ds,       in.H,       o.dh.data(), o.dgx.data(), o.dgh.data(),     in.keep};
+}
+
 // The persistent kernels, each one cooperative grid of `blocks` blocks.
 Outputs persistent(const Inputs& in, unsigned blocks) {
   Outputs o(in);
-  run_grid(cuda_rt::gru_forward_persistent_kernel<float>,
-           GruForwardPass<float>{in.pk.steps, in.batch, in.H, in.reverse, in.active.data(), in.offset.data(), in.gx,
-                                 in.whh_t, in.bh, o.st.data(), o.hp.data(), o.r.data(), o.z.data(), o.n.data(),
-                                 o.ghn.data(), in.keep},
-           blocks);
-  run_grid(cuda_rt::gru_backward_persistent_kernel<float>,
-           GruBackwardPass<float>{in.pk.steps, in.batch, in.H, in.reverse, in.active.data(), in.offset.data(),
-                                  o.r.data(), o.z.data(), o.n.data(), o.ghn.data(), o.hp.data(), in.w_hh, in.ds, in.H,
-                                  o.dh.data(), o.dgx.data(), o.dgh.data(), in.keep},
-           blocks);
+  run_grid(cuda_rt::gru_forward_persistent_kernel<float>, forward_pass(in, o), blocks);
+  run_grid(cuda_rt::gru_backward_persistent_kernel<float>, backward_pass(in, o), blocks);
   return o;
 }
 
-// The kernels of one step (gru_step_kernel, gru_back_step_kernel), a grid per step of a tile
-// per block, walked as nn::GRU walks a pass on cuda (rec_step, rec_back_step).
-Outputs stepwise(const Inputs& in) {
-  Outputs o(in);
-  const int H = in.H, G = 3 * H;
-  const auto grid = [&](int rows) {
+// The kernels of one step (gru_step_kernel, gru_back_step_kernel) for two passes over the
+// same Packing side by side, as nn::BiGRU runs its directions on cuda: a grid per step, a
+// tile per block, blockIdx.z the pass, each pass's steps from its step(s).
+std::pair<Outputs, Outputs> stepwise(const Inputs& in0, const Inputs& in1) {
+  Outputs o0(in0), o1(in1);
+  const int steps = in0.pk.steps;
+  const auto grid = [](int rows, int H) {
     return std::pair(unsigned((H + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
                      unsigned((rows + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows));
   };
-  const auto at = [&](std::vector<float>& v, int t, int width) { return v.data() + size_t(in.offset[t]) * width; };
-  const auto keep = [&](int t) { return in.keep ? in.keep + in.offset[t] : nullptr; };
-  for (int s = 0; s < in.pk.steps; ++s) {
-    const RecStep rs = rec_step(s, in.pk.steps, in.reverse, in.active.data());
-    const auto [gx, gy] = grid(rs.a);
-    run_blocks(gx, gy, [&] {
-      cuda_rt::gru_step_kernel<float>(rs.a, rs.ap, H, rs.ap ? at(o.st, rs.tp, H) : nullptr,
-                                      in.gx + size_t(in.offset[rs.t]) * G, in.whh_t, in.bh, at(o.hp, rs.t, H),
-                                      at(o.r, rs.t, H), at(o.z, rs.t, H), at(o.n, rs.t, H), at(o.ghn, rs.t, H),
-                                      at(o.st, rs.t, H), keep(rs.t));
-    });
+  const GruForwardPass<float> f0 = forward_pass(in0, o0), f1 = forward_pass(in1, o1);
+  for (int s = 0; s < steps; ++s) {
+    const GruFwdStep<float> a = f0.step(s), b = f1.step(s);
+    const auto [gx, gy] = grid(std::max(a.a, b.a), std::max(a.H, b.H));
+    run_blocks(gx, gy, 2, [&] { cuda_rt::gru_step_kernel<float>(a, b); });
   }
-  for (int s = in.pk.steps - 1; s >= 0; --s) {
-    const RecBackStep b = rec_back_step(s, in.pk.steps, in.reverse, in.active.data());
-    const auto [gx, gy] = grid(b.a);
-    run_blocks(gx, gy, [&] {
-      cuda_rt::gru_back_step_kernel<float>(b.a, b.pa, H, at(o.dgh, b.tn, G), in.w_hh, at(o.r, b.t, H),
-                                           at(o.z, b.t, H), at(o.n, b.t, H), at(o.ghn, b.t, H), at(o.hp, b.t, H),
-                                           in.ds + size_t(in.offset[b.t]) * H, H, o.dh.data(), at(o.dgx, b.t, G),
-                                           at(o.dgh, b.t, G), keep(b.tn));
-    });
+  const GruBackwardPass<float> b0 = backward_pass(in0, o0), b1 = backward_pass(in1, o1);
+  for (int s = steps - 1; s >= 0; --s) {
+    const GruBackStep<float> a = b0.step(s), b = b1.step(s);
+    const auto [gx, gy] = grid(std::max(a.a, b.a), std::max(a.H, b.H));
+    run_blocks(gx, gy, 2, [&] { cuda_rt::gru_back_step_kernel<float>(a, b); });
   }
-  return o;
+  return {std::move(o0), std::move(o1)};
 }
 
 // true when every output of `got` agrees with the module's to float rounding
@@ -203,13 +197,14 @@ bool agrees(const char* what, const Outputs& got, const nn::GRU<float>::Cache& c
                       rel_err(got.dh, module(c.dh, nd)),    rel_err(got.dgx, module(c.dgx, ng)),
                       rel_err(got.dgh, module(c.dgh, ng))};
   const double worst = *std::max_element(std::begin(e), std::end(e));
-  std::printf("  %-10s largest relative error %.2e (states %.1e, dh %.1e, dgh %.1e)\n", what, worst, e[0], e[6], e[8]);
+  std::printf("  %-22s largest relative error %.2e (states %.1e, dh %.1e, dgh %.1e)\n", what, worst, e[0], e[6], e[8]);
   return worst < 1e-5;
 }
 
-// true when the persistent kernels, and (steps) the kernels of one step, agree with
-// nn::GRU<float, cpu>'s composed steps
-bool check(const Case& k, bool steps, uint64_t seed) {
+// true when the persistent kernels, and (steps) the kernels of one step, paired with those of
+// a GRU of the other direction over the same batch, agree with nn::GRU<float, cpu>'s
+// composed steps
+bool check(const Case& k, uint64_t seed) {
   const int H = k.H, batch = k.batch, I = 5;
   Rng rng(seed);
   std::vector<int> lens(batch);
@@ -226,38 +221,42 @@ bool check(const Case& k, bool steps, uint64_t seed) {
     return v;
   };
   Arena<float> ar;
-  nn::GRU<float> gru(ar, "gru", I, H, k.reverse);
+  const nn::GRU<float> gru(ar, "gru", I, H, k.reverse), mirror(ar, "mirror", I, H, !k.reverse);
   ar.finalize();
   ar.initialise(seed);
   Context<cpu> ctx(1);
-  const auto x = random(size_t(rows) * I), ds = random(size_t(rows) * H), dh_final = random(size_t(batch) * H);
-  nn::GRU<float>::Cache c;
-  gru.forward(ctx, ar, {const_cast<float*>(x.data()), rows, I}, pk, c);
-  // the kernels read the module's input projection and W_hh^T (its results before backward)
-  const Inputs in{pk,
-                  H,
-                  batch,
-                  k.reverse,
-                  std::vector<int32_t>(pk.active.begin(), pk.active.end()),
-                  std::vector<int32_t>(pk.offset.begin(), pk.offset.end()),
-                  k.padded ? pk.keep.data() : nullptr,
-                  c.gx.data(),
-                  c.whh_t.data(),
-                  ar.value(gru.W_hh),
-                  ar.value(gru.b_hh),
-                  ds.data(),
-                  dh_final.data()};
-  const Outputs p = persistent(in, k.blocks);
-  std::optional<Outputs> st;
-  if (steps) st = stepwise(in);
-  gru.backward(ctx, ar, {const_cast<float*>(x.data()), rows, I}, pk, {const_cast<float*>(ds.data()), rows, H},
-               {const_cast<float*>(dh_final.data()), batch, H}, View<float>{}, c);
+  const auto x = random(size_t(rows) * I);
+  View<float> X{const_cast<float*>(x.data()), rows, I};
+  struct Run {
+    const nn::GRU<float>& module;
+    std::vector<float> ds, dh_final;
+    nn::GRU<float>::Cache c;
+  };
+  Run runs[2] = {{gru, random(size_t(rows) * H), random(size_t(batch) * H), {}},
+                 {mirror, random(size_t(rows) * H), random(size_t(batch) * H), {}}};
+  std::vector<Inputs> in;
+  for (Run& r : runs) {
+    r.module.forward(ctx, ar, X, pk, r.c);
+    // the kernels read the module's input projection and W_hh^T (its results before backward)
+    in.push_back(Inputs{pk, H, batch, r.module.reverse, std::vector<int32_t>(pk.active.begin(), pk.active.end()),
+                        std::vector<int32_t>(pk.offset.begin(), pk.offset.end()), k.padded ? pk.keep.data() : nullptr,
+                        r.c.gx.data(), r.c.whh_t.data(), ar.value(r.module.W_hh), ar.value(r.module.b_hh),
+                        r.ds.data(), r.dh_final.data()});
+  }
+  const Outputs p = persistent(in[0], k.blocks);
+  std::optional<std::pair<Outputs, Outputs>> st;
+  if (k.steps) st = stepwise(in[0], in[1]);
+  for (Run& r : runs)
+    r.module.backward(ctx, ar, X, pk, {r.ds.data(), rows, H}, {r.dh_final.data(), batch, H}, View<float>{}, r.c);
   std::printf("H %3d, batch %2d, %d steps, %3d rows%s, %s:\n", H, batch, pk.steps, rows,
               k.padded ? " (padded)" : "", k.reverse ? "reverse" : "forward");
   char name[32];
   std::snprintf(name, sizeof name, "persistent (%u blocks)", k.blocks);
-  bool ok = agrees(name, p, c, in);
-  if (st) ok = agrees("steps", *st, c, in) && ok;
+  bool ok = agrees(name, p, runs[0].c, in[0]);
+  if (st) {
+    ok = agrees("steps", st->first, runs[0].c, in[0]) && ok;
+    ok = agrees("paired", st->second, runs[1].c, in[1]) && ok;
+  }
   return ok;
 }
 
@@ -276,7 +275,7 @@ bool check_rows_gemm(int M, int N, int K, bool accumulate, uint64_t seed) {
   std::vector<float> C = C0;
   const unsigned gx = unsigned((N + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
                  gy = unsigned((M + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows);
-  run_blocks(gx, gy, [&] {
+  run_blocks(gx, gy, 1, [&] {
     cuda_rt::rows_gemm_kernel<float>(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc, accumulate);
   });
   double num = 0, den = 1e-30;
@@ -315,7 +314,7 @@ int main() {
                         {301, 40, false, 3, true}};
   int failed = 0;
   uint64_t seed = 100;
-  for (const Case& k : cases) failed += !check(k, k.steps, seed++);
+  for (const Case& k : cases) failed += !check(k, seed++);
   const int gemms[][4] = {{1, 1, 1, 0}, {7, 5, 37, 1}, {32, 8, 256, 0}, {40, 37, 300, 1}, {64, 13, 600, 1}};
   for (const auto& g : gemms) failed += !check_rows_gemm(g[0], g[1], g[2], g[3] != 0, seed++);
   if (failed) std::printf("FAILED: %d of %zu cases\n", failed, std::size(cases) + std::size(gemms));

@@ -23,7 +23,8 @@
 // first step's, the gradient on the zero initial state, is never formed. A backend whose
 // ops have gru_step_forward and gru_step_backward (cuda) does each step, forward (the
 // previous-state copy, the product and the gates) and backward (the product and the
-// gates), in one kernel instead; one whose ops have gru_forward_pass /
+// gates), in one kernel instead, and BiGRU's two directions' steps s in the same launch;
+// one whose ops have gru_forward_pass /
 // gru_backward_pass (backend/recurrence.hpp; cuda, when its runtime's persistent_recurrence
 // is on) runs the whole recurrence of a pass in one launch, and the loops below only when
 // it declines. The forward pass keeps
@@ -35,6 +36,7 @@
 #pragma once
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../backend/recurrence.hpp"
@@ -82,6 +84,28 @@ struct GRU {
 
   // Fills c.states (rows, H) and c.h_final (batch, H).
   void forward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, Cache& c) const {
+    const GruForwardPass<T> p = forward_begin(ar, X, pk, c);
+    Cache* cs[] = {&c};
+    forward_steps(pk, &p, cs, 1);
+    forward_end(pk, c);
+  }
+
+  void backward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dstates,
+                View<T> dh_final, View<T> dX, Cache& c) const {
+    const GruBackwardPass<T> p = backward_begin(ar, pk, dstates, dh_final, c);
+    Cache* cs[] = {&c};
+    backward_steps(pk, &p, cs, 1);
+    backward_end(ar, X, pk, dX, c);
+  }
+
+  // forward and backward in parts, so that BiGRU runs its two directions' steps side by
+  // side. forward_begin projects the input and returns the pass, the Packing's indices in
+  // host memory; forward_steps runs the recurrence of n (1 or 2) passes over the same
+  // Packing, each by a whole-pass kernel when the backend runs them, else step by step, the
+  // passes' steps s in one launch where the backend fuses steps; forward_end gathers
+  // h_final. Likewise backward: backward_begin (dh = dh_final), backward_steps, backward_end
+  // (the weight gradients and dX).
+  GruForwardPass<T> forward_begin(Arena<T, B>& ar, View<T> X, const Packing& pk, Cache& c) const {
     const int G = 3 * H;
     View<T> gx = c.gx.shape(pk.rows, G);
     c.compact = pk.padded ? int(pk.real_rows.size()) : 0;
@@ -94,44 +118,33 @@ struct GRU {
     } else {
       project(ar, X, gx);
     }
-    View<T> st = c.states.shape(pk.rows, H);
-    c.r.shape(pk.rows, H);
-    c.z.shape(pk.rows, H);
-    c.n.shape(pk.rows, H);
-    c.ghn.shape(pk.rows, H);
-    View<T> hp_all = c.hprev.shape(pk.rows, H), gh = c.gh.shape(pk.batch, G);
+    c.gh.shape(pk.batch, G);
     View<T> whh_t = c.whh_t.shape(H, G);
     ops<B>::transpose(ar.value(W_hh), G, H, whh_t.data);
     c.active = c.offset = nullptr;
     c.keep = pk.padded ? backend_ids(pk.keep, c.keep_b) : nullptr;
-    bool done = false;
-    if constexpr (has_gru_pass<B>) {
-      if (ops<B>::gru_whole_pass()) {
-        c.active = backend_ids(pk.active, c.active_b);
-        c.offset = backend_ids(pk.offset, c.offset_b);
-        done = ops<B>::gru_forward_pass(GruForwardPass<T>{pk.steps, pk.batch, H, reverse, c.active, c.offset, gx.data,
-                                                          whh_t.data, ar.value(b_hh), st.data, hp_all.data,
-                                                          c.r.data(), c.z.data(), c.n.data(), c.ghn.data(),
-                                                          c.keep});
-      }
-    }
-    for (int s = 0; s < pk.steps && !done; ++s) {
-      const RecStep rs = rec_step(s, pk.steps, reverse, pk.active.data());
-      const int t = rs.t, a = rs.a;
-      View<T> hp{hp_all.row(pk.offset[t]), a, H};
-      const size_t o = size_t(pk.offset[t]) * H;
-      const int32_t* keep = c.keep ? c.keep + pk.offset[t] : nullptr;
+    return GruForwardPass<T>{pk.steps, pk.batch, H, reverse, pk.active.data(), pk.offset.data(), gx.data, whh_t.data,
+                             ar.value(b_hh), c.states.shape(pk.rows, H).data, c.hprev.shape(pk.rows, H).data,
+                             c.r.shape(pk.rows, H).data, c.z.shape(pk.rows, H).data, c.n.shape(pk.rows, H).data,
+                             c.ghn.shape(pk.rows, H).data, c.keep};
+  }
+  static void forward_steps(const Packing& pk, const GruForwardPass<T>* p, Cache* const* c, int n) {
+    bool by_step[2] = {};
+    for (int i = 0; i < n; ++i) by_step[i] = !whole_pass(pk, p[i], *c[i]);
+    for (int s = 0; s < pk.steps; ++s) {
+      GruFwdStep<T> f[2];
+      Cache* fc[2] = {};
+      int m = 0;
+      for (int i = 0; i < n; ++i)
+        if (by_step[i]) f[m] = p[i].step(s), fc[m++] = c[i];
+      if (m == 0) return;
       if constexpr (has_gru_step<B, T>) {
-        if (ops<B>::gru_step_forward(a, rs.ap, H, rs.ap ? st.row(pk.offset[rs.tp]) : nullptr, gx.row(pk.offset[t]),
-                                     whh_t.data, ar.value(b_hh), hp.data, c.r.data() + o, c.z.data() + o,
-                                     c.n.data() + o, c.ghn.data() + o, st.data + o, keep))
-          continue;
+        if (ops<B>::gru_step_forward(f[0], m == 2 ? &f[1] : nullptr)) continue;
       }
-      previous_states(pk, rs, st, hp);
-      ops<B>::gemm_few_rows(a, G, H, hp.data, H, whh_t.data, G, gh.data, G, /*accumulate=*/false);
-      ops<B>::gru_gates_forward(a, H, gx.row(pk.offset[t]), gh.data, ar.value(b_hh), hp.data, c.r.data() + o,
-                                c.z.data() + o, c.n.data() + o, c.ghn.data() + o, st.data + o, keep);
+      for (int i = 0; i < m; ++i) composed_step(f[i], *fc[i]);
     }
+  }
+  void forward_end(const Packing& pk, Cache& c) const {
     c.last_row.assign(pk.batch, 0);
     if (!reverse)
       for (int t = 0; t < pk.steps; ++t)
@@ -139,56 +152,51 @@ struct GRU {
     else
       for (int b = 0; b < pk.batch; ++b) c.last_row[b] = pk.row(0, b);
     View<T> hf = c.h_final.shape(pk.batch, H);
-    ops<B>::gather_rows(st.data, H, backend_ids(c.last_row, c.last_row_b), pk.batch, hf.data, H);
+    ops<B>::gather_rows(c.states.data(), H, backend_ids(c.last_row, c.last_row_b), pk.batch, hf.data, H);
   }
 
-  void backward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dstates,
-                View<T> dh_final, View<T> dX, Cache& c) const {
+  GruBackwardPass<T> backward_begin(Arena<T, B>& ar, const Packing& pk, View<T> dstates, View<T> dh_final,
+                                    Cache& c) const {
     const int G = 3 * H;
     // a padded Packing's gathers read the fillers from an extra zero row of dgx and dgh
     const int extra = c.compact ? 1 : 0;
-    View<T> dgx = c.dgx.shape(pk.rows + extra, G);
+    View<T> dgx = c.dgx.shape(pk.rows + extra, G), dgh = c.dgh.shape(pk.rows + extra, G);
     View<T> dh = c.dh.zeros(pk.batch, H);
     if (dh_final) ops<B>::copy2d(dh_final.data, pk.batch, H, dh_final.cols, dh.data, H);
-    View<T> hp_all{c.hprev.data(), pk.rows, H}, dgh_all = c.dgh.shape(pk.rows + extra, G);
     if (extra) {
       ops<B>::fill(dgx.row(pk.rows), size_t(G), T(0));
-      ops<B>::fill(dgh_all.row(pk.rows), size_t(G), T(0));
+      ops<B>::fill(dgh.row(pk.rows), size_t(G), T(0));
     }
-    bool done = false;
-    if constexpr (has_gru_pass<B>) {
-      if (c.active && ops<B>::gru_whole_pass())  // the forward pass uploaded the Packing
-        done = ops<B>::gru_backward_pass(GruBackwardPass<T>{
-            pk.steps, pk.batch, H, reverse, c.active, c.offset, c.r.data(), c.z.data(), c.n.data(), c.ghn.data(),
-            hp_all.data, ar.value(W_hh), dstates ? dstates.data : nullptr, dstates.cols, dh.data, dgx.data,
-            dgh_all.data, c.keep});
-    }
-    // Each step first takes the product dgh W_hh of the step that ran before it (rec_back_step).
-    for (int s = pk.steps - 1; s >= 0 && !done; --s) {
-      const RecBackStep rs = rec_back_step(s, pk.steps, reverse, pk.active.data());
-      const int a = rs.a, pa = rs.pa;
-      const size_t o = size_t(pk.offset[rs.t]) * H;
-      const T* dgh_next = dgh_all.row(pk.offset[rs.tn]);
-      const T* ds = dstates ? dstates.row(pk.offset[rs.t]) : nullptr;
-      T *dgh = dgh_all.row(pk.offset[rs.t]), *dgx_t = dgx.row(pk.offset[rs.t]);
+    return GruBackwardPass<T>{pk.steps, pk.batch, H, reverse, pk.active.data(), pk.offset.data(), c.r.data(),
+                              c.z.data(), c.n.data(), c.ghn.data(), c.hprev.data(), ar.value(W_hh),
+                              dstates ? dstates.data : nullptr, dstates.cols, dh.data, dgx.data, dgh.data, c.keep};
+  }
+  static void backward_steps(const Packing& pk, const GruBackwardPass<T>* p, Cache* const* c, int n) {
+    bool by_step[2] = {};
+    for (int i = 0; i < n; ++i) by_step[i] = !whole_pass(pk, p[i], *c[i]);
+    for (int s = pk.steps - 1; s >= 0; --s) {
+      GruBackStep<T> b[2];
+      int m = 0;
+      for (int i = 0; i < n; ++i)
+        if (by_step[i]) b[m++] = p[i].step(s);
+      if (m == 0) return;
       if constexpr (has_gru_step<B, T>) {
-        if (ops<B>::gru_step_backward(a, pa, H, dgh_next, ar.value(W_hh), c.r.data() + o, c.z.data() + o,
-                                      c.n.data() + o, c.ghn.data() + o, hp_all.row(pk.offset[rs.t]), ds,
-                                      dstates.cols, dh.data, dgx_t, dgh, c.keep ? c.keep + pk.offset[rs.tn] : nullptr))
-          continue;
+        if (ops<B>::gru_step_backward(b[0], m == 2 ? &b[1] : nullptr)) continue;
       }
-      ops<B>::gemm_few_rows(pa, H, G, dgh_next, G, ar.value(W_hh), H, dh.data, H, /*accumulate=*/true);
-      ops<B>::gru_gates_backward(a, H, c.r.data() + o, c.z.data() + o, c.n.data() + o, c.ghn.data() + o,
-                                 hp_all.row(pk.offset[rs.t]), ds, dstates.cols, dh.data, dgx_t, dgh);
+      for (int i = 0; i < m; ++i) composed_step(b[i]);
     }
+  }
+  void backward_end(Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dX, Cache& c) const {
+    const int G = 3 * H;
+    View<T> hp_all{c.hprev.data(), pk.rows, H}, dgx{c.dgx.data(), pk.rows, G}, dgh{c.dgh.data(), pk.rows, G};
     if (!c.compact) {
-      weight_gradients(ar, View<T>{dgh_all.data, pk.rows, G}, hp_all, View<T>{dgx.data, pk.rows, G}, X, dX);
+      weight_gradients(ar, dgh, hp_all, dgx, X, dX);
       return;
     }
     // The real rows only: padding rows have zero gate gradients, fillers read the zero row.
     const int m = c.compact;
     View<T> dghc = c.dghc.shape(m, G), hpc = c.hpc.shape(m, H), dgxc = c.dgxc.shape(m, G);
-    ops<B>::gather_rows(dgh_all.data, G, c.from_zero_row, m, dghc.data, G);
+    ops<B>::gather_rows(dgh.data, G, c.from_zero_row, m, dghc.data, G);
     ops<B>::gather_rows(hp_all.data, H, c.from_row0, m, hpc.data, H);
     ops<B>::gather_rows(dgx.data, G, c.from_zero_row, m, dgxc.data, G);
     View<T> dxc = dX ? c.dxc.zeros(m, X.cols) : View<T>{};
@@ -238,15 +246,47 @@ struct GRU {
     c.from_zero_row = backend_ids(c.from_zero_row_h, c.from_zero_row_b);
     c.to_compact = backend_ids(c.to_compact_h, c.to_compact_b);
   }
-  // hp[0:rs.a) = the states each sequence running at step rs.t had before it (0 at its start).
-  void previous_states(const Packing& pk, const RecStep& rs, View<T> st, View<T> hp) const {
-    if (rs.ap > 0) ops<B>::copy(st.row(pk.offset[rs.tp]), size_t(rs.ap) * H, hp.data);
-    if (rs.a > rs.ap) ops<B>::fill(hp.data + size_t(rs.ap) * H, size_t(rs.a - rs.ap) * H, T(0));
+  // A forward step composed (ops::gemm_few_rows and the gate kernel), c.gh its scratch:
+  // hp = the states each sequence running at the step had before it (0 at its start).
+  static void composed_step(const GruFwdStep<T>& f, Cache& c) {
+    const int a = f.a, ap = f.ap, H = f.H, G = 3 * H;
+    if (ap > 0) ops<B>::copy(f.h_src, size_t(ap) * H, f.hp);
+    if (a > ap) ops<B>::fill(f.hp + size_t(ap) * H, size_t(a - ap) * H, T(0));
+    ops<B>::gemm_few_rows(a, G, H, f.hp, H, f.whh_t, G, c.gh.data(), G, /*accumulate=*/false);
+    ops<B>::gru_gates_forward(a, H, f.gx, c.gh.data(), f.bh, f.hp, f.r, f.z, f.n, f.ghn, f.h_new, f.keep);
+  }
+  // A backward step composed: the product of the step before it, then the gate kernel.
+  static void composed_step(const GruBackStep<T>& b) {
+    const int H = b.H, G = 3 * H;
+    ops<B>::gemm_few_rows(b.pa, H, G, b.dgh_next, G, b.w_hh, H, b.dh, H, /*accumulate=*/true);
+    ops<B>::gru_gates_backward(b.a, H, b.r, b.z, b.n, b.ghn, b.hp, b.ds, b.ld_ds, b.dh, b.dgx, b.dgh);
+  }
+  // Pass p by a whole-pass kernel, when the backend has one and runs it now (the forward
+  // pass uploads the Packing's indices, which the backward pass then finds in c); false
+  // otherwise.
+  template <class Pass>
+  static bool whole_pass(const Packing& pk, Pass p, Cache& c) {
+    if constexpr (has_gru_pass<B>) {
+      if (!ops<B>::gru_whole_pass()) return false;
+      if constexpr (std::is_same_v<Pass, GruForwardPass<T>>) {
+        c.active = backend_ids(pk.active, c.active_b);
+        c.offset = backend_ids(pk.offset, c.offset_b);
+        p.active = c.active, p.offset = c.offset;
+        return ops<B>::gru_forward_pass(p);
+      } else {
+        if (!c.active) return false;
+        p.active = c.active, p.offset = c.offset;
+        return ops<B>::gru_backward_pass(p);
+      }
+    } else {
+      (void)pk, (void)p, (void)c;
+      return false;
+    }
   }
 };
 
 // Bidirectional GRU encoder: e = [h_fwd_final ; h_bwd_final], shape (batch, 2H)
-// (reference.md §2).
+// (reference.md §2). The directions share the Packing, so their steps s run side by side.
 template <class T, class B = cpu>
 struct BiGRU {
   GRU<T, B> fwd, bwd;
@@ -260,17 +300,26 @@ struct BiGRU {
 
   int hidden() const { return fwd.H; }
 
-  void forward(Context<B>& ctx, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> e, Cache& c) const {
+  // The two directions' steps run side by side (GRU::forward_steps).
+  void forward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> e, Cache& c) const {
     const int H = fwd.H;
-    fwd.forward(ctx, ar, X, pk, c.f);
-    bwd.forward(ctx, ar, X, pk, c.b);
+    const GruForwardPass<T> p[] = {fwd.forward_begin(ar, X, pk, c.f), bwd.forward_begin(ar, X, pk, c.b)};
+    typename GRU<T, B>::Cache* cs[] = {&c.f, &c.b};
+    GRU<T, B>::forward_steps(pk, p, cs, 2);
+    fwd.forward_end(pk, c.f);
+    bwd.forward_end(pk, c.b);
     ops<B>::copy2d(c.f.h_final.data(), pk.batch, H, H, e.data, e.cols);
     ops<B>::copy2d(c.b.h_final.data(), pk.batch, H, H, e.data + H, e.cols);
   }
-  void backward(Context<B>& ctx, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> de, View<T> dX, Cache& c) const {
+  void backward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> de, View<T> dX, Cache& c) const {
     const int H = fwd.H;
-    fwd.backward(ctx, ar, X, pk, View<T>{}, View<T>{de.data, pk.batch, de.cols}, dX, c.f);
-    bwd.backward(ctx, ar, X, pk, View<T>{}, View<T>{de.data + H, pk.batch, de.cols}, dX, c.b);
+    const GruBackwardPass<T> p[] = {
+        fwd.backward_begin(ar, pk, View<T>{}, View<T>{de.data, pk.batch, de.cols}, c.f),
+        bwd.backward_begin(ar, pk, View<T>{}, View<T>{de.data + H, pk.batch, de.cols}, c.b)};
+    typename GRU<T, B>::Cache* cs[] = {&c.f, &c.b};
+    GRU<T, B>::backward_steps(pk, p, cs, 2);
+    fwd.backward_end(ar, X, pk, dX, c.f);
+    bwd.backward_end(ar, X, pk, dX, c.b);
   }
 };
 

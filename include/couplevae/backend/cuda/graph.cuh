@@ -73,12 +73,17 @@ struct GraphOp {
   size_t size = 0, offset = 0;
 };
 
-// Bytes of trivially copyable values (a string: its characters), one after another.
+// Bytes of trivially copyable values (a string: its characters; a struct with fields(): its
+// fields' bytes, without the padding between them), one after another.
 inline void append_bytes(std::string& s, const std::string& v) { s += v; }
 template <class A>
 void append_bytes(std::string& s, const A& v) {
-  static_assert(std::is_trivially_copyable_v<A>, "couplevae: a graph signature holds trivially copyable values");
-  s.append(reinterpret_cast<const char*>(&v), sizeof(A));
+  if constexpr (requires { v.fields(); }) {
+    std::apply([&](const auto&... f) { (append_bytes(s, f), ...); }, v.fields());
+  } else {
+    static_assert(std::is_trivially_copyable_v<A>, "couplevae: a graph signature holds trivially copyable values");
+    s.append(reinterpret_cast<const char*>(&v), sizeof(A));
+  }
 }
 template <class... A>
 std::string serialize(const A&... a) {

@@ -113,19 +113,16 @@ struct ops<cuda> {
   // gru_whole_pass() (the runtime's persistent_recurrence), a whole pass forward or backward
   // in one persistent kernel (false when no cooperative grid can be launched).
   template <class T>
-  static bool gru_step_forward(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp,
-                               T* r, T* z, T* n, T* ghn, T* h_new, const int32_t* keep = nullptr) {
+  static bool gru_step_forward(const GruFwdStep<T>& f, const GruFwdStep<T>* second = nullptr) {
     if (!cuda_rt::runtime().fused_recurrence) return false;
-    cuda_rt::gru_step(a, ap, H, h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
+    cuda_rt::gru_step(f, second);
     return true;
   }
   template <class T>
-  static bool gru_step_backward(int a, int pa, int H, const T* dgh_next, const T* w_hh, const T* r, const T* z,
-                                const T* n, const T* ghn, const T* hp, const T* ds, int ld_ds, T* dh, T* dgx, T* dgh,
-                                const int32_t* keep_next = nullptr) {
+  static bool gru_step_backward(const GruBackStep<T>& b, const GruBackStep<T>* second = nullptr) {
     const cuda_rt::Runtime& rt = cuda_rt::runtime();
-    if (!rt.fused_recurrence || pa > rt.rows_kernel_max) return false;
-    cuda_rt::gru_back_step(a, pa, H, dgh_next, w_hh, r, z, n, ghn, hp, ds, ld_ds, dh, dgx, dgh, keep_next);
+    if (!rt.fused_recurrence || b.pa > rt.rows_kernel_max || (second && second->pa > rt.rows_kernel_max)) return false;
+    cuda_rt::gru_back_step(b, second);
     return true;
   }
   static bool gru_whole_pass() { return cuda_rt::runtime().persistent_recurrence; }

@@ -2,7 +2,8 @@
 // that a pass over a packed batch (core/batch.hpp) does not cost a copy, a cuBLAS GEMM and
 // a gate kernel per time step, each a host launch.
 //
-// One forward step over a rows at step t (gru_step, one launch per step):
+// One forward step over a rows at step t (gru_step, one launch per step, or per pair of
+// steps of two passes side by side: BiGRU's two directions, blockIdx.z picking the pass):
 //   hp[i] = h_src[i] for i < ap (the rows that ran at the previous step), 0 for ap <= i < a
 //   gh = hp W_hh^T  (whh_t = W_hh^T, (H, 3H)),  then kernels::gru_cell per unit,
 // writing hp, r, z, n, ghn and the new states (a, H); rows with keep[row] == 0 (keep given:
@@ -15,8 +16,8 @@
 // loaded one after another, ran 8 to 16 blocks per step on PTB and took 23 us a step for the
 // encoder and 45 us for the decoder on an H200, in ncu: 70% of a step's device time.)
 //
-// One backward step over the a rows of step t (gru_back_step, one launch per step; the steps
-// in the opposite order, backend/recurrence.hpp rec_back_step):
+// One backward step over the a rows of step t (gru_back_step, one launch per step or pair;
+// the steps in the opposite order, backend/recurrence.hpp rec_back_step):
 //   dh[i] += (dgh_next W_hh)[i] for i < pa   (dgh_next (pa, 3H): the step that ran before it)
 //   d = dh[i] + ds[i];  kernels::gru_cell_backward gives dgx, dgh (a, 3H) and the z path
 //   d z, left in dh[i]
@@ -32,7 +33,8 @@
 // launch; cooperative_groups.h is not used, as it brings a global namespace `cuda` that
 // would clash with the backend tag for users of `using namespace couplevae`) after each
 // step, whose tiles are those of the step kernels above; the Packing's active[] and offset[]
-// are read from device memory, and rec_step / rec_back_step walk the steps as nn::GRU does.
+// are read from device memory, and the pass's step(s) (backend/recurrence.hpp) walks the
+// steps as nn::GRU does.
 // Data written by other blocks inside the kernel (states, dgh) is loaded with __ldcg
 // (through L2, never a stale L1 line); dh with it too, although its thread wrote it.
 // Not used when the runtime's persistent_recurrence is off (the default until it has been
@@ -112,16 +114,15 @@ __device__ inline T rows_sum(RowsShared<T, C>& sh, int rw, int c) {
 // The forward step for the tile (row0.., unit0..) of gru_step (header comment): the
 // product, then one (row, unit) per thread for the gates.
 template <class T>
-__device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t,
-                              const T* bh, T* hp, T* r, T* z, T* n, T* ghn, T* h_new, const int32_t* keep,
-                              RowsShared<T, rec_fwd_cols>& sh) {
+__device__ void gru_step_tile(int row0, int unit0, const GruFwdStep<T>& f, RowsShared<T, rec_fwd_cols>& sh) {
   constexpr int TU = rec_units;
-  const int G = 3 * H;
+  const int H = f.H, G = 3 * H;
   // A tile of padding rows only carries its states, which needs no product: rows are sorted
   // by length, so padding is a suffix of the step and the tile's first row decides (the
   // same for the whole block, so the loop's __syncthreads stay uniform).
-  const int k_end = keep && !keep[row0] ? 0 : H;
-  rows_product(row0, ap, h_src, H, k_end,
+  const int k_end = f.keep && !f.keep[row0] ? 0 : H;
+  const T* whh_t = f.whh_t;
+  rows_product(row0, f.ap, f.h_src, H, k_end,
                [=](int k, int c) {
                  const int gu = unit0 + c % TU;
                  return gu < H ? whh_t[size_t(k) * G + size_t(c / TU) * H + gu] : T(0);
@@ -129,28 +130,31 @@ __device__ void gru_step_tile(int row0, int unit0, int a, int ap, int H, const T
                sh);
   for (int t = int(threadIdx.x); t < rec_rows * TU; t += int(blockDim.x)) {
     const int rw = t / TU, uu = t % TU, row = row0 + rw, unit = unit0 + uu;
-    if (row >= a || unit >= H) continue;
+    if (row >= f.a || unit >= H) continue;
     const size_t i = size_t(row) * H + unit, gi = size_t(row) * G + unit;
-    const T h = row < ap ? __ldcg(h_src + i) : T(0);
-    hp[i] = h;
-    if (keep && !keep[row]) {
-      kernels::store(kernels::gru_carry(h), i, r, z, n, ghn, h_new);
+    const T h = row < f.ap ? __ldcg(f.h_src + i) : T(0);
+    f.hp[i] = h;
+    if (f.keep && !f.keep[row]) {
+      kernels::store(kernels::gru_carry(h), i, f.r, f.z, f.n, f.ghn, f.h_new);
       continue;
     }
+    const T *gx = f.gx, *bh = f.bh;
     kernels::store(kernels::gru_cell(gx[gi], gx[gi + H], gx[gi + 2 * H], rows_sum(sh, rw, uu), rows_sum(sh, rw, TU + uu),
                                      rows_sum(sh, rw, 2 * TU + uu), bh[unit], bh[unit + H], bh[unit + 2 * H], h),
-                   i, r, z, n, ghn, h_new);
+                   i, f.r, f.z, f.n, f.ghn, f.h_new);
   }
   __syncthreads();  // the block's next tile reuses sh
 }
 
+// One forward step, or two of passes that run side by side (blockIdx.z picks one): a block
+// per tile of 32 rows x 4 units; the blocks past the picked step's rows or units have no tile.
 template <class T>
-__global__ void __launch_bounds__(rec_threads) gru_step_kernel(int a, int ap, int H, const T* h_src, const T* gx,
-                                                               const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
-                                                               T* ghn, T* h_new, const int32_t* keep) {
+__global__ void __launch_bounds__(rec_threads) gru_step_kernel(GruFwdStep<T> f0, GruFwdStep<T> f1) {
   __shared__ RowsShared<T, rec_fwd_cols> sh;
-  gru_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, a, ap, H, h_src, gx, whh_t, bh, hp, r, z,
-                n, ghn, h_new, keep, sh);
+  const GruFwdStep<T>& f = blockIdx.z ? f1 : f0;
+  const int row0 = int(blockIdx.y) * rec_rows, unit0 = int(blockIdx.x) * rec_units;
+  if (row0 >= f.a || unit0 >= f.H) return;  // the whole block: no barrier is left waiting
+  gru_step_tile(row0, unit0, f, sh);
 }
 
 // The tile (row0.., n0..) of C (M x N) = A B (+ C), row-major with row strides: the
@@ -180,40 +184,38 @@ __global__ void __launch_bounds__(rec_threads) rows_gemm_kernel(int M, int N, in
 }
 
 // The backward step for the tile (row0.., unit0..) of gru_back_step (header comment): the
-// product of the step after it over its pa rows (dgh_next W_hh, skipped by a tile whose
+// product of the step before it over its pa rows (dgh_next W_hh, skipped by a tile whose
 // rows are past pa or padding alone, keep_next), then one (row, unit) per thread for the
 // gates of this step's a rows. dh is read and written by the thread of its element only.
 template <class T>
-__device__ void gru_back_step_tile(int row0, int unit0, int a, int pa, int H, const T* dgh_next, const T* w_hh,
-                                   const T* r, const T* z, const T* n, const T* ghn, const T* hp, const T* ds,
-                                   int ld_ds, T* dh, T* dgx, T* dgh, const int32_t* keep_next,
-                                   RowsShared<T, rec_units>& sh) {
-  const int G = 3 * H;
-  const int k_end = row0 >= pa || (keep_next && !keep_next[row0]) ? 0 : G;
-  rows_product(row0, pa, dgh_next, G, k_end,
+__device__ void gru_back_step_tile(int row0, int unit0, const GruBackStep<T>& b, RowsShared<T, rec_units>& sh) {
+  const int H = b.H, G = 3 * H, pa = b.pa;
+  const int k_end = row0 >= pa || (b.keep_next && !b.keep_next[row0]) ? 0 : G;
+  const T* w_hh = b.w_hh;
+  rows_product(row0, pa, b.dgh_next, G, k_end,
                [=](int k, int c) { return unit0 + c < H ? w_hh[size_t(k) * H + unit0 + c] : T(0); }, sh);
   for (int t = int(threadIdx.x); t < rec_rows * rec_units; t += int(blockDim.x)) {
     const int rw = t / rec_units, uu = t % rec_units, row = row0 + rw, unit = unit0 + uu;
-    if (row >= a || unit >= H) continue;
+    if (row >= b.a || unit >= H) continue;
     const size_t i = size_t(row) * H + unit;
-    T d = __ldcg(dh + i);
+    T d = __ldcg(b.dh + i);
     if (row < pa) d += rows_sum(sh, rw, uu);
-    if (ds) d += ds[size_t(row) * ld_ds + unit];
-    const kernels::GruCellGrad<T> c = kernels::gru_cell_backward(d, r[i], z[i], n[i], ghn[i], hp[i]);
-    kernels::store(c, size_t(row) * G + unit, H, dgx, dgh);
-    dh[i] = c.dh;
+    if (b.ds) d += b.ds[size_t(row) * b.ld_ds + unit];
+    const kernels::GruCellGrad<T> c = kernels::gru_cell_backward(d, b.r[i], b.z[i], b.n[i], b.ghn[i], b.hp[i]);
+    kernels::store(c, size_t(row) * G + unit, H, b.dgx, b.dgh);
+    b.dh[i] = c.dh;
   }
   __syncthreads();  // the block's next tile reuses sh
 }
 
+// One backward step, or two side by side, as gru_step_kernel.
 template <class T>
-__global__ void __launch_bounds__(rec_threads)
-    gru_back_step_kernel(int a, int pa, int H, const T* dgh_next, const T* w_hh, const T* r, const T* z, const T* n,
-                         const T* ghn, const T* hp, const T* ds, int ld_ds, T* dh, T* dgx, T* dgh,
-                         const int32_t* keep_next) {
+__global__ void __launch_bounds__(rec_threads) gru_back_step_kernel(GruBackStep<T> b0, GruBackStep<T> b1) {
   __shared__ RowsShared<T, rec_units> sh;
-  gru_back_step_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, a, pa, H, dgh_next, w_hh, r, z, n, ghn,
-                     hp, ds, ld_ds, dh, dgx, dgh, keep_next, sh);
+  const GruBackStep<T>& b = blockIdx.z ? b1 : b0;
+  const int row0 = int(blockIdx.y) * rec_rows, unit0 = int(blockIdx.x) * rec_units;
+  if (row0 >= b.a || unit0 >= b.H) return;
+  gru_back_step_tile(row0, unit0, b, sh);
 }
 
 // All blocks of a cooperative (co-resident) grid meet here: the k-th barrier of the kernel
@@ -237,16 +239,12 @@ template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(GruForwardPass<T> p, unsigned* barrier) {
   __shared__ RowsShared<T, rec_fwd_cols> sh;
   unsigned epoch = 0;
-  const int H = p.H, ut = (H + rec_units - 1) / rec_units;
+  const int ut = (p.H + rec_units - 1) / rec_units;
   for (int s = 0; s < p.steps; ++s) {
-    const RecStep st = rec_step(s, p.steps, p.reverse, p.active);
-    const size_t o = size_t(p.offset[st.t]) * H;
-    const T* src = st.ap ? p.states + size_t(p.offset[st.tp]) * H : nullptr;
-    const int tiles = ut * ((st.a + rec_rows - 1) / rec_rows);
+    const GruFwdStep<T> f = p.step(s);
+    const int tiles = ut * ((f.a + rec_rows - 1) / rec_rows);
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
-      gru_step_tile(tile / ut * rec_rows, tile % ut * rec_units, st.a, st.ap, H, src, p.gx + 3 * o, p.whh_t, p.bh,
-                    p.hprev + o, p.r + o, p.z + o, p.n + o, p.ghn + o, p.states + o,
-                    p.keep ? p.keep + p.offset[st.t] : nullptr, sh);
+      gru_step_tile(tile / ut * rec_rows, tile % ut * rec_units, f, sh);
     grid_barrier(barrier, epoch);
   }
 }
@@ -255,16 +253,12 @@ template <class T>
 __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(GruBackwardPass<T> p, unsigned* barrier) {
   __shared__ RowsShared<T, rec_units> sh;
   unsigned epoch = 0;
-  const int H = p.H, G = 3 * H, ut = (H + rec_units - 1) / rec_units;
+  const int ut = (p.H + rec_units - 1) / rec_units;
   for (int s = p.steps - 1; s >= 0; --s) {
-    const RecBackStep b = rec_back_step(s, p.steps, p.reverse, p.active);
-    const size_t row_t = size_t(p.offset[b.t]), o = row_t * H, row_n = size_t(p.offset[b.tn]);
+    const GruBackStep<T> b = p.step(s);
     const int tiles = ut * ((b.a + rec_rows - 1) / rec_rows);
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
-      gru_back_step_tile(tile / ut * rec_rows, tile % ut * rec_units, b.a, b.pa, H, p.dgh + row_n * G, p.w_hh,
-                         p.r + o, p.z + o, p.n + o, p.ghn + o, p.hprev + o,
-                         p.ds ? p.ds + row_t * size_t(p.ld_ds) : nullptr, p.ld_ds, p.dh, p.dgx + row_t * G,
-                         p.dgh + row_t * G, p.keep ? p.keep + row_n : nullptr, sh);
+      gru_back_step_tile(tile / ut * rec_rows, tile % ut * rec_units, b, sh);
     grid_barrier(barrier, epoch);
   }
 }
@@ -296,7 +290,7 @@ bool launch_persistent(Kernel kernel, const Pass& p, int tiles, const char* name
                                                    args, 0, rt.stream));
         COUPLEVAE_CUDA_LAUNCHED(name);
       },
-      reinterpret_cast<const void*>(kernel), blocks, barrier, std::apply([](const auto&... f) { return serialize(f...); }, arg.fields()));
+      reinterpret_cast<const void*>(kernel), blocks, barrier, arg);
   ++rt.persistent_passes;
   return true;
 }
@@ -311,22 +305,25 @@ inline dim3 rec_grid(int rows, int cols) {
   return dim3(unsigned((cols + rec_units - 1) / rec_units), unsigned((rows + rec_rows - 1) / rec_rows));
 }
 
-// The forward step (gru_step_kernel): one block per tile of 32 rows x 4 units.
-template <class T>
-void gru_step(int a, int ap, int H, const T* h_src, const T* gx, const T* whh_t, const T* bh, T* hp, T* r, T* z, T* n,
-              T* ghn, T* h_new, const int32_t* keep) {
-  if (a == 0) return;
-  launch_kernel(reinterpret_cast<const void*>(&gru_step_kernel<T>), rec_grid(a, H), dim3(rec_threads), 0, "gru_step", a, ap, H,
-                h_src, gx, whh_t, bh, hp, r, z, n, ghn, h_new, keep);
+// A step's kernel over the tiles of f0 and, when given, of f1 in the same launch
+// (blockIdx.z); nothing when neither has rows.
+template <class Step>
+void launch_steps(const void* kernel, const char* name, const Step& f0, const Step* f1) {
+  const int rows = std::max(f0.a, f1 ? f1->a : 0), cols = std::max(f0.H, f1 ? f1->H : 0);
+  if (rows == 0) return;
+  dim3 grid = rec_grid(rows, cols);
+  grid.z = f1 ? 2 : 1;
+  launch_kernel(kernel, grid, dim3(rec_threads), 0, name, f0, f1 ? *f1 : f0);
 }
 
-// The backward step (gru_back_step_kernel), likewise.
 template <class T>
-void gru_back_step(int a, int pa, int H, const T* dgh_next, const T* w_hh, const T* r, const T* z, const T* n,
-                   const T* ghn, const T* hp, const T* ds, int ld_ds, T* dh, T* dgx, T* dgh, const int32_t* keep_next) {
-  if (a == 0) return;
-  launch_kernel(reinterpret_cast<const void*>(&gru_back_step_kernel<T>), rec_grid(a, H), dim3(rec_threads), 0, "gru_back_step",
-                a, pa, H, dgh_next, w_hh, r, z, n, ghn, hp, ds, ld_ds, dh, dgx, dgh, keep_next);
+void gru_step(const GruFwdStep<T>& f0, const GruFwdStep<T>* f1) {
+  launch_steps(reinterpret_cast<const void*>(&gru_step_kernel<T>), "gru_step", f0, f1);
+}
+
+template <class T>
+void gru_back_step(const GruBackStep<T>& b0, const GruBackStep<T>* b1) {
+  launch_steps(reinterpret_cast<const void*>(&gru_back_step_kernel<T>), "gru_back_step", b0, b1);
 }
 
 // C (M x N) = A B (+ C) by rows_gemm_kernel (row-major, row strides lda, ldb, ldc).
