@@ -11,7 +11,9 @@
 // equal what nn::GRU<float, cpu> computes with its composed steps (gemm_few_rows and the
 // gate bodies of ops<cpu>), fed the module's own input projection and W_hh, to float
 // rounding, with every output written (they start as NaN): run by the persistent kernels,
-// and, for the cases of small H, by the kernels of one step walked as nn::GRU walks them.
+// and, for three cases, by the kernels of one step walked as nn::BiGRU walks them: each
+// launch also runs the step of a GRU of the other direction over the same batch, whose
+// outputs must equal its own module's.
 // The memory model is the host's: what this cannot see is a GPU's L1 serving stale lines,
 // which the kernels avoid by reading other blocks' data with __ldcg.
 #include <algorithm>
