@@ -173,7 +173,7 @@ TEST_SUITE("device") {
       Dev<float> dsrc(src), dgx(gx), dwt(wt), dbh(bh);
       const std::vector<float> poison(hp.size(), NAN);
       Dev<float> dhp(poison), dr(poison), dz(poison), dn(poison), dghn(poison), dhn(poison);
-      REQUIRE(G::gru_step_forward(GruFwdStep<float>{.a = a, .ap = ap, .H = H, .h_src = ap ? dsrc.p() : nullptr,
+      REQUIRE(G::gru_step(GruFwdStep<float>{.a = a, .ap = ap, .H = H, .h_src = ap ? dsrc.p() : nullptr,
                                                     .gx = dgx.p(), .whh_t = dwt.p(), .bh = dbh.p(), .hp = dhp.p(),
                                                     .r = dr.p(), .z = dz.p(), .n = dn.p(), .ghn = dghn.p(),
                                                     .h_new = dhn.p()}));
@@ -185,7 +185,7 @@ TEST_SUITE("device") {
       CHECK(rel_err(dhn.host(), hn) < 1e-5);
     }
     cuda_rt::runtime().fused_recurrence = false;
-    CHECK_FALSE(G::gru_step_forward(GruFwdStep<float>{}));
+    CHECK_FALSE(G::gru_step(GruFwdStep<float>{}));
     cuda_rt::runtime().fused_recurrence = fused_was;
   }
 
@@ -216,7 +216,7 @@ TEST_SUITE("device") {
       Dev<int32_t> dkeep(keep_next);
       const std::vector<float> poison(dgx.size(), NAN);
       Dev<float> ddgx(poison), ddgh(poison);
-      REQUIRE(G::gru_step_backward(GruBackStep<float>{.a = a, .pa = pa, .H = H, .ld_ds = H, .dgh_next = ddn.p(),
+      REQUIRE(G::gru_step(GruBackStep<float>{.a = a, .pa = pa, .H = H, .ld_ds = H, .dgh_next = ddn.p(),
                                                       .w_hh = dw.p(), .r = dr.p(), .z = dz.p(), .n = dnv.p(),
                                                       .ghn = dghn.p(), .hp = dhp.p(), .ds = dds.p(), .dh = ddh.p(),
                                                       .dgx = ddgx.p(), .dgh = ddgh.p(), .keep_next = dkeep.p()}));
@@ -228,11 +228,11 @@ TEST_SUITE("device") {
     const int max_was = rt.rows_kernel_max;
     const GruBackStep<float> big{.a = 9, .pa = 9}, small{.a = 1, .pa = 1};
     rt.rows_kernel_max = 8;
-    CHECK_FALSE(G::gru_step_backward(big));
-    CHECK_FALSE(G::gru_step_backward(small, &big));  // the second step of a pair counts too
+    CHECK_FALSE(G::gru_step(big));
+    CHECK_FALSE(G::gru_step(small, &big));  // the second step of a pair counts too
     rt.rows_kernel_max = max_was;
     rt.fused_recurrence = false;
-    CHECK_FALSE(G::gru_step_backward(small));
+    CHECK_FALSE(G::gru_step(small));
     rt.fused_recurrence = fused_was;
   }
 

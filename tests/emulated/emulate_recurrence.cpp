@@ -127,7 +127,6 @@ struct Inputs {
   const Packing& pk;
   int H, batch;
   bool reverse;
-  std::vector<int32_t> active, offset;
   const int32_t* keep;
   const float *gx, *whh_t, *w_hh, *bh, *ds, *dh_final;
 };
@@ -147,11 +146,12 @@ struct Outputs {
 
 // The passes from in to o (the Packing's indices in host memory, as the kernels here read).
 GruForwardPass<float> forward_pass(const Inputs& in, Outputs& o) {
-  return {in.pk.steps, in.batch, in.H,      in.reverse, in.active.data(), in.offset.data(), in.gx,     in.whh_t,
-          in.bh,       o.st.data(), o.hp.data(), o.r.data(), o.z.data(),      o.n.data(),      o.ghn.data(), in.keep};
+  return {in.pk.steps,  in.batch,    in.H,       in.reverse, in.pk.active.data(), in.pk.offset.data(),
+          in.gx,        in.whh_t,    in.bh,      o.st.data(), o.hp.data(),         o.r.data(),
+          o.z.data(),   o.n.data(),  o.ghn.data(), in.keep};
 }
 GruBackwardPass<float> backward_pass(const Inputs& in, Outputs& o) {
-  return {in.pk.steps, in.batch,   in.H,       in.reverse,   in.active.data(), in.offset.data(),
+  return {in.pk.steps, in.batch,   in.H,       in.reverse,   in.pk.active.data(), in.pk.offset.data(),
           o.r.data(),  o.z.data(), o.n.data(), o.ghn.data(), o.hp.data(),      in.w_hh,
           in.ds,       in.H,       o.dh.data(), o.dgx.data(), o.dgh.data(),     in.keep};
 }
@@ -164,28 +164,22 @@ Outputs persistent(const Inputs& in, unsigned blocks) {
   return o;
 }
 
-// The kernels of one step (gru_step_kernel, gru_back_step_kernel) for two passes over the
+// The kernel of one step (gru_step_kernel, forward and backward) for two passes over the
 // same Packing side by side, as nn::BiGRU runs its directions on cuda: a grid per step, a
 // tile per block, blockIdx.z the pass, each pass's steps from its step(s).
 std::pair<Outputs, Outputs> stepwise(const Inputs& in0, const Inputs& in1) {
   Outputs o0(in0), o1(in1);
   const int steps = in0.pk.steps;
-  const auto grid = [](int rows, int H) {
-    return std::pair(unsigned((H + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
-                     unsigned((rows + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows));
+  const auto run_pair = [](const auto& a, const auto& b) {
+    const int rows = std::max(a.a, b.a), H = std::max(a.H, b.H);
+    run_blocks(unsigned((H + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
+               unsigned((rows + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows), 2,
+               [&] { cuda_rt::gru_step_kernel(a, b); });
   };
   const GruForwardPass<float> f0 = forward_pass(in0, o0), f1 = forward_pass(in1, o1);
-  for (int s = 0; s < steps; ++s) {
-    const GruFwdStep<float> a = f0.step(s), b = f1.step(s);
-    const auto [gx, gy] = grid(std::max(a.a, b.a), std::max(a.H, b.H));
-    run_blocks(gx, gy, 2, [&] { cuda_rt::gru_step_kernel<float>(a, b); });
-  }
+  for (int s = 0; s < steps; ++s) run_pair(f0.step(s), f1.step(s));
   const GruBackwardPass<float> b0 = backward_pass(in0, o0), b1 = backward_pass(in1, o1);
-  for (int s = steps - 1; s >= 0; --s) {
-    const GruBackStep<float> a = b0.step(s), b = b1.step(s);
-    const auto [gx, gy] = grid(std::max(a.a, b.a), std::max(a.H, b.H));
-    run_blocks(gx, gy, 2, [&] { cuda_rt::gru_back_step_kernel<float>(a, b); });
-  }
+  for (int s = steps - 1; s >= 0; --s) run_pair(b0.step(s), b1.step(s));
   return {std::move(o0), std::move(o1)};
 }
 
@@ -240,9 +234,7 @@ bool check(const Case& k, uint64_t seed) {
   for (Run& r : runs) {
     r.module.forward(ctx, ar, X, pk, r.c);
     // the kernels read the module's input projection and W_hh^T (its results before backward)
-    in.push_back(Inputs{pk, H, batch, r.module.reverse, std::vector<int32_t>(pk.active.begin(), pk.active.end()),
-                        std::vector<int32_t>(pk.offset.begin(), pk.offset.end()), k.padded ? pk.keep.data() : nullptr,
-                        r.c.gx.data(), r.c.whh_t.data(), ar.value(r.module.W_hh), ar.value(r.module.b_hh),
+    in.push_back(Inputs{pk, H, batch, r.module.reverse, k.padded ? pk.keep.data() : nullptr, r.c.gx.data(), r.c.whh_t.data(), ar.value(r.module.W_hh), ar.value(r.module.b_hh),
                         r.ds.data(), r.dh_final.data()});
   }
   const Outputs p = persistent(in[0], k.blocks);

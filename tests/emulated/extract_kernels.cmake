@@ -26,6 +26,7 @@ endfunction()
 
 replace("__shared__ RowsShared<T, rec_fwd_cols> sh;" "auto& sh = emulated_shared<RowsShared<T, rec_fwd_cols>>();")
 replace("__shared__ RowsShared<T, rec_units> sh;" "auto& sh = emulated_shared<RowsShared<T, rec_units>>();")
+replace("__shared__ StepShared<Step> sh;" "auto& sh = emulated_shared<StepShared<Step>>();")
 replace("__global__ void __launch_bounds__(rec_threads)" "void")
 replace("__device__ inline" "inline")
 replace("__device__ void" "void")

@@ -1,5 +1,5 @@
 // couplevae/backend/recurrence.hpp: what a backend's own GRU kernels take, a step at a time
-// (ops<B>::gru_step_forward / gru_step_backward) or a whole pass (gru_forward_pass /
+// (ops<B>::gru_step) or a whole pass (gru_forward_pass /
 // gru_backward_pass); both optional, backend/cuda/recurrence.cuh has them. A backend
 // without them composes each step (nn/gru.hpp). Every pointer is the backend's memory;
 // shapes follow the Packing (core/batch.hpp) of the pass. rec_step and rec_back_step walk a
@@ -79,14 +79,14 @@ struct GruBackStep {
   auto fields() const { return std::tuple(a, pa, H, ld_ds, dgh_next, w_hh, r, z, n, ghn, hp, ds, dh, dgx, dgh, keep_next); }
 };
 
-// B's ops have fused steps of the recurrence, as ops<cuda> does: gru_step_forward(step,
-// second) and gru_step_backward(step, second) -> bool (false: compose the step), where
-// second, when not null, is a step of another pass of the same H (BiGRU's two directions)
-// to run in the same launch.
+// B's ops have fused steps of the recurrence, as ops<cuda> does: gru_step(step, second) ->
+// bool (false: compose the step) for a GruFwdStep and for a GruBackStep, where second, when
+// not null, is a step of another pass of the same H (BiGRU's two directions) to run in the
+// same launch.
 template <class B, class T>
 concept has_gru_step = requires(const GruFwdStep<T>& f, const GruBackStep<T>& b) {
-  ops<B>::gru_step_forward(f, &f);
-  ops<B>::gru_step_backward(b, &b);
+  ops<B>::gru_step(f, &f);
+  ops<B>::gru_step(b, &b);
 };
 
 // B's ops have whole-pass kernels: gru_whole_pass() -> bool (whether to use them now), and

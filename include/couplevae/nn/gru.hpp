@@ -21,7 +21,7 @@
 // (and, backward, the outside gradient dstates) itself; a backward step first adds the
 // product of the step that ran before it (rec_back_step, backend/recurrence.hpp), so the
 // first step's, the gradient on the zero initial state, is never formed. A backend whose
-// ops have gru_step_forward and gru_step_backward (cuda) does each step, forward (the
+// ops have gru_step (cuda) does each step, forward (the
 // previous-state copy, the product and the gates) and backward (the product and the
 // gates), in one kernel instead, and BiGRU's two directions' steps s in the same launch;
 // one whose ops have gru_forward_pass /
@@ -86,7 +86,7 @@ struct GRU {
   void forward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, Cache& c) const {
     const GruForwardPass<T> p = forward_begin(ar, X, pk, c);
     Cache* cs[] = {&c};
-    forward_steps(pk, &p, cs, 1);
+    run_steps(pk, &p, cs, 1);
     forward_end(pk, c);
   }
 
@@ -94,17 +94,15 @@ struct GRU {
                 View<T> dh_final, View<T> dX, Cache& c) const {
     const GruBackwardPass<T> p = backward_begin(ar, pk, dstates, dh_final, c);
     Cache* cs[] = {&c};
-    backward_steps(pk, &p, cs, 1);
+    run_steps(pk, &p, cs, 1);
     backward_end(ar, X, pk, dX, c);
   }
 
   // forward and backward in parts, so that BiGRU runs its two directions' steps side by
-  // side. forward_begin projects the input and returns the pass, the Packing's indices in
-  // host memory; forward_steps runs the recurrence of n (1 or 2) passes over the same
-  // Packing, each by a whole-pass kernel when the backend runs them, else step by step, the
-  // passes' steps s in one launch where the backend fuses steps; forward_end gathers
-  // h_final. Likewise backward: backward_begin (dh = dh_final), backward_steps, backward_end
-  // (the weight gradients and dX).
+  // side: forward_begin projects the input and returns the pass (the Packing's indices in
+  // host memory), run_steps runs the recurrence, forward_end gathers h_final. Likewise
+  // backward: backward_begin (dh = dh_final), run_steps, backward_end (the weight gradients
+  // and dX).
   GruForwardPass<T> forward_begin(Arena<T, B>& ar, View<T> X, const Packing& pk, Cache& c) const {
     const int G = 3 * H;
     View<T> gx = c.gx.shape(pk.rows, G);
@@ -127,22 +125,6 @@ struct GRU {
                              ar.value(b_hh), c.states.shape(pk.rows, H).data, c.hprev.shape(pk.rows, H).data,
                              c.r.shape(pk.rows, H).data, c.z.shape(pk.rows, H).data, c.n.shape(pk.rows, H).data,
                              c.ghn.shape(pk.rows, H).data, c.keep};
-  }
-  static void forward_steps(const Packing& pk, const GruForwardPass<T>* p, Cache* const* c, int n) {
-    bool by_step[2] = {};
-    for (int i = 0; i < n; ++i) by_step[i] = !whole_pass(pk, p[i], *c[i]);
-    for (int s = 0; s < pk.steps; ++s) {
-      GruFwdStep<T> f[2];
-      Cache* fc[2] = {};
-      int m = 0;
-      for (int i = 0; i < n; ++i)
-        if (by_step[i]) f[m] = p[i].step(s), fc[m++] = c[i];
-      if (m == 0) return;
-      if constexpr (has_gru_step<B, T>) {
-        if (ops<B>::gru_step_forward(f[0], m == 2 ? &f[1] : nullptr)) continue;
-      }
-      for (int i = 0; i < m; ++i) composed_step(f[i], *fc[i]);
-    }
   }
   void forward_end(const Packing& pk, Cache& c) const {
     c.last_row.assign(pk.batch, 0);
@@ -171,19 +153,27 @@ struct GRU {
                               c.z.data(), c.n.data(), c.ghn.data(), c.hprev.data(), ar.value(W_hh),
                               dstates ? dstates.data : nullptr, dstates.cols, dh.data, dgx.data, dgh.data, c.keep};
   }
-  static void backward_steps(const Packing& pk, const GruBackwardPass<T>* p, Cache* const* c, int n) {
+  // The recurrence of n (1 or 2) passes (GruForwardPass or GruBackwardPass) over the same
+  // Packing: each by a whole-pass kernel when the backend runs them, else step by step
+  // (forward s = 0.., backward s = steps-1..), the passes' steps s in one launch where the
+  // backend fuses steps.
+  template <class Pass>
+  static void run_steps(const Packing& pk, const Pass* p, Cache* const* c, int n) {
+    constexpr bool forward_pass = std::is_same_v<Pass, GruForwardPass<T>>;
     bool by_step[2] = {};
     for (int i = 0; i < n; ++i) by_step[i] = !whole_pass(pk, p[i], *c[i]);
-    for (int s = pk.steps - 1; s >= 0; --s) {
-      GruBackStep<T> b[2];
+    for (int k = 0; k < pk.steps; ++k) {
+      const int s = forward_pass ? k : pk.steps - 1 - k;
+      decltype(p->step(0)) st[2];
+      Cache* sc[2] = {};
       int m = 0;
       for (int i = 0; i < n; ++i)
-        if (by_step[i]) b[m++] = p[i].step(s);
+        if (by_step[i]) st[m] = p[i].step(s), sc[m++] = c[i];
       if (m == 0) return;
       if constexpr (has_gru_step<B, T>) {
-        if (ops<B>::gru_step_backward(b[0], m == 2 ? &b[1] : nullptr)) continue;
+        if (ops<B>::gru_step(st[0], m == 2 ? &st[1] : nullptr)) continue;
       }
-      for (int i = 0; i < m; ++i) composed_step(b[i]);
+      for (int i = 0; i < m; ++i) composed_step(st[i], *sc[i]);
     }
   }
   void backward_end(Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dX, Cache& c) const {
@@ -256,7 +246,7 @@ struct GRU {
     ops<B>::gru_gates_forward(a, H, f.gx, c.gh.data(), f.bh, f.hp, f.r, f.z, f.n, f.ghn, f.h_new, f.keep);
   }
   // A backward step composed: the product of the step before it, then the gate kernel.
-  static void composed_step(const GruBackStep<T>& b) {
+  static void composed_step(const GruBackStep<T>& b, Cache&) {
     const int H = b.H, G = 3 * H;
     ops<B>::gemm_few_rows(b.pa, H, G, b.dgh_next, G, b.w_hh, H, b.dh, H, /*accumulate=*/true);
     ops<B>::gru_gates_backward(b.a, H, b.r, b.z, b.n, b.ghn, b.hp, b.ds, b.ld_ds, b.dh, b.dgx, b.dgh);
@@ -300,12 +290,12 @@ struct BiGRU {
 
   int hidden() const { return fwd.H; }
 
-  // The two directions' steps run side by side (GRU::forward_steps).
+  // The two directions' steps run side by side (GRU::run_steps).
   void forward(Context<B>&, Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> e, Cache& c) const {
     const int H = fwd.H;
     const GruForwardPass<T> p[] = {fwd.forward_begin(ar, X, pk, c.f), bwd.forward_begin(ar, X, pk, c.b)};
     typename GRU<T, B>::Cache* cs[] = {&c.f, &c.b};
-    GRU<T, B>::forward_steps(pk, p, cs, 2);
+    GRU<T, B>::run_steps(pk, p, cs, 2);
     fwd.forward_end(pk, c.f);
     bwd.forward_end(pk, c.b);
     ops<B>::copy2d(c.f.h_final.data(), pk.batch, H, H, e.data, e.cols);
@@ -317,7 +307,7 @@ struct BiGRU {
         fwd.backward_begin(ar, pk, View<T>{}, View<T>{de.data, pk.batch, de.cols}, c.f),
         bwd.backward_begin(ar, pk, View<T>{}, View<T>{de.data + H, pk.batch, de.cols}, c.b)};
     typename GRU<T, B>::Cache* cs[] = {&c.f, &c.b};
-    GRU<T, B>::backward_steps(pk, p, cs, 2);
+    GRU<T, B>::run_steps(pk, p, cs, 2);
     fwd.backward_end(ar, X, pk, dX, c.f);
     bwd.backward_end(ar, X, pk, dX, c.b);
   }

@@ -113,16 +113,16 @@ struct ops<cuda> {
   // gru_whole_pass() (the runtime's persistent_recurrence), a whole pass forward or backward
   // in one persistent kernel (false when no cooperative grid can be launched).
   template <class T>
-  static bool gru_step_forward(const GruFwdStep<T>& f, const GruFwdStep<T>* second = nullptr) {
+  static bool gru_step(const GruFwdStep<T>& f, const GruFwdStep<T>* second = nullptr) {
     if (!cuda_rt::runtime().fused_recurrence) return false;
-    cuda_rt::gru_step(f, second);
+    cuda_rt::gru_steps(f, second, "gru_step");
     return true;
   }
   template <class T>
-  static bool gru_step_backward(const GruBackStep<T>& b, const GruBackStep<T>* second = nullptr) {
+  static bool gru_step(const GruBackStep<T>& b, const GruBackStep<T>* second = nullptr) {
     const cuda_rt::Runtime& rt = cuda_rt::runtime();
     if (!rt.fused_recurrence || b.pa > rt.rows_kernel_max || (second && second->pa > rt.rows_kernel_max)) return false;
-    cuda_rt::gru_back_step(b, second);
+    cuda_rt::gru_steps(b, second, "gru_back_step");
     return true;
   }
   static bool gru_whole_pass() { return cuda_rt::runtime().persistent_recurrence; }

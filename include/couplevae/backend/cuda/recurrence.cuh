@@ -2,7 +2,7 @@
 // that a pass over a packed batch (core/batch.hpp) does not cost a copy, a cuBLAS GEMM and
 // a gate kernel per time step, each a host launch.
 //
-// One forward step over a rows at step t (gru_step, one launch per step, or per pair of
+// One forward step over a rows at step t (gru_step_kernel, one launch per step, or per pair of
 // steps of two passes side by side: BiGRU's two directions, blockIdx.z picking the pass):
 //   hp[i] = h_src[i] for i < ap (the rows that ran at the previous step), 0 for ap <= i < a
 //   gh = hp W_hh^T  (whh_t = W_hh^T, (H, 3H)),  then kernels::gru_cell per unit,
@@ -16,7 +16,7 @@
 // loaded one after another, ran 8 to 16 blocks per step on PTB and took 23 us a step for the
 // encoder and 45 us for the decoder on an H200, in ncu: 70% of a step's device time.)
 //
-// One backward step over the a rows of step t (gru_back_step, one launch per step or pair;
+// One backward step over the a rows of step t (gru_step_kernel too, one launch per step or pair;
 // the steps in the opposite order, backend/recurrence.hpp rec_back_step):
 //   dh[i] += (dgh_next W_hh)[i] for i < pa   (dgh_next (pa, 3H): the step that ran before it)
 //   d = dh[i] + ds[i];  kernels::gru_cell_backward gives dgx, dgh (a, 3H) and the z path
@@ -47,6 +47,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "../kernels.hpp"
 #include "../recurrence.hpp"
@@ -111,10 +112,10 @@ __device__ inline T rows_sum(RowsShared<T, C>& sh, int rw, int c) {
   return s;
 }
 
-// The forward step for the tile (row0.., unit0..) of gru_step (header comment): the
+// The forward step for the tile (row0.., unit0..) (header comment): the
 // product, then one (row, unit) per thread for the gates.
 template <class T>
-__device__ void gru_step_tile(int row0, int unit0, const GruFwdStep<T>& f, RowsShared<T, rec_fwd_cols>& sh) {
+__device__ void step_tile(int row0, int unit0, const GruFwdStep<T>& f, RowsShared<T, rec_fwd_cols>& sh) {
   constexpr int TU = rec_units;
   const int H = f.H, G = 3 * H;
   // A tile of padding rows only carries its states, which needs no product: rows are sorted
@@ -146,17 +147,6 @@ __device__ void gru_step_tile(int row0, int unit0, const GruFwdStep<T>& f, RowsS
   __syncthreads();  // the block's next tile reuses sh
 }
 
-// One forward step, or two of passes that run side by side (blockIdx.z picks one): a block
-// per tile of 32 rows x 4 units; the blocks past the picked step's rows or units have no tile.
-template <class T>
-__global__ void __launch_bounds__(rec_threads) gru_step_kernel(GruFwdStep<T> f0, GruFwdStep<T> f1) {
-  __shared__ RowsShared<T, rec_fwd_cols> sh;
-  const GruFwdStep<T>& f = blockIdx.z ? f1 : f0;
-  const int row0 = int(blockIdx.y) * rec_rows, unit0 = int(blockIdx.x) * rec_units;
-  if (row0 >= f.a || unit0 >= f.H) return;  // the whole block: no barrier is left waiting
-  gru_step_tile(row0, unit0, f, sh);
-}
-
 // The tile (row0.., n0..) of C (M x N) = A B (+ C), row-major with row strides: the
 // product over K, then one entry per thread (C read through L2: in the persistent backward
 // other blocks wrote it before the barrier).
@@ -183,12 +173,12 @@ __global__ void __launch_bounds__(rec_threads) rows_gemm_kernel(int M, int N, in
                  sh);
 }
 
-// The backward step for the tile (row0.., unit0..) of gru_back_step (header comment): the
+// The backward step for the tile (row0.., unit0..) (header comment): the
 // product of the step before it over its pa rows (dgh_next W_hh, skipped by a tile whose
 // rows are past pa or padding alone, keep_next), then one (row, unit) per thread for the
 // gates of this step's a rows. dh is read and written by the thread of its element only.
 template <class T>
-__device__ void gru_back_step_tile(int row0, int unit0, const GruBackStep<T>& b, RowsShared<T, rec_units>& sh) {
+__device__ void step_tile(int row0, int unit0, const GruBackStep<T>& b, RowsShared<T, rec_units>& sh) {
   const int H = b.H, G = 3 * H, pa = b.pa;
   const int k_end = row0 >= pa || (b.keep_next && !b.keep_next[row0]) ? 0 : G;
   const T* w_hh = b.w_hh;
@@ -208,14 +198,25 @@ __device__ void gru_back_step_tile(int row0, int unit0, const GruBackStep<T>& b,
   __syncthreads();  // the block's next tile reuses sh
 }
 
-// One backward step, or two side by side, as gru_step_kernel.
+// A step's staging in shared memory: the forward tile takes 12 columns of W_hh^T, the
+// backward tile 4 of W_hh.
 template <class T>
-__global__ void __launch_bounds__(rec_threads) gru_back_step_kernel(GruBackStep<T> b0, GruBackStep<T> b1) {
-  __shared__ RowsShared<T, rec_units> sh;
-  const GruBackStep<T>& b = blockIdx.z ? b1 : b0;
+RowsShared<T, rec_fwd_cols> step_shared(const GruFwdStep<T>&);
+template <class T>
+RowsShared<T, rec_units> step_shared(const GruBackStep<T>&);
+template <class Step>
+using StepShared = decltype(step_shared(std::declval<Step>()));
+
+// One step, forward or backward, or two of passes that run side by side (blockIdx.z picks
+// one): a block per tile of 32 rows x 4 units; the blocks past the picked step's rows or
+// units have no tile.
+template <class Step>
+__global__ void __launch_bounds__(rec_threads) gru_step_kernel(Step s0, Step s1) {
+  __shared__ StepShared<Step> sh;
+  const Step& s = blockIdx.z ? s1 : s0;
   const int row0 = int(blockIdx.y) * rec_rows, unit0 = int(blockIdx.x) * rec_units;
-  if (row0 >= b.a || unit0 >= b.H) return;
-  gru_back_step_tile(row0, unit0, b, sh);
+  if (row0 >= s.a || unit0 >= s.H) return;  // the whole block: no barrier is left waiting
+  step_tile(row0, unit0, s, sh);
 }
 
 // All blocks of a cooperative (co-resident) grid meet here: the k-th barrier of the kernel
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(Gru
     const GruFwdStep<T> f = p.step(s);
     const int tiles = ut * ((f.a + rec_rows - 1) / rec_rows);
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
-      gru_step_tile(tile / ut * rec_rows, tile % ut * rec_units, f, sh);
+      step_tile(tile / ut * rec_rows, tile % ut * rec_units, f, sh);
     grid_barrier(barrier, epoch);
   }
 }
@@ -258,7 +259,7 @@ __global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(Gr
     const GruBackStep<T> b = p.step(s);
     const int tiles = ut * ((b.a + rec_rows - 1) / rec_rows);
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
-      gru_back_step_tile(tile / ut * rec_rows, tile % ut * rec_units, b, sh);
+      step_tile(tile / ut * rec_rows, tile % ut * rec_units, b, sh);
     grid_barrier(barrier, epoch);
   }
 }
@@ -305,25 +306,16 @@ inline dim3 rec_grid(int rows, int cols) {
   return dim3(unsigned((cols + rec_units - 1) / rec_units), unsigned((rows + rec_rows - 1) / rec_rows));
 }
 
-// A step's kernel over the tiles of f0 and, when given, of f1 in the same launch
+// gru_step_kernel over the tiles of s0 and, when given, of s1 in the same launch
 // (blockIdx.z); nothing when neither has rows.
 template <class Step>
-void launch_steps(const void* kernel, const char* name, const Step& f0, const Step* f1) {
-  const int rows = std::max(f0.a, f1 ? f1->a : 0), cols = std::max(f0.H, f1 ? f1->H : 0);
+void gru_steps(const Step& s0, const Step* s1, const char* name) {
+  const int rows = std::max(s0.a, s1 ? s1->a : 0), cols = std::max(s0.H, s1 ? s1->H : 0);
   if (rows == 0) return;
   dim3 grid = rec_grid(rows, cols);
-  grid.z = f1 ? 2 : 1;
-  launch_kernel(kernel, grid, dim3(rec_threads), 0, name, f0, f1 ? *f1 : f0);
-}
-
-template <class T>
-void gru_step(const GruFwdStep<T>& f0, const GruFwdStep<T>* f1) {
-  launch_steps(reinterpret_cast<const void*>(&gru_step_kernel<T>), "gru_step", f0, f1);
-}
-
-template <class T>
-void gru_back_step(const GruBackStep<T>& b0, const GruBackStep<T>* b1) {
-  launch_steps(reinterpret_cast<const void*>(&gru_back_step_kernel<T>), "gru_back_step", b0, b1);
+  grid.z = s1 ? 2 : 1;
+  launch_kernel(reinterpret_cast<const void*>(&gru_step_kernel<Step>), grid, dim3(rec_threads), 0, name, s0,
+                s1 ? *s1 : s0);
 }
 
 // C (M x N) = A B (+ C) by rows_gemm_kernel (row-major, row strides lda, ldb, ldc).
