@@ -3,7 +3,9 @@
 // parts against an independent recomputation, and determinism.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <span>
 
 #include <couplevae/couplevae.hpp>
 
@@ -81,4 +83,69 @@ TEST_CASE("Model: the same seed and noise position give the same loss, another s
   const double la = a.forward(x, b, 5).loss, lb = a2.forward(y, b, 5).loss, lo = other.forward(w, b, 5).loss;
   CHECK(la == lb);
   CHECK(la != lo);
+}
+
+TEST_CASE("Coupled<Model>: its decoders side by side give what one after another gives, masks and gradients alike") {
+  using Dec = typename CVAEd::decoder_module;
+  using Run = DecoderRun<Dec, double>;
+  static_assert(requires(Context<cpu>& ctx, Arena<double>& ar, const nn::Embedding<double>& emb, const Batch& b,
+                         std::span<const Run> runs) { Dec::forward_each(ctx, ar, emb, b, runs); },
+                "Decoder<GRU> runs its decoders side by side");
+  Config c = gradcheck::tiny_model_config();
+  CVAEd model(c, 11);
+  const Batch b = gradcheck::tiny_model_batch(c.vocab_size);
+  const int nb = b.size(), E = c.embed;
+  Arena<double>& ar = model.arena();
+  Rng init(4);
+  std::vector<double> h1(size_t(nb) * E), h2(h1.size()), drec1(nb), drec2(nb);
+  for (auto* v : {&h1, &h2, &drec1, &drec2}) init.normal(v->data(), v->size());
+  // One pass: forward (dropout on) and backward, side by side or one decoder after the other.
+  struct Out {
+    std::vector<double> rec1, rec2, dh1, dh2, grads;
+    uint64_t position = 0;
+  };
+  auto pass = [&](bool side_by_side) {
+    Context<> ctx(21, true);
+    ctx.rng.position = 1000;
+    Out o;
+    o.rec1.resize(size_t(nb)), o.rec2.resize(size_t(nb));
+    o.dh1.assign(h1.size(), 0.0), o.dh2.assign(h1.size(), 0.0);
+    View<double> vh1{h1.data(), nb, E}, vh2{h2.data(), nb, E}, vr1{o.rec1.data(), nb, 1}, vr2{o.rec2.data(), nb, 1};
+    View<double> vd1{drec1.data(), nb, 1}, vd2{drec2.data(), nb, 1}, vdh1{o.dh1.data(), nb, E},
+        vdh2{o.dh2.data(), nb, E};
+    typename Dec::Cache c1, c2;
+    model.zero_grad();
+    if (side_by_side) {
+      const Run f[] = {{model.dec, vh1, vr1, {}, c1}, {model.dec_c, vh2, vr2, {}, c2}};
+      forward_decoders(ctx, ar, model.emb, b, f);
+      const Run g[] = {{model.dec_c, vh2, vd2, vdh2, c2}, {model.dec, vh1, vd1, vdh1, c1}};
+      backward_decoders(ctx, ar, model.emb, b, g);
+    } else {
+      model.dec.forward(ctx, ar, model.emb, b, vh1, vr1, c1);
+      model.dec_c.forward(ctx, ar, model.emb, b, vh2, vr2, c2);
+      model.dec_c.backward(ctx, ar, model.emb, b, vh2, vd2, vdh2, c2);
+      model.dec.backward(ctx, ar, model.emb, b, vh1, vd1, vdh1, c1);
+    }
+    o.position = ctx.rng.position;
+    o.grads.assign(ar.grads().data(), ar.grads().data() + ar.total());
+    return o;
+  };
+  const Out a = pass(true), s = pass(false);
+  CHECK(a.position == s.position);
+  CHECK(a.position > 1000);  // the masks were drawn
+  CHECK(a.rec1 == s.rec1);
+  CHECK(a.rec2 == s.rec2);
+  CHECK(a.rec1 != a.rec2);
+  CHECK(a.dh1 == s.dh1);
+  CHECK(a.dh2 == s.dh2);
+  CHECK(a.grads == s.grads);
+  CHECK(std::any_of(a.dh1.begin(), a.dh1.end(), [](double x) { return x != 0; }));
+  // With 3 runs the contract is broken: a clear error.
+  typename Dec::Cache c3;
+  std::vector<double> r3(nb);
+  View<double> vh{h1.data(), nb, E}, vr{r3.data(), nb, 1};
+  const Run three[] = {{model.dec, vh, vr, {}, c3}, {model.dec, vh, vr, {}, c3}, {model.dec, vh, vr, {}, c3}};
+  Context<> ctx(1, true);
+  auto run_three = [&] { forward_decoders(ctx, ar, model.emb, b, three); };
+  CHECK_THROWS_WITH(run_three(), doctest::Contains("at most two decoders"));
 }

@@ -8,13 +8,15 @@
 // Shapes: X (dec.rows, 2E) packed (core/batch.hpp), states (dec.rows, Hd), logits
 // (outputs.count(), V): the vocabulary layer runs on the batch's output rows
 // (nn/vocab_loss.hpp). The GRU hidden size Hd is config.dec_hidden() (2H, reference.md §5).
-// The embedding is the model's shared table, passed in.
+// The embedding is the model's shared table, passed in. forward_each / backward_each run
+// one or two such decoders over the same batch side by side (decoder/side_by_side.hpp).
 // backward accumulates into the decoder's parameters, the embedding, and dh (B, E), given
 // drec (B), the gradient on each sentence's loss.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,7 @@
 #include "../nn/linear.hpp"
 #include "../nn/vocab_loss.hpp"
 #include "../policies.hpp"
+#include "side_by_side.hpp"
 
 namespace couplevae {
 
@@ -131,34 +134,40 @@ struct Decoder<GRU> {
     // rec (B, 1): per-sentence summed cross-entropy. Keeps what backward needs.
     void forward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
                  View<T> h, View<T> rec, Cache& c) const {
-      run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/true);
+      const Run r{*this, h, rec, View<T>{}, c};
+      run_each(ctx, ar, emb, b, {&r, 1}, /*for_backward=*/true);
     }
     // The same rec without what backward needs: the vocabulary layer runs in chunks of
     // rows, so memory stays bounded for large evaluation batches. Used for evaluation.
     void loss(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
               View<T> rec, Cache& c) const {
-      run(ctx, ar, emb, b, h, rec, c, /*for_backward=*/false);
+      const Run r{*this, h, rec, View<T>{}, c};
+      run_each(ctx, ar, emb, b, {&r, 1}, /*for_backward=*/false);
     }
 
     void backward(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
                   View<T> h, View<T> drec, View<T> dh, Cache& c) const {
-      const Packing& pk = b.dec;
-      const int n = pk.rows, nb = pk.batch, nout = n - nb;
-      View<T> A{c.A.data(), nout, E}, O{c.O.data(), nout, Hd};
-      View<T> dA = c.dA.zeros(nout, E), dP = c.dP.zeros(nout, E), dO = c.dO.zeros(nout, Hd);
-      nn::VocabLoss<T, B>::backward(ctx, ar, out, A, drec, dA, c.vocab);
-      ops<B>::tanh_backward_acc(A.size(), A.data, dA.data, dP.data);
-      proj.backward(ctx, ar, O, dP, dO);
-      View<T> dst = c.dstates.zeros(n, Hd);
-      out_drop.backward(dO, dst.block(nb, nout), c.out_drop);
-      View<T> X{c.X.data(), n, 2 * E};
-      View<T> dX = c.dX.zeros(n, 2 * E);
-      rnn.backward(ctx, ar, X, pk, dst, View<T>{}, dX, c.rnn);
-      in_drop.backward_inplace(dX.block(nb, nout), c.in_drop);
-      emb.backward(ctx, ar, c.inputs + nb, nout, dX.row(nb), 2 * E);
-      ops<B>::scatter_add_rows(dX.data, 2 * E, c.items, nb, E, dh.data);
-      ops<B>::scatter_add_rows(dX.data + E, 2 * E, c.items, n, E, dh.data);
-      (void)h;
+      const Run r{*this, h, drec, dh, c};
+      backward_each(ctx, ar, emb, b, {&r, 1});
+    }
+
+    // forward and backward of one or two decoders over the same batch (decoder/
+    // side_by_side.hpp), their recurrences stepping together (nn::GRU::run_steps). Each run
+    // draws its dropout masks (input, then output) before the recurrence, in the runs'
+    // order, which is the order forward draws them in: the same masks.
+    using Run = DecoderRun<module, T>;
+    static void forward_each(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
+                             std::span<const Run> runs) {
+      run_each(ctx, ar, emb, b, runs, /*for_backward=*/true);
+    }
+    static void backward_each(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
+                              std::span<const Run> runs) {
+      const int n = check_runs(runs);
+      GruBackwardPass<T> p[2];
+      typename nn::GRU<T, B>::Cache* cs[2];
+      for (int i = 0; i < n; ++i) p[i] = runs[i].dec.backward_begin(ctx, ar, b, runs[i].v, runs[i].c), cs[i] = &runs[i].c.rnn;
+      nn::GRU<T, B>::run_steps(b.dec, p, cs, n);
+      for (const Run& r : runs) r.dec.backward_end(ctx, ar, emb, b, r.dh, r.c);
     }
 
     // Decoding (reference.md §5 "Greedy decoding"), evaluation mode whatever ctx.training
@@ -188,8 +197,27 @@ struct Decoder<GRU> {
     }
 
    private:
-    void run(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b, View<T> h,
-             View<T> rec, Cache& c, bool for_backward) const {
+    static int check_runs(std::span<const Run> runs) {
+      require(runs.size() <= 2, "Decoder<GRU>: at most two decoders run side by side (got " +
+                                    std::to_string(runs.size()) + ")");
+      for (const Run& r : runs)
+        require(r.dec.Hd == runs[0].dec.Hd, "Decoder<GRU>: decoders side by side need the same hidden size");
+      return int(runs.size());
+    }
+
+    static void run_each(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
+                         std::span<const Run> runs, bool for_backward) {
+      const int n = check_runs(runs);
+      GruForwardPass<T> p[2];
+      typename nn::GRU<T, B>::Cache* cs[2];
+      for (int i = 0; i < n; ++i) p[i] = runs[i].dec.forward_begin(ctx, ar, emb, b, runs[i].h, runs[i].c), cs[i] = &runs[i].c.rnn;
+      nn::GRU<T, B>::run_steps(b.dec, p, cs, n);
+      for (const Run& r : runs) r.dec.forward_end(ctx, ar, b, r.v, r.c, for_backward);
+    }
+
+    // The decoder's inputs X (dec.rows, 2E), its dropout masks, and the recurrence's pass.
+    GruForwardPass<T> forward_begin(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb,
+                                    const Batch& b, View<T> h, Cache& c) const {
       const Packing& pk = b.dec;
       const int n = pk.rows, nb = pk.batch, nout = n - nb;
       c.row_item.resize(n);
@@ -202,9 +230,17 @@ struct Decoder<GRU> {
       ops<B>::gather_rows(h.data, E, c.items, nb, X.data, 2 * E);       // step 0: [h; .]
       ops<B>::gather_rows(h.data, E, c.items, n, X.data + E, 2 * E);    // every step: [.; h]
       in_drop.forward(ctx, X.block(nb, nout), X.block(nb, nout), c.in_drop);
-      rnn.forward(ctx, ar, X, pk, c.rnn);
+      out_drop.draw(ctx, nout, Hd, c.out_drop);
+      return rnn.forward_begin(ar, X, pk, c.rnn);
+    }
+    // After the recurrence: the output layers and rec.
+    void forward_end(Context<B>& ctx, Arena<T, B>& ar, const Batch& b, View<T> rec, Cache& c,
+                     bool for_backward) const {
+      const Packing& pk = b.dec;
+      const int nb = pk.batch, nout = pk.rows - nb;
+      rnn.forward_end(pk, c.rnn);
       View<T> O = c.O.shape(nout, Hd);
-      out_drop.forward(ctx, View<T>{c.rnn.states.data() + size_t(nb) * Hd, nout, Hd}, O, c.out_drop);
+      out_drop.apply(View<T>{c.rnn.states.data() + size_t(nb) * Hd, nout, Hd}, O, c.out_drop);
       View<T> A = c.A.shape(nout, E);
       proj.forward(ctx, ar, O, A);
       ops<B>::tanh_forward(A.size(), A.data, A.data);
@@ -212,6 +248,34 @@ struct Decoder<GRU> {
         nn::VocabLoss<T, B>::forward(ctx, ar, out, b.outputs, A, rec, c.vocab);
       else
         nn::VocabLoss<T, B>::loss_only(ctx, ar, out, b.outputs, A, rec, c.vocab);
+    }
+
+    // Backward to the recurrence's states: the output layers given drec (B, 1).
+    GruBackwardPass<T> backward_begin(Context<B>& ctx, Arena<T, B>& ar, const Batch& b, View<T> drec,
+                                      Cache& c) const {
+      const Packing& pk = b.dec;
+      const int n = pk.rows, nb = pk.batch, nout = n - nb;
+      View<T> A{c.A.data(), nout, E}, O{c.O.data(), nout, Hd};
+      View<T> dA = c.dA.zeros(nout, E), dP = c.dP.zeros(nout, E), dO = c.dO.zeros(nout, Hd);
+      nn::VocabLoss<T, B>::backward(ctx, ar, out, A, drec, dA, c.vocab);
+      ops<B>::tanh_backward_acc(A.size(), A.data, dA.data, dP.data);
+      proj.backward(ctx, ar, O, dP, dO);
+      View<T> dst = c.dstates.zeros(n, Hd);
+      out_drop.backward(dO, dst.block(nb, nout), c.out_drop);
+      return rnn.backward_begin(ar, pk, dst, View<T>{}, c.rnn);
+    }
+    // After the recurrence: the GRU's weights, the embedding and dh (B, E).
+    void backward_end(Context<B>& ctx, Arena<T, B>& ar, const nn::Embedding<T, B>& emb, const Batch& b,
+                      View<T> dh, Cache& c) const {
+      const Packing& pk = b.dec;
+      const int n = pk.rows, nb = pk.batch, nout = n - nb;
+      View<T> X{c.X.data(), n, 2 * E};
+      View<T> dX = c.dX.zeros(n, 2 * E);
+      rnn.backward_end(ar, X, pk, dX, c.rnn);
+      in_drop.backward_inplace(dX.block(nb, nout), c.in_drop);
+      emb.backward(ctx, ar, c.inputs + nb, nout, dX.row(nb), 2 * E);
+      ops<B>::scatter_add_rows(dX.data, 2 * E, c.items, nb, E, dh.data);
+      ops<B>::scatter_add_rows(dX.data + E, 2 * E, c.items, n, E, dh.data);
     }
   };
 };

@@ -11,9 +11,14 @@
 //   L = L_rec + L_reg + L_rec^c + lambda_c * L_couple
 // Because h^c is detached, L_couple moves only the stochastic path; L_rec^c reaches the
 // shared encoder and embedding. Coupled<M> is itself a model with M's contract.
+// A training step runs both latent paths, then both decoders side by side
+// (decoder/side_by_side.hpp: with Decoder<GRU> their recurrences step together, one launch
+// a step on cuda), forward and backward; the numbers and the dropout masks are those of one
+// decoder after the other.
 #pragma once
 #include <string>
 
+#include "../decoder/side_by_side.hpp"
 #include "model.hpp"
 
 namespace couplevae {
@@ -62,6 +67,7 @@ class Coupled : public M {
   using T = typename M::scalar;
   using B = typename M::backend;
   using base_model = M;
+  using decoder_module = typename M::decoder_module;
   static constexpr bool is_coupled = true;
   static constexpr double scales[7] = {0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0};
 
@@ -76,10 +82,15 @@ class Coupled : public M {
 
   static std::string structure() { return "coupled-" + M::structure(); }
 
+  // The two decoders run side by side (decoder/side_by_side.hpp), after both latent paths.
   PendingLosses forward_async(Context<B>& ctx, const Batch& batch, long step) {
-    PendingLosses l = this->forward_stochastic(ctx, batch, step);
-    deterministic_forward(ctx, batch);
+    PendingLosses l = this->forward_latent(ctx, batch, step);
+    deterministic_latent(ctx);
     const int nb = batch.size();
+    const Run runs[] = {{this->dec, this->h(), this->rec_view(), View<T>{}, this->dec_cache},
+                        {dec_c, hc(), rec_c_buf.shape(nb, 1), View<T>{}, dec_c_cache}};
+    forward_decoders(ctx, this->arena_, this->emb, batch, runs);
+    this->sum_rec();
     double* parts = this->parts_buf.data();
     ops<B>::sum_into(rec_c_buf.data(), size_t(nb), 1.0 / nb, parts + part_rec_c);
     View<T> cl = couple_buf.shape(nb, 1);
@@ -93,24 +104,26 @@ class Coupled : public M {
     return read_losses(this->parts_buf, forward_async(ctx, batch, step));
   }
 
+  // Both decoders side by side (the deterministic one's first: the embedding's gradient
+  // sums in the order it always did), then each latent path down to e.
   void backward(Context<B>& ctx) {
     const Batch& batch = *this->batch_;
     const int nb = batch.size(), E = this->cfg_.embed;
-    // Deterministic path: d rec_c -> h^c -> z^c -> e.
-    View<T> drec = drec_c_buf.shape(nb, 1);
-    ops<B>::fill(drec.data, size_t(nb), T(1.0 / nb));
-    View<T> dhc = dhc_buf.zeros(nb, E);
-    dec_c.backward(ctx, this->arena_, this->emb, batch, hc(), drec, dhc, dec_c_cache);
-    View<T> dzc = dzc_buf.zeros(nb, this->cfg_.latent);
-    mlp_c.backward(ctx, this->arena_, zc(), dhc, dzc, mlp_c_cache);
-    View<T> de = de_c_buf.zeros(nb, 2 * this->cfg_.hidden);
-    post_c.mean_backward(ctx, this->arena_, this->e(), dzc, de, post_c_cache);
     // Coupling loss: gradient on h only (h^c detached).
     View<T> dcl = dcouple_buf.shape(nb, 1);
     ops<B>::fill(dcl.data, size_t(nb), T(this->cfg_.lambda_c / nb));
-    View<T> dh = dh_couple_buf.zeros(nb, E);
-    ops<B>::coupling_backward(nb, E, this->h_buf.data(), target(), C_, 7, rq(), dcl.data, dh.data);
-    this->backward_stochastic(ctx, dh, de);
+    View<T> dh_couple = dh_couple_buf.zeros(nb, E);
+    ops<B>::coupling_backward(nb, E, this->h_buf.data(), target(), C_, 7, rq(), dcl.data, dh_couple.data);
+    View<T> dh = this->backward_start(dh_couple);
+    View<T> drec = drec_c_buf.shape(nb, 1);
+    ops<B>::fill(drec.data, size_t(nb), T(1.0 / nb));
+    View<T> dhc = dhc_buf.zeros(nb, E);
+    const Run runs[] = {{dec_c, hc(), drec, dhc, dec_c_cache},
+                        {this->dec, this->h(), this->drec_view(), dh, this->dec_cache}};
+    backward_decoders(ctx, this->arena_, this->emb, batch, runs);
+    // Deterministic path: h^c -> z^c -> e.
+    View<T> de = deterministic_backward(ctx, dhc);
+    this->backward_latent(ctx, dh, de);
   }
 
   // The gradient-norm analysis (reference.md §14) with the coupled terms: rec_c is the
@@ -124,10 +137,7 @@ class Coupled : public M {
     ops<B>::fill(drec.data, size_t(nb), T(1));
     View<T> dhc = dhc_buf.zeros(nb, this->cfg_.embed);
     dec_c.backward(ctx, this->arena_, this->emb, batch, hc(), drec, dhc, dec_c_cache);
-    View<T> dzc = dzc_buf.zeros(nb, this->cfg_.latent);
-    mlp_c.backward(ctx, this->arena_, zc(), dhc, dzc, mlp_c_cache);
-    View<T> de = de_c_buf.zeros(nb, H2);
-    post_c.mean_backward(ctx, this->arena_, this->e(), dzc, de, post_c_cache);
+    deterministic_backward(ctx, dhc);
     const auto dec_c_host = de_c_buf.to_host();
     g.rec_c = this->row_sq_norms(dec_c_host, nb, H2);
     std::vector<T> sum(dec_c_host.size());
@@ -171,12 +181,25 @@ class Coupled : public M {
   View<T> zc() { return View<T>{post_c_cache.z.data(), this->batch_->size(), this->cfg_.latent}; }
   View<T> hc() { return hc_buf.shape(this->batch_->size(), this->cfg_.embed); }
 
+  using Run = DecoderRun<decoder_module, T>;
+
   void deterministic_forward(Context<B>& ctx, const Batch& batch) {
-    const int nb = batch.size();
+    deterministic_latent(ctx);
+    dec_c.forward(ctx, this->arena_, this->emb, batch, hc(), rec_c_buf.shape(batch.size(), 1), dec_c_cache);
+  }
+  // z^c and h^c from e.
+  void deterministic_latent(Context<B>& ctx) {
     post_c.mean(ctx, this->arena_, this->e(), post_c_cache);
     mlp_c.forward(ctx, this->arena_, zc(), hc(), mlp_c_cache);
-    View<T> rc = rec_c_buf.shape(nb, 1);
-    dec_c.forward(ctx, this->arena_, this->emb, batch, hc(), rc, dec_c_cache);
+  }
+  // From dhc (B, E) on h^c down to de_c_buf (B, 2H), returned.
+  View<T> deterministic_backward(Context<B>& ctx, View<T> dhc) {
+    const int nb = this->batch_->size();
+    View<T> dzc = dzc_buf.zeros(nb, this->cfg_.latent);
+    mlp_c.backward(ctx, this->arena_, zc(), dhc, dzc, mlp_c_cache);
+    View<T> de = de_c_buf.zeros(nb, 2 * this->cfg_.hidden);
+    post_c.mean_backward(ctx, this->arena_, this->e(), dzc, de, post_c_cache);
+    return de;
   }
 
   double C_[7] = {};

@@ -334,6 +334,14 @@ class Model {
 
   // The stochastic path; its parts (rec, kl, reg) go into parts_buf, the others are 0.
   PendingLosses forward_stochastic(Context<B>& ctx, const Batch& batch, long step) {
+    PendingLosses l = forward_latent(ctx, batch, step);
+    dec.forward(ctx, arena_, emb, batch, h(), rec_view(), dec_cache);
+    sum_rec();
+    return l;
+  }
+  // forward_stochastic in parts, so that Coupled runs its two decoders side by side: up to
+  // h (kl and reg into parts_buf), then the decoder, then sum_rec (rec into parts_buf).
+  PendingLosses forward_latent(Context<B>& ctx, const Batch& batch, long step) {
     batch_ = &batch;
     const int nb = batch.size();
     double* parts = parts_buf.zeros(1, loss_parts).data;
@@ -343,8 +351,6 @@ class Model {
     reg.forward(ctx, step, kl, z(), parts + part_reg, reg_cache);
     ops<B>::sum_into(kl.data, size_t(nb), 1.0 / nb, parts + part_kl);
     mlp.forward(ctx, arena_, z(), h(), mlp_cache);
-    dec.forward(ctx, arena_, emb, batch, h(), rec_view(), dec_cache);
-    ops<B>::sum_into(rec_buf.data(), size_t(nb), 1.0 / nb, parts + part_rec);
     PendingLosses l;
     l.parts = parts;
     l.kl_weight = reg_cache.weight;
@@ -353,16 +359,32 @@ class Model {
     return l;
   }
 
+  void sum_rec() {
+    const int nb = batch_->size();
+    ops<B>::sum_into(rec_buf.data(), size_t(nb), 1.0 / nb, parts_buf.data() + part_rec);
+  }
+
   // Accumulates the gradient of mean(rec) + L_reg, plus extra_dh on h and extra_de on e
   // (the coupled path's contributions) when given.
   void backward_stochastic(Context<B>& ctx, View<T> extra_dh, View<T> extra_de) {
-    const Batch& batch = *batch_;
-    const int nb = batch.size();
-    View<T> drec = drec_buf.shape(nb, 1);
-    ops<B>::fill(drec.data, size_t(nb), T(1.0 / nb));
+    View<T> dh = backward_start(extra_dh);
+    dec.backward(ctx, arena_, emb, *batch_, h(), drec_view(), dh, dec_cache);
+    backward_latent(ctx, dh, extra_de);
+  }
+  // backward_stochastic in parts (Coupled): backward_start sets the decoder's drec = 1/B
+  // (drec_view) and returns dh = extra_dh (or 0) for the decoder to add to; after the
+  // decoder, backward_latent goes from dh (B, E) down to the embedding.
+  View<T> backward_start(View<T> extra_dh) {
+    const int nb = batch_->size();
+    ops<B>::fill(drec_view().data, size_t(nb), T(1.0 / nb));
     View<T> dh = dh_buf.zeros(nb, cfg_.embed);
     if (extra_dh) ops<B>::axpy(dh.size(), T(1), extra_dh.data, dh.data);
-    dec.backward(ctx, arena_, emb, batch, h(), drec, dh, dec_cache);
+    return dh;
+  }
+  View<T> drec_view() { return drec_buf.shape(batch_->size(), 1); }
+  void backward_latent(Context<B>& ctx, View<T> dh, View<T> extra_de) {
+    const Batch& batch = *batch_;
+    const int nb = batch.size();
     View<T> dz = dz_buf.zeros(nb, cfg_.latent);
     mlp.backward(ctx, arena_, z(), dh, dz, mlp_cache);
     View<T> dkl = dkl_buf.zeros(nb, 1);
