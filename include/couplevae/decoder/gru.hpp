@@ -164,7 +164,7 @@ struct Decoder<GRU> {
                               std::span<const Run> runs) {
       const int n = check_runs(runs);
       GruBackwardPass<T> p[2];
-      typename nn::GRU<T, B>::Cache* cs[2];
+      typename nn::GRU<T, B>::Cache* cs[2] = {};
       for (int i = 0; i < n; ++i) p[i] = runs[i].dec.backward_begin(ctx, ar, b, runs[i].v, runs[i].c), cs[i] = &runs[i].c.rnn;
       nn::GRU<T, B>::run_steps(b.dec, p, cs, n);
       for (const Run& r : runs) r.dec.backward_end(ctx, ar, emb, b, r.dh, r.c);
@@ -209,7 +209,7 @@ struct Decoder<GRU> {
                          std::span<const Run> runs, bool for_backward) {
       const int n = check_runs(runs);
       GruForwardPass<T> p[2];
-      typename nn::GRU<T, B>::Cache* cs[2];
+      typename nn::GRU<T, B>::Cache* cs[2] = {};
       for (int i = 0; i < n; ++i) p[i] = runs[i].dec.forward_begin(ctx, ar, emb, b, runs[i].h, runs[i].c), cs[i] = &runs[i].c.rnn;
       nn::GRU<T, B>::run_steps(b.dec, p, cs, n);
       for (const Run& r : runs) r.dec.forward_end(ctx, ar, b, r.v, r.c, for_backward);
