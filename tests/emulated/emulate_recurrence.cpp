@@ -10,10 +10,11 @@
 // forward pass (states, previous states, gates) and the backward pass (dh, dgx, dgh) must
 // equal what nn::GRU<float, cpu> computes with its composed steps (gemm_few_rows and the
 // gate bodies of ops<cpu>), fed the module's own input projection and W_hh, to float
-// rounding, with every output written (they start as NaN): run by the persistent kernels,
-// and, for three cases, by the kernels of one step walked as nn::BiGRU walks them: each
-// launch also runs the step of a GRU of the other direction over the same batch, whose
-// outputs must equal its own module's.
+// rounding, with every output written (they start as NaN): run by the persistent kernel
+// and, for three cases, by the kernels of one step walked as nn::BiGRU walks them. Each
+// launch also runs the pass (or step) of a GRU of the other direction over the same batch,
+// whose outputs must equal its own module's; for three cases the persistent kernel also
+// runs the one pass alone.
 // The memory model is the host's: what this cannot see is a GPU's L1 serving stale lines,
 // which the kernels avoid by reading other blocks' data with __ldcg.
 #include <algorithm>
@@ -95,11 +96,12 @@ void run_blocks(unsigned gx, unsigned gy, unsigned gz, const Body& body, bool co
   for (auto& t : pool) t.join();
 }
 
-// kernel(p, counter) on a cooperative grid of `blocks` blocks.
-template <class Kernel, class Pass>
-void run_grid(Kernel kernel, const Pass& p, unsigned blocks) {
+// gru_pass_kernel over p0 and, when given, p1 on a cooperative grid of `blocks` blocks.
+template <class Pass>
+void run_grid(const Pass& p0, const Pass* p1, unsigned blocks) {
   unsigned counter = 0;
-  run_blocks(blocks, 1, 1, [&] { kernel(p, &counter); }, /*cooperative=*/true);
+  run_blocks(blocks, 1, 1, [&] { cuda_rt::gru_pass_kernel(p0, p1 ? *p1 : p0, p1 ? 2 : 1, &counter); },
+             /*cooperative=*/true);
 }
 
 // max |a - b| / max |b|; infinite when a has a non-finite entry (an unwritten NaN).
@@ -119,6 +121,7 @@ struct Case {
   unsigned blocks;
   bool padded = false;  // a bucketed batch's rectangle (3 steps longer than the longest item)
   bool steps = false;   // also the kernels of one step (a grid per step: slow to emulate)
+  bool alone = false;   // also the persistent kernel on one pass (it always runs two)
 };
 
 // What the kernels read: the packed batch, the module's input projection gx, W_hh^T, W_hh and
@@ -156,11 +159,16 @@ GruBackwardPass<float> backward_pass(const Inputs& in, Outputs& o) {
           in.ds,       in.H,       o.dh.data(), o.dgx.data(), o.dgh.data(),     in.keep};
 }
 
-// The persistent kernels, each one cooperative grid of `blocks` blocks.
-Outputs persistent(const Inputs& in, unsigned blocks) {
-  Outputs o(in);
-  run_grid(cuda_rt::gru_forward_persistent_kernel<float>, forward_pass(in, o), blocks);
-  run_grid(cuda_rt::gru_backward_persistent_kernel<float>, backward_pass(in, o), blocks);
+// The persistent kernel, forward then backward, each one cooperative grid of `blocks`
+// blocks: the pass of in0 alone, or those of in0 and in1 side by side (as nn::BiGRU runs its
+// directions).
+std::vector<Outputs> persistent(const Inputs& in0, const Inputs* in1, unsigned blocks) {
+  std::vector<Outputs> o{Outputs(in0)};
+  if (in1) o.emplace_back(*in1);
+  const GruForwardPass<float> f0 = forward_pass(in0, o[0]), f1 = in1 ? forward_pass(*in1, o[1]) : f0;
+  run_grid(f0, in1 ? &f1 : nullptr, blocks);
+  const GruBackwardPass<float> b0 = backward_pass(in0, o[0]), b1 = in1 ? backward_pass(*in1, o[1]) : b0;
+  run_grid(b0, in1 ? &b1 : nullptr, blocks);
   return o;
 }
 
@@ -197,9 +205,9 @@ bool agrees(const char* what, const Outputs& got, const nn::GRU<float>::Cache& c
   return worst < 1e-5;
 }
 
-// true when the persistent kernels, and (steps) the kernels of one step, paired with those of
-// a GRU of the other direction over the same batch, agree with nn::GRU<float, cpu>'s
-// composed steps
+// true when the persistent kernel and (steps) the kernels of one step, paired with a GRU of
+// the other direction over the same batch, and (alone) the persistent kernel on one pass,
+// agree with nn::GRU<float, cpu>'s composed steps
 bool check(const Case& k, uint64_t seed) {
   const int H = k.H, batch = k.batch, I = 5;
   Rng rng(seed);
@@ -237,7 +245,9 @@ bool check(const Case& k, uint64_t seed) {
     in.push_back(Inputs{pk, H, batch, r.module.reverse, k.padded ? pk.keep.data() : nullptr, r.c.gx.data(), r.c.whh_t.data(), ar.value(r.module.W_hh), ar.value(r.module.b_hh),
                         r.ds.data(), r.dh_final.data()});
   }
-  const Outputs p = persistent(in[0], k.blocks);
+  const std::vector<Outputs> p = persistent(in[0], &in[1], k.blocks);
+  std::optional<std::vector<Outputs>> alone;
+  if (k.alone) alone = persistent(in[0], nullptr, k.blocks);
   std::optional<std::pair<Outputs, Outputs>> st;
   if (k.steps) st = stepwise(in[0], in[1]);
   for (Run& r : runs)
@@ -246,7 +256,9 @@ bool check(const Case& k, uint64_t seed) {
               k.padded ? " (padded)" : "", k.reverse ? "reverse" : "forward");
   char name[32];
   std::snprintf(name, sizeof name, "persistent (%u blocks)", k.blocks);
-  bool ok = agrees(name, p, runs[0].c, in[0]);
+  bool ok = agrees(name, p[0], runs[0].c, in[0]);
+  ok = agrees("persistent, paired", p[1], runs[1].c, in[1]) && ok;
+  if (alone) ok = agrees("persistent, alone", (*alone)[0], runs[0].c, in[0]) && ok;
   if (st) {
     ok = agrees("steps", st->first, runs[0].c, in[0]) && ok;
     ok = agrees("paired", st->second, runs[1].c, in[1]) && ok;
@@ -297,12 +309,12 @@ int main() {
   // rows = two row tiles. Padded: the rectangle's padding rows carry the state, and its tiles
   // of padding alone skip the product.
   const Case cases[] = {{37, 40, false, 3, false, true},
-                        {20, 40, true, 3},
+                        {20, 40, true, 3, false, false, true},
                         {37, 7, true, 8, false, true},
-                        {20, 7, false, 1},
+                        {20, 7, false, 1, false, false, true},
                         {64, 33, false, 5},
                         {37, 40, false, 3, true},
-                        {20, 70, true, 4, true},
+                        {20, 70, true, 4, true, false, true},
                         {20, 7, false, 2, true, true},
                         {301, 9, true, 6},
                         {301, 40, false, 3, true}};

@@ -8,7 +8,7 @@
 # no longer does stops the build here, naming it.
 file(READ "${IN}" text)
 string(FIND "${text}" "constexpr int rec_rows" begin)
-string(FIND "${text}" "// Launches kernel over a cooperative grid" end)
+string(FIND "${text}" "// Launches gru_pass_kernel" end)
 if(begin LESS 0 OR end LESS 0)
   message(FATAL_ERROR "extract_kernels.cmake: the markers of the device code are not in ${IN}")
 endif()
@@ -24,7 +24,6 @@ function(replace what with)
   set(code "${code}" PARENT_SCOPE)
 endfunction()
 
-replace("__shared__ RowsShared<T, rec_fwd_cols> sh;" "auto& sh = emulated_shared<RowsShared<T, rec_fwd_cols>>();")
 replace("__shared__ RowsShared<T, rec_units> sh;" "auto& sh = emulated_shared<RowsShared<T, rec_units>>();")
 replace("__shared__ StepShared<Step> sh;" "auto& sh = emulated_shared<StepShared<Step>>();")
 replace("__global__ void __launch_bounds__(rec_threads)" "void")

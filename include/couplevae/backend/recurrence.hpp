@@ -1,6 +1,5 @@
 // couplevae/backend/recurrence.hpp: what a backend's own GRU kernels take, a step at a time
-// (ops<B>::gru_step) or a whole pass (gru_forward_pass /
-// gru_backward_pass); both optional, backend/cuda/recurrence.cuh has them. A backend
+// (ops<B>::gru_step) or a whole pass (ops<B>::gru_pass); both optional, backend/cuda/recurrence.cuh has them. A backend
 // without them composes each step (nn/gru.hpp). Every pointer is the backend's memory;
 // shapes follow the Packing (core/batch.hpp) of the pass. rec_step and rec_back_step walk a
 // pass, and a pass's step(s) gives a step's arguments, for nn::GRU's loops and the
@@ -89,11 +88,6 @@ concept has_gru_step = requires(const GruFwdStep<T>& f, const GruBackStep<T>& b)
   ops<B>::gru_step(b, &b);
 };
 
-// B's ops have whole-pass kernels: gru_whole_pass() -> bool (whether to use them now), and
-// gru_forward_pass / gru_backward_pass taking the structs below -> bool (false: declined).
-template <class B>
-concept has_gru_pass = requires { ops<B>::gru_whole_pass(); };
-
 // A forward pass: in gx (rows, 3H) with b_ih added, whh_t (H, 3H), bh (3H); out states,
 // hprev (each row's previous state), r, z, n, ghn (rows, H); keep (rows) for a padded
 // Packing (rows with keep 0 carry the state, kernels::gru_carry), null otherwise. active
@@ -101,6 +95,7 @@ concept has_gru_pass = requires { ops<B>::gru_whole_pass(); };
 // the host's for nn::GRU's loop, the device's for a whole-pass kernel).
 template <class T>
 struct GruForwardPass {
+  static constexpr bool forward = true;  // walked s = 0, 1, ..
   int steps = 0, batch = 0, H = 0;
   bool reverse = false;
   const int32_t *active = nullptr, *offset = nullptr;
@@ -129,6 +124,7 @@ struct GruForwardPass {
 // may skip their product); active and offset as there.
 template <class T>
 struct GruBackwardPass {
+  static constexpr bool forward = false;  // walked s = steps - 1, ..
   int steps = 0, batch = 0, H = 0;
   bool reverse = false;
   const int32_t *active = nullptr, *offset = nullptr;
@@ -149,6 +145,17 @@ struct GruBackwardPass {
                           .ds = ds ? ds + row * size_t(ld_ds) : nullptr, .dh = dh, .dgx = dgx + row * G,
                           .dgh = dgh + row * G, .keep_next = keep ? keep + next : nullptr};
   }
+};
+
+// B's ops have whole-pass kernels: gru_whole_pass() -> bool (whether to use them now), and
+// gru_pass(pass, second) -> bool (false: declined) for a GruForwardPass and for a
+// GruBackwardPass, where second, when not null, is a pass of another GRU of the same H over
+// the same Packing to run in the same kernel.
+template <class B, class T>
+concept has_gru_pass = requires(const GruForwardPass<T>& f, const GruBackwardPass<T>& b) {
+  ops<B>::gru_whole_pass();
+  ops<B>::gru_pass(f, &f);
+  ops<B>::gru_pass(b, &b);
 };
 
 }  // namespace couplevae

@@ -21,13 +21,12 @@
 // (and, backward, the outside gradient dstates) itself; a backward step first adds the
 // product of the step that ran before it (rec_back_step, backend/recurrence.hpp), so the
 // first step's, the gradient on the zero initial state, is never formed. A backend whose
-// ops have gru_step (cuda) does each step, forward (the
-// previous-state copy, the product and the gates) and backward (the product and the
-// gates), in one kernel instead, and BiGRU's two directions' steps s in the same launch;
-// one whose ops have gru_forward_pass /
-// gru_backward_pass (backend/recurrence.hpp; cuda, when its runtime's persistent_recurrence
-// is on) runs the whole recurrence of a pass in one launch, and the loops below only when
-// it declines. The forward pass keeps
+// ops have gru_step (cuda) does each step, forward (the previous-state copy, the product
+// and the gates) and backward (the product and the gates), in one kernel instead, and the
+// steps s of two passes over the same Packing (BiGRU's directions, Coupled's decoders:
+// run_steps) in the same launch; one whose ops have gru_pass (backend/recurrence.hpp; cuda,
+// when its runtime's persistent_recurrence is on) runs the whole recurrence of a pass, or
+// of two, in one launch, and the loops below only when it declines. The forward pass keeps
 // every row's previous state h_{t-1}, so backward runs only dh_{t-1} = dgh_t W_hh inside
 // the recurrence and forms the weight gradients after it, each as one GEMM over all rows:
 //   dW_hh += dGH^T H_prev,  db_hh += colsum(dGH),  dW_ih += dGX^T X,  db_ih += colsum(dGX).
@@ -36,7 +35,6 @@
 #pragma once
 #include <algorithm>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "../backend/recurrence.hpp"
@@ -154,26 +152,20 @@ struct GRU {
                               dstates ? dstates.data : nullptr, dstates.cols, dh.data, dgx.data, dgh.data, c.keep};
   }
   // The recurrence of n (1 or 2) passes (GruForwardPass or GruBackwardPass) over the same
-  // Packing: each by a whole-pass kernel when the backend runs them, else step by step
+  // Packing: in one whole-pass kernel when the backend runs them, else step by step
   // (forward s = 0.., backward s = steps-1..), the passes' steps s in one launch where the
   // backend fuses steps.
   template <class Pass>
   static void run_steps(const Packing& pk, const Pass* p, Cache* const* c, int n) {
-    constexpr bool forward_pass = std::is_same_v<Pass, GruForwardPass<T>>;
-    bool by_step[2] = {};
-    for (int i = 0; i < n; ++i) by_step[i] = !whole_pass(pk, p[i], *c[i]);
+    if (whole_passes(pk, p, c, n)) return;
     for (int k = 0; k < pk.steps; ++k) {
-      const int s = forward_pass ? k : pk.steps - 1 - k;
+      const int s = Pass::forward ? k : pk.steps - 1 - k;
       decltype(p->step(0)) st[2];
-      Cache* sc[2] = {};
-      int m = 0;
-      for (int i = 0; i < n; ++i)
-        if (by_step[i]) st[m] = p[i].step(s), sc[m++] = c[i];
-      if (m == 0) return;
+      for (int i = 0; i < n; ++i) st[i] = p[i].step(s);
       if constexpr (has_gru_step<B, T>) {
-        if (ops<B>::gru_step(st[0], m == 2 ? &st[1] : nullptr)) continue;
+        if (ops<B>::gru_step(st[0], n == 2 ? &st[1] : nullptr)) continue;
       }
-      for (int i = 0; i < m; ++i) composed_step(st[i], *sc[i]);
+      for (int i = 0; i < n; ++i) composed_step(st[i], *c[i]);
     }
   }
   void backward_end(Arena<T, B>& ar, View<T> X, const Packing& pk, View<T> dX, Cache& c) const {
@@ -251,25 +243,27 @@ struct GRU {
     ops<B>::gemm_few_rows(b.pa, H, G, b.dgh_next, G, b.w_hh, H, b.dh, H, /*accumulate=*/true);
     ops<B>::gru_gates_backward(b.a, H, b.r, b.z, b.n, b.ghn, b.hp, b.ds, b.ld_ds, b.dh, b.dgx, b.dgh);
   }
-  // Pass p by a whole-pass kernel, when the backend has one and runs it now (the forward
-  // pass uploads the Packing's indices, which the backward pass then finds in c); false
-  // otherwise.
+  // The n passes p by a whole-pass kernel (both in one when n = 2), when the backend has one
+  // and runs it now (the forward pass uploads the Packing's indices, which the backward pass
+  // then finds in c); false otherwise, and then none ran.
   template <class Pass>
-  static bool whole_pass(const Packing& pk, Pass p, Cache& c) {
-    if constexpr (has_gru_pass<B>) {
+  static bool whole_passes(const Packing& pk, const Pass* p, Cache* const* c, int n) {
+    if constexpr (has_gru_pass<B, T>) {
       if (!ops<B>::gru_whole_pass()) return false;
-      if constexpr (std::is_same_v<Pass, GruForwardPass<T>>) {
-        c.active = backend_ids(pk.active, c.active_b);
-        c.offset = backend_ids(pk.offset, c.offset_b);
-        p.active = c.active, p.offset = c.offset;
-        return ops<B>::gru_forward_pass(p);
-      } else {
-        if (!c.active) return false;
-        p.active = c.active, p.offset = c.offset;
-        return ops<B>::gru_backward_pass(p);
+      Pass q[2];
+      for (int i = 0; i < n; ++i) {
+        if constexpr (Pass::forward) {
+          c[i]->active = backend_ids(pk.active, c[i]->active_b);
+          c[i]->offset = backend_ids(pk.offset, c[i]->offset_b);
+        } else if (!c[i]->active) {
+          return false;
+        }
+        q[i] = p[i];
+        q[i].active = c[i]->active, q[i].offset = c[i]->offset;
       }
+      return ops<B>::gru_pass(q[0], n == 2 ? &q[1] : nullptr);
     } else {
-      (void)pk, (void)p, (void)c;
+      (void)pk, (void)p, (void)c, (void)n;
       return false;
     }
   }

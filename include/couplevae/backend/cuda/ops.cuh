@@ -110,8 +110,9 @@ struct ops<cuda> {
   // with the product of the step before it in its epilogue's gates (false when the runtime's
   // fused_recurrence is off, or, backward, when that product has more than rows_kernel_max
   // rows: the caller composes the step, nn/gru.hpp), or, when
-  // gru_whole_pass() (the runtime's persistent_recurrence), a whole pass forward or backward
-  // in one persistent kernel (false when no cooperative grid can be launched).
+  // gru_whole_pass() (the runtime's persistent_recurrence), a whole pass forward or backward,
+  // or two of them side by side, in one persistent kernel (false when no cooperative grid
+  // can be launched).
   template <class T>
   static bool gru_step(const GruFwdStep<T>& f, const GruFwdStep<T>* second = nullptr) {
     if (!cuda_rt::runtime().fused_recurrence) return false;
@@ -127,12 +128,12 @@ struct ops<cuda> {
   }
   static bool gru_whole_pass() { return cuda_rt::runtime().persistent_recurrence; }
   template <class T>
-  static bool gru_forward_pass(const GruForwardPass<T>& p) {
-    return cuda_rt::gru_forward_persistent(p);
+  static bool gru_pass(const GruForwardPass<T>& p, const GruForwardPass<T>* second = nullptr) {
+    return cuda_rt::gru_passes(p, second, "gru_forward_pass");
   }
   template <class T>
-  static bool gru_backward_pass(const GruBackwardPass<T>& p) {
-    return cuda_rt::gru_backward_persistent(p);
+  static bool gru_pass(const GruBackwardPass<T>& p, const GruBackwardPass<T>* second = nullptr) {
+    return cuda_rt::gru_passes(p, second, "gru_backward_pass");
   }
   template <class T>
   static void transpose(const T* x, int rows, int cols, T* y) {

@@ -27,8 +27,9 @@
 // reduction) and a gate kernel did. A tile whose rows are past pa, or padding alone
 // (keep_next; their dgh is zero), skips the product.
 //
-// A whole pass in one persistent kernel (gru_forward_persistent, gru_backward_persistent):
-// a cooperative grid, no larger than can be resident at once, loops over the time steps
+// A whole pass in one persistent kernel (gru_pass_kernel, launched by gru_passes; the two
+// passes of BiGRU or of Coupled's decoders in one kernel, each step's tiles of both before
+// one barrier): a cooperative grid, no larger than can be resident at once, loops over the time steps
 // and meets at a grid barrier (grid_barrier: a counter in device memory, zeroed before the
 // launch; cooperative_groups.h is not used, as it brings a global namespace `cuda` that
 // would clash with the backend tag for users of `using namespace couplevae`) after each
@@ -236,69 +237,67 @@ __device__ inline void grid_barrier(unsigned* counter, unsigned& epoch) {
   __syncthreads();
 }
 
-template <class T>
-__global__ void __launch_bounds__(rec_threads) gru_forward_persistent_kernel(GruForwardPass<T> p, unsigned* barrier) {
-  __shared__ RowsShared<T, rec_fwd_cols> sh;
+// A whole pass, forward (s = 0, 1, ..) or backward (s = steps - 1, ..), of one GRU, or of two
+// over the same Packing (passes = 2: BiGRU's directions, Coupled's decoders): each step's
+// tiles of every pass spread over the grid, then one grid barrier.
+template <class Pass>
+__global__ void __launch_bounds__(rec_threads) gru_pass_kernel(Pass p0, Pass p1, int passes, unsigned* barrier) {
+  using Step = decltype(p0.step(0));
+  __shared__ StepShared<Step> sh;
   unsigned epoch = 0;
-  const int ut = (p.H + rec_units - 1) / rec_units;
-  for (int s = 0; s < p.steps; ++s) {
-    const GruFwdStep<T> f = p.step(s);
-    const int tiles = ut * ((f.a + rec_rows - 1) / rec_rows);
-    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
-      step_tile(tile / ut * rec_rows, tile % ut * rec_units, f, sh);
+  const int ut = (p0.H + rec_units - 1) / rec_units;
+  for (int k = 0; k < p0.steps; ++k) {
+    const int s = Pass::forward ? k : p0.steps - 1 - k;
+    const Step st0 = p0.step(s), st1 = p1.step(s);
+    const int tiles0 = ut * ((st0.a + rec_rows - 1) / rec_rows);
+    const int tiles = tiles0 + (passes == 2 ? ut * ((st1.a + rec_rows - 1) / rec_rows) : 0);
+    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
+      const int t = tile < tiles0 ? tile : tile - tiles0;
+      step_tile(t / ut * rec_rows, t % ut * rec_units, tile < tiles0 ? st0 : st1, sh);
+    }
     grid_barrier(barrier, epoch);
   }
 }
 
-template <class T>
-__global__ void __launch_bounds__(rec_threads) gru_backward_persistent_kernel(GruBackwardPass<T> p, unsigned* barrier) {
-  __shared__ RowsShared<T, rec_units> sh;
-  unsigned epoch = 0;
-  const int ut = (p.H + rec_units - 1) / rec_units;
-  for (int s = p.steps - 1; s >= 0; --s) {
-    const GruBackStep<T> b = p.step(s);
-    const int tiles = ut * ((b.a + rec_rows - 1) / rec_rows);
-    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x))
-      step_tile(tile / ut * rec_rows, tile % ut * rec_units, b, sh);
-    grid_barrier(barrier, epoch);
-  }
+// The largest step has all `batch` rows: that many row tiles times the unit tiles.
+inline int rec_tiles(int batch, int H) {
+  return ((batch + rec_rows - 1) / rec_rows) * ((H + rec_units - 1) / rec_units);
 }
 
-// Launches kernel over a cooperative grid of at most `tiles` blocks and no more than can be
-// resident at once; false when the device cannot launch one.
-template <class Kernel, class Pass>
-bool launch_persistent(Kernel kernel, const Pass& p, int tiles, const char* name) {
+// Launches gru_pass_kernel for p0 and, when given, p1 over a cooperative grid of at most
+// one block per tile of the largest step and no more than can be resident at once; false
+// when the device cannot launch one.
+template <class Pass>
+bool gru_passes(const Pass& p0, const Pass* p1, const char* name) {
+  const void* kernel = reinterpret_cast<const void*>(&gru_pass_kernel<Pass>);
   static thread_local int resident = -1;  // per instantiation: blocks that fit at once, 0 if none
   if (resident < 0) {
     int dev = 0, coop = 0, sms = 0, per_sm = 0;
     COUPLEVAE_CUDA(cudaGetDevice(&dev));
     COUPLEVAE_CUDA(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
     COUPLEVAE_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    COUPLEVAE_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, rec_threads, 0));
+    COUPLEVAE_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&per_sm, kernel, rec_threads, 0,
+                                                                     cudaOccupancyDefault));
     resident = coop ? sms * per_sm : 0;
   }
   if (resident <= 0) return false;
-  if (p.steps == 0) return true;
-  const unsigned blocks = unsigned(std::clamp(tiles, 1, resident));
+  const int passes = p1 ? 2 : 1;
+  if (p0.steps == 0) return true;
+  const unsigned blocks = unsigned(std::clamp(passes * rec_tiles(p0.batch, p0.H), 1, resident));
   Runtime& rt = runtime();
   memset_async(rt.barrier, sizeof(unsigned));
-  Pass arg = p;
+  Pass a0 = p0, a1 = p1 ? *p1 : p0;
+  int n = passes;
   unsigned* barrier = rt.barrier;
-  void* args[] = {&arg, &barrier};
+  void* args[] = {&a0, &a1, &n, &barrier};
   fixed_op(
       [&] {
-        COUPLEVAE_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), dim3(blocks), dim3(rec_threads),
-                                                   args, 0, rt.stream));
+        COUPLEVAE_CUDA(cudaLaunchCooperativeKernel(kernel, dim3(blocks), dim3(rec_threads), args, 0, rt.stream));
         COUPLEVAE_CUDA_LAUNCHED(name);
       },
-      reinterpret_cast<const void*>(kernel), blocks, barrier, arg);
-  ++rt.persistent_passes;
+      kernel, blocks, barrier, a0, a1, n);
+  rt.persistent_passes += size_t(passes);
   return true;
-}
-
-// The largest step has all `batch` rows: that many row tiles times the unit tiles.
-inline int rec_tiles(int batch, int H) {
-  return ((batch + rec_rows - 1) / rec_rows) * ((H + rec_units - 1) / rec_units);
 }
 
 // A grid of one block per tile of 32 rows x 4 columns (units) over rows x cols.
@@ -324,16 +323,6 @@ void rows_gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, T*
   if (M == 0 || N == 0) return;
   launch_kernel(reinterpret_cast<const void*>(&rows_gemm_kernel<T>), rec_grid(M, N), dim3(rec_threads), 0, "rows_gemm", M, N, K, A,
                 lda, B, ldb, C, ldc, accumulate);
-}
-
-template <class T>
-bool gru_forward_persistent(const GruForwardPass<T>& p) {
-  return launch_persistent(gru_forward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H), "gru_forward_persistent");
-}
-
-template <class T>
-bool gru_backward_persistent(const GruBackwardPass<T>& p) {
-  return launch_persistent(gru_backward_persistent_kernel<T>, p, rec_tiles(p.batch, p.H), "gru_backward_persistent");
 }
 
 }  // namespace couplevae::cuda_rt
