@@ -381,17 +381,23 @@ TEST_SUITE("device") {
     CHECK(rel_err(dgho.to_host(), gho) < 1e-5);
     CHECK(rel_err(ddd.host(), dd) < 1e-5);
 
-    for (int V : {13, 10002}) {
+    // V = 13 and 10002: the row cached in shared memory; 12300 floats exceed the cache.
+    for (int V : {13, 10002, 12300}) {
+      CAPTURE(V);
       const int rows = 29;
       auto lg = random_vec(size_t(rows) * V, 5, -6, 6);
       std::vector<int32_t> tg(rows);
-      for (int i = 0; i < rows; ++i) tg[i] = int32_t((i * 131) % V);
+      for (int i = 0; i < rows; ++i) tg[i] = i == 3 ? -1 : int32_t((i * 131) % V);  // row 3: padding
       Buffer<int32_t, cuda> st;
       const int32_t* dtg = backend_ids(tg, st);
-      Dev<float> dlg(lg);
       std::vector<float> loss(rows);
       Buffer<float, cuda> dloss(rows);
+      Dev<float> dlo(lg);  // loss only (evaluation)
+      G::softmax_xent(dlo.p(), rows, V, dtg, dloss.data(), /*keep_probs=*/false);
+      Dev<float> dlg(lg);
       C::softmax_xent(lg.data(), rows, V, tg.data(), loss.data());
+      CHECK(loss[3] == 0.0f);
+      CHECK(rel_err(dloss.to_host(), loss) < 1e-5);
       G::softmax_xent(dlg.p(), rows, V, dtg, dloss.data());
       CHECK(rel_err(dloss.to_host(), loss) < 1e-5);
       CHECK(rel_err(dlg.host(), lg) < 1e-5);
