@@ -147,6 +147,13 @@ struct GruBackwardPass {
   }
 };
 
+// The index s of a pass's k-th step in the order it runs: forward s = k, backward
+// s = steps - 1 - k (nn::GRU's loop and the whole-pass kernels alike).
+template <class Pass>
+COUPLEVAE_HD inline int nth_step(const Pass& p, int k) {
+  return Pass::forward ? k : p.steps - 1 - k;
+}
+
 // B's ops have whole-pass kernels: gru_whole_pass() -> bool (whether to use them now), and
 // gru_pass(pass, second) -> bool (false: declined) for a GruForwardPass and for a
 // GruBackwardPass, where second, when not null, is a pass of another GRU of the same H over

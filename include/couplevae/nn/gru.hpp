@@ -159,7 +159,7 @@ struct GRU {
   static void run_steps(const Packing& pk, const Pass* p, Cache* const* c, int n) {
     if (whole_passes(pk, p, c, n)) return;
     for (int k = 0; k < pk.steps; ++k) {
-      const int s = Pass::forward ? k : pk.steps - 1 - k;
+      const int s = nth_step(p[0], k);
       decltype(p->step(0)) st[2];
       for (int i = 0; i < n; ++i) st[i] = p[i].step(s);
       if constexpr (has_gru_step<B, T>) {

@@ -258,7 +258,7 @@ struct ops<cpu> {
   // Softmax cross-entropy over rows of logits (rows, V): loss[i] = -log softmax(x_i)[t_i].
   // With keep_probs the logits are overwritten by softmax(x_i) for the backward pass;
   // without, only the losses are produced and the logits are left as scratch (here
-  // exp(x - max); ops<cuda> may leave them as they were).
+  // exp(x - max); ops<cuda> leaves them as they were).
   // A row whose target is negative (the padding of a bucketed batch) has loss 0 and, in
   // softmax_xent_backward, zero gradient. Vectorised through Eigen arrays (SIMD exp).
   template <class T>

@@ -51,8 +51,9 @@ inline ColumnMajorGemm column_major_gemm(bool ta, bool tb, int M, int N, int K) 
 // One block per row. With `cached`, the row is kept in the launch's dynamic shared memory
 // (V values, at most softmax_cache_bytes): the logits are read once and, with keep_probs,
 // written once (2 passes over global memory; eval, without keep_probs, 1). Without, the
-// row's exp(x - max) is kept in place (3 reads and 2 writes). The arithmetic and its order
-// are the same either way, so the two agree bit for bit.
+// row's exp(x - max) is kept in place (3 reads and 2 writes; eval 2 reads). Without
+// keep_probs the logits are left as they were. The arithmetic and its order are the same
+// either way, so the two agree bit for bit.
 constexpr size_t softmax_cache_bytes = 48 * 1024 - 32 * sizeof(double);  // the default limit less `shared`
 template <class T>
 __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T* loss, bool keep_probs, bool cached) {
@@ -72,7 +73,7 @@ __global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T*
   T s = 0;
   for (int k = threadIdx.x; k < V; k += blockDim.x) {  // each thread its own k: no barrier needed
     const T e = exp(row[k] - m);
-    row[k] = e;
+    if (keep_probs) row[k] = e;
     s += e;
   }
   s = block_reduce(s, [](T a, T b) { return a + b; }, shared);

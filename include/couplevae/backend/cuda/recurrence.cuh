@@ -237,6 +237,12 @@ __device__ inline void grid_barrier(unsigned* counter, unsigned& epoch) {
   __syncthreads();
 }
 
+// The tiles of a step of `rows` rows: row tiles times unit tiles (unit tile tile % ut of row
+// tile tile / ut, ut the unit tiles).
+COUPLEVAE_HD inline int rec_tiles(int rows, int H) {
+  return ((rows + rec_rows - 1) / rec_rows) * ((H + rec_units - 1) / rec_units);
+}
+
 // A whole pass, forward (s = 0, 1, ..) or backward (s = steps - 1, ..), of one GRU, or of two
 // over the same Packing (passes = 2: BiGRU's directions, Coupled's decoders): each step's
 // tiles of every pass spread over the grid, then one grid barrier.
@@ -247,10 +253,9 @@ __global__ void __launch_bounds__(rec_threads) gru_pass_kernel(Pass p0, Pass p1,
   unsigned epoch = 0;
   const int ut = (p0.H + rec_units - 1) / rec_units;
   for (int k = 0; k < p0.steps; ++k) {
-    const int s = Pass::forward ? k : p0.steps - 1 - k;
+    const int s = nth_step(p0, k);
     const Step st0 = p0.step(s), st1 = p1.step(s);
-    const int tiles0 = ut * ((st0.a + rec_rows - 1) / rec_rows);
-    const int tiles = tiles0 + (passes == 2 ? ut * ((st1.a + rec_rows - 1) / rec_rows) : 0);
+    const int tiles0 = rec_tiles(st0.a, p0.H), tiles = tiles0 + (passes == 2 ? rec_tiles(st1.a, p1.H) : 0);
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
       const int t = tile < tiles0 ? tile : tile - tiles0;
       step_tile(t / ut * rec_rows, t % ut * rec_units, tile < tiles0 ? st0 : st1, sh);
@@ -259,13 +264,8 @@ __global__ void __launch_bounds__(rec_threads) gru_pass_kernel(Pass p0, Pass p1,
   }
 }
 
-// The largest step has all `batch` rows: that many row tiles times the unit tiles.
-inline int rec_tiles(int batch, int H) {
-  return ((batch + rec_rows - 1) / rec_rows) * ((H + rec_units - 1) / rec_units);
-}
-
 // Launches gru_pass_kernel for p0 and, when given, p1 over a cooperative grid of at most
-// one block per tile of the largest step and no more than can be resident at once; false
+// one block per tile of the largest step (all `batch` rows) and no more than can be resident at once; false
 // when the device cannot launch one.
 template <class Pass>
 bool gru_passes(const Pass& p0, const Pass* p1, const char* name) {
