@@ -409,3 +409,49 @@ TEST_CASE("vocab loss: gathered or identity rows, summed per sentence, gradients
   CHECK_THROWS_WITH_AS(VocabLoss<double>::forward(ctx, ar, out, identity, {x.data(), n, F}, {rec.data(), nb, 1}, c, &too_few),
                        doctest::Contains("3 sources for 7 output rows"), Error);
 }
+
+TEST_CASE("softmax cross-entropy: the bias added in the softmax and summed in its backward equals the separate passes") {
+  // VocabLoss lets ops<cpu>::softmax_xent add the bias and softmax_xent_backward sum its
+  // gradient (column blocks of 512 across threads): the same numbers, bit for bit, as
+  // add_row_bias before the softmax and col_sum_acc after the backward. 203 x 1300 values:
+  // more than the threading threshold, three column blocks with a tail.
+  const int rows = 203, V = 1300;
+  const auto x64 = randn(size_t(rows) * V, 11), b64 = randn(V, 12), d64 = randn(rows, 13);
+  const std::vector<float> logits(x64.begin(), x64.end()), bias(b64.begin(), b64.end()), dloss(d64.begin(), d64.end());
+  std::vector<int32_t> targets(rows);
+  for (int i = 0; i < rows; ++i) targets[i] = i % 17 == 5 ? -1 : (i * 613) % V;  // some padding rows
+  targets[0] = V - 1;
+
+  std::vector<float> fused = logits, fused_loss(rows), fused_db(V, 0.25f);
+  ops<cpu>::softmax_xent(fused.data(), rows, V, targets.data(), fused_loss.data(), true, bias.data());
+  std::vector<float> apart = logits, apart_loss(rows), apart_db(V, 0.25f);
+  ops<cpu>::add_row_bias(apart.data(), rows, V, bias.data());
+  ops<cpu>::softmax_xent(apart.data(), rows, V, targets.data(), apart_loss.data());
+  CHECK(fused_loss == apart_loss);
+  CHECK(fused == apart);
+  CHECK(fused_loss[5] == 0.0f);
+  const std::vector<float> probs = fused;
+
+  ops<cpu>::softmax_xent_backward(fused.data(), rows, V, targets.data(), dloss.data(), fused_db.data());
+  ops<cpu>::softmax_xent_backward(apart.data(), rows, V, targets.data(), dloss.data());
+  ops<cpu>::col_sum_acc(apart.data(), rows, V, apart_db.data());
+  CHECK(fused == apart);
+  CHECK(fused_db == apart_db);
+  // against a plain computation: d logits = dloss (p - onehot), zero on padding rows, and
+  // db = 0.25 + their column sums
+  double worst = 0;
+  for (int i = 0; i < rows; ++i)
+    for (int k = 0; k < V; ++k) {
+      const size_t at = size_t(i) * V + k;
+      const double want = targets[i] < 0 ? 0.0 : double(dloss[i]) * (probs[at] - (k == targets[i] ? 1.0 : 0.0));
+      worst = std::max(worst, std::abs(double(fused[at]) - want));
+    }
+  CHECK(worst < 1e-6);
+  double worst_db = 0;
+  for (int k = 0; k < V; ++k) {
+    double s = 0.25;
+    for (int i = 0; i < rows; ++i) s += fused[size_t(i) * V + k];
+    worst_db = std::max(worst_db, std::abs(s - double(fused_db[k])));
+  }
+  CHECK(worst_db < 1e-4);
+}

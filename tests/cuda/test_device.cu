@@ -382,33 +382,43 @@ TEST_SUITE("device") {
     CHECK(rel_err(ddd.host(), dd) < 1e-5);
 
     // V = 13 and 10002 (PTB's size): the row cached in shared memory; the last one float more
-    // than the cache holds.
-    for (int V : {13, 10002, int(cuda_rt::softmax_cache_bytes / sizeof(float)) + 1}) {
-      CAPTURE(V);
-      const int rows = 29;
-      auto lg = random_vec(size_t(rows) * V, 5, -6, 6);
-      std::vector<int32_t> tg(rows);
-      for (int i = 0; i < rows; ++i) tg[i] = i == 3 ? -1 : int32_t((i * 131) % V);  // row 3: padding
-      Buffer<int32_t, cuda> st;
-      const int32_t* dtg = backend_ids(tg, st);
-      std::vector<float> loss(rows);
-      Buffer<float, cuda> dloss(rows);
-      Dev<float> dlo(lg);  // loss only (evaluation)
-      G::softmax_xent(dlo.p(), rows, V, dtg, dloss.data(), /*keep_probs=*/false);
-      CHECK(dlo.host() == lg);  // left as they were
-      Dev<float> dlg(lg);
-      C::softmax_xent(lg.data(), rows, V, tg.data(), loss.data());
-      CHECK(loss[3] == 0.0f);
-      CHECK(rel_err(dloss.to_host(), loss) < 1e-5);
-      G::softmax_xent(dlg.p(), rows, V, dtg, dloss.data());
-      CHECK(rel_err(dloss.to_host(), loss) < 1e-5);
-      CHECK(rel_err(dlg.host(), lg) < 1e-5);
-      const auto dl = random_vec(rows, 6);
-      Dev<float> ddl(dl);
-      C::softmax_xent_backward(lg.data(), rows, V, tg.data(), dl.data());
-      G::softmax_xent_backward(dlg.p(), rows, V, dtg, ddl.p());
-      CHECK(rel_err(dlg.host(), lg) < 1e-5);
-    }
+    // than the cache holds. With the vocabulary layer's bias added in the softmax and its
+    // gradient summed by the backward, and without.
+    for (int V : {13, 10002, int(cuda_rt::softmax_cache_bytes / sizeof(float)) + 1})
+      for (bool with_bias : {false, true}) {
+        CAPTURE(V);
+        CAPTURE(with_bias);
+        const int rows = 29;
+        auto lg = random_vec(size_t(rows) * V, 5, -6, 6);
+        const auto b = random_vec(size_t(V), 10, -2, 2);
+        Dev<float> dbv(b);
+        const float* cb = with_bias ? b.data() : nullptr;
+        const float* gb = with_bias ? dbv.p() : nullptr;
+        std::vector<int32_t> tg(rows);
+        for (int i = 0; i < rows; ++i) tg[i] = i == 3 ? -1 : int32_t((i * 131) % V);  // row 3: padding
+        Buffer<int32_t, cuda> st;
+        const int32_t* dtg = backend_ids(tg, st);
+        std::vector<float> loss(rows);
+        Buffer<float, cuda> dloss(rows);
+        Dev<float> dlo(lg);  // loss only (evaluation)
+        G::softmax_xent(dlo.p(), rows, V, dtg, dloss.data(), /*keep_probs=*/false, gb);
+        CHECK(dlo.host() == lg);  // left as they were
+        Dev<float> dlg(lg);
+        C::softmax_xent(lg.data(), rows, V, tg.data(), loss.data(), /*keep_probs=*/true, cb);
+        CHECK(loss[3] == 0.0f);
+        CHECK(rel_err(dloss.to_host(), loss) < 1e-5);
+        G::softmax_xent(dlg.p(), rows, V, dtg, dloss.data(), /*keep_probs=*/true, gb);
+        CHECK(rel_err(dloss.to_host(), loss) < 1e-5);
+        CHECK(rel_err(dlg.host(), lg) < 1e-5);
+        const auto dl = random_vec(rows, 6);
+        Dev<float> ddl(dl);
+        std::vector<float> db(V, 0.5f);
+        Dev<float> ddb(db);
+        C::softmax_xent_backward(lg.data(), rows, V, tg.data(), dl.data(), with_bias ? db.data() : nullptr);
+        G::softmax_xent_backward(dlg.p(), rows, V, dtg, ddl.p(), with_bias ? ddb.p() : nullptr);
+        CHECK(rel_err(dlg.host(), lg) < 1e-5);
+        CHECK(rel_err(ddb.host(), db) < 1e-5);  // 0.5 everywhere when there is no bias
+      }
 
     const int rows = 40, Z = 32, D = 200;
     const auto mu = random_vec(rows * Z, 7), ls = random_vec(rows * Z, 8), eps = random_vec(rows * Z, 9);

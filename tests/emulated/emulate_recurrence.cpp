@@ -1,8 +1,7 @@
 // The GRU kernels and rows_gemm_kernel of backend/cuda/recurrence.cuh, run on the CPU (ctest
 // emulated.recurrence; no GPU or nvcc needed). extract_kernels.cmake turns their device code
-// into plain C++; here every block and every thread of a grid is a std::thread, __syncthreads
-// a per-block std::barrier, shared memory one buffer per block, and the kernels' grid barrier
-// runs as written (an atomic counter that thread 0 of each block spins on).
+// into plain C++, and emulation.hpp runs it: every thread of a grid a std::thread, and the
+// kernels' grid barrier as written (an atomic counter that thread 0 of each block spins on).
 //
 // For forward and reverse passes, batches of one and two row tiles, H with and without a
 // unit-tile tail and a K-chunk tail, grids smaller and larger than the step's tiles, and
@@ -15,48 +14,16 @@
 // launch also runs the pass (or step) of a GRU of the other direction over the same batch,
 // whose outputs must equal its own module's; for three cases the persistent kernel also
 // runs the one pass alone.
-// The memory model is the host's: what this cannot see is a GPU's L1 serving stale lines,
-// which the kernels avoid by reading other blocks' data with __ldcg.
 #include <algorithm>
-#include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstdio>
-#include <memory>
 #include <optional>
 #include <utility>
-#include <thread>
 #include <vector>
 
 #include <couplevae/couplevae.hpp>
 
-namespace {
-
-struct Dim3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-thread_local Dim3 threadIdx, blockIdx;
-thread_local unsigned block_id;  // blockIdx.x + blockIdx.y gridDim.x
-Dim3 blockDim, gridDim;
-std::vector<std::unique_ptr<std::barrier<>>> block_barriers;
-constexpr size_t shared_doubles = 6144;  // 48 KB of emulated shared memory per block
-std::vector<std::vector<double>> block_shared;
-
-void __syncthreads() { block_barriers[block_id]->arrive_and_wait(); }
-void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-template <class T>
-T __ldcg(const T* p) {
-  return std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
-}
-unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
-unsigned emulated_load(unsigned* p) { return std::atomic_ref<unsigned>(*p).load(); }
-template <class S>
-S& emulated_shared() {
-  static_assert(sizeof(S) <= sizeof(double) * shared_doubles);
-  return *reinterpret_cast<S*>(block_shared[block_id].data());
-}
-
-}  // namespace
+#include "emulation.hpp"
 
 namespace couplevae::cuda_rt {
 #include "recurrence_kernels.inc"
@@ -66,53 +33,12 @@ namespace {
 
 using namespace couplevae;
 
-// body() on a grid of gx x gy x gz blocks of rec_threads host threads each. Cooperative:
-// every block at once, each its own threads (a grid barrier needs them all resident).
-// Otherwise one block after another on one set of threads (a GPU of one SM), which costs far
-// fewer thread starts; each block finds its shared memory NaN, as a new block may find garbage.
-template <class Body>
-void run_blocks(unsigned gx, unsigned gy, unsigned gz, const Body& body, bool cooperative = false) {
-  const unsigned threads = cuda_rt::rec_threads, blocks = gx * gy * gz, resident = cooperative ? blocks : 1;
-  blockDim = {threads, 1, 1};
-  gridDim = {gx, gy, gz};
-  block_barriers.clear();
-  block_shared.assign(resident, std::vector<double>(shared_doubles, NAN));
-  for (unsigned b = 0; b < resident; ++b) block_barriers.emplace_back(new std::barrier<>(threads));
-  std::vector<std::thread> pool;
-  for (unsigned r = 0; r < resident; ++r)
-    for (unsigned t = 0; t < threads; ++t)
-      pool.emplace_back([&, r, t] {
-        block_id = r;
-        threadIdx = {t, 0, 0};
-        for (unsigned b = r; b < blocks; b += resident) {
-          blockIdx = {b % gx, b / gx % gy, b / (gx * gy)};
-          body();
-          if (cooperative) continue;
-          __syncthreads();  // the block is done: the next one gets fresh shared memory
-          if (t == 0) std::fill(block_shared[0].begin(), block_shared[0].end(), NAN);
-          __syncthreads();
-        }
-      });
-  for (auto& t : pool) t.join();
-}
-
 // gru_pass_kernel over p0 and, when given, p1 on a cooperative grid of `blocks` blocks.
 template <class Pass>
 void run_grid(const Pass& p0, const Pass* p1, unsigned blocks) {
   unsigned counter = 0;
-  run_blocks(blocks, 1, 1, [&] { cuda_rt::gru_pass_kernel(p0, p1 ? *p1 : p0, p1 ? 2 : 1, &counter); },
-             /*cooperative=*/true);
-}
-
-// max |a - b| / max |b|; infinite when a has a non-finite entry (an unwritten NaN).
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
-    den = std::max(den, std::abs(double(b[i])));
-  }
-  return num / den;
+  run_blocks({blocks, 1, 1}, cuda_rt::rec_threads,
+             [&] { cuda_rt::gru_pass_kernel(p0, p1 ? *p1 : p0, p1 ? 2 : 1, &counter); }, /*cooperative=*/true);
 }
 
 struct Case {
@@ -180,9 +106,9 @@ std::pair<Outputs, Outputs> stepwise(const Inputs& in0, const Inputs& in1) {
   const int steps = in0.pk.steps;
   const auto run_pair = [](const auto& a, const auto& b) {
     const int rows = std::max(a.a, b.a), H = std::max(a.H, b.H);
-    run_blocks(unsigned((H + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
-               unsigned((rows + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows), 2,
-               [&] { cuda_rt::gru_step_kernel(a, b); });
+    run_blocks({unsigned((H + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
+                unsigned((rows + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows), 2},
+               cuda_rt::rec_threads, [&] { cuda_rt::gru_step_kernel(a, b); });
   };
   const GruForwardPass<float> f0 = forward_pass(in0, o0), f1 = forward_pass(in1, o1);
   for (int s = 0; s < steps; ++s) run_pair(f0.step(s), f1.step(s));
@@ -281,7 +207,7 @@ bool check_rows_gemm(int M, int N, int K, bool accumulate, uint64_t seed) {
   std::vector<float> C = C0;
   const unsigned gx = unsigned((N + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
                  gy = unsigned((M + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows);
-  run_blocks(gx, gy, 1, [&] {
+  run_blocks({gx, gy, 1}, cuda_rt::rec_threads, [&] {
     cuda_rt::rows_gemm_kernel<float>(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc, accumulate);
   });
   double num = 0, den = 1e-30;

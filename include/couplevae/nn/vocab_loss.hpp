@@ -5,11 +5,13 @@
 //   S = X[source]  (count, F), gathered; X itself when the rows are the identity (packed).
 //                  A head whose X has another layout (the CNN's padded one) passes its own
 //                  source: X's row of each output row.
-//   logits = S W^T + b (count, V), then softmax in place (kept for backward)
+//   logits = S W^T + b (count, V), then softmax in place (kept for backward); b is added by
+//                  the softmax as it reads each row, not in a pass of its own
 //   loss_k = -log softmax(logits_k)[target_k], 0 when target_k < 0
 //   rec[i] = sum_{k : item_k = i} loss_k   (B, 1), overwritten
-// backward, given drec (B, 1): d logits_k = drec[item_k] (p_k - onehot(target_k)); the
-// Linear accumulates dW, db and dS; dX += scatter(dS) (accumulate rule).
+// backward, given drec (B, 1): d logits_k = drec[item_k] (p_k - onehot(target_k)), and db +=
+// their column sums as the softmax backward writes them; the Linear accumulates dW and dS;
+// dX += scatter(dS) (accumulate rule).
 // Gathering is what lets a bucketed batch's largest layer run on its real tokens only.
 // `out` is the head's Linear (F -> V), passed in: its parameters stay the head's.
 #pragma once
@@ -33,20 +35,20 @@ struct VocabLoss {
   };
 
   // Keeps the probabilities and the gathered rows for backward.
-  static void forward(Context<B>& ctx, Arena<T, B>& ar, const Linear<T, B>& out, const OutputRows& rows, View<T> X,
+  static void forward(Context<B>&, Arena<T, B>& ar, const Linear<T, B>& out, const OutputRows& rows, View<T> X,
                       View<T> rec, Cache& c, const std::vector<int32_t>* source = nullptr) {
     View<T> S = select(rows, X, c, source);
     View<T> logits = c.logits.shape(c.count, out.out);
-    out.forward(ctx, ar, S, logits);
+    out.product(ar, S, logits);
     View<T> loss = c.loss.shape(c.count, 1);
-    ops<B>::softmax_xent(logits.data, c.count, out.out, c.target, loss.data);
+    ops<B>::softmax_xent(logits.data, c.count, out.out, c.target, loss.data, /*keep_probs=*/true, out.bias_values(ar));
     sum_per_item(loss, rec, c);
   }
 
   // The same rec in chunks of `chunk` rows, keeping nothing for backward: memory stays
   // bounded for large evaluation batches.
   static constexpr int chunk_rows = 256;
-  static void loss_only(Context<B>& ctx, Arena<T, B>& ar, const Linear<T, B>& out, const OutputRows& rows, View<T> X,
+  static void loss_only(Context<B>&, Arena<T, B>& ar, const Linear<T, B>& out, const OutputRows& rows, View<T> X,
                         View<T> rec, Cache& c, const std::vector<int32_t>* source = nullptr,
                         int chunk = chunk_rows) {
     View<T> S = select(rows, X, c, source);
@@ -54,25 +56,26 @@ struct VocabLoss {
     for (int r0 = 0; r0 < c.count; r0 += chunk) {
       const int m = std::min(chunk, c.count - r0);
       View<T> logits = c.logits.shape(m, out.out);
-      out.forward(ctx, ar, S.block(r0, m), logits);
-      ops<B>::softmax_xent(logits.data, m, out.out, c.target + r0, loss.data + r0, /*keep_probs=*/false);
+      out.product(ar, S.block(r0, m), logits);
+      ops<B>::softmax_xent(logits.data, m, out.out, c.target + r0, loss.data + r0, /*keep_probs=*/false,
+                           out.bias_values(ar));
     }
     sum_per_item(loss, rec, c);
   }
 
-  static void backward(Context<B>& ctx, Arena<T, B>& ar, const Linear<T, B>& out, View<T> X, View<T> drec, View<T> dX,
+  static void backward(Context<B>&, Arena<T, B>& ar, const Linear<T, B>& out, View<T> X, View<T> drec, View<T> dX,
                        Cache& c) {
     const int V = out.out, F = out.in;
     View<T> dloss = c.dloss.shape(c.count, 1);
     ops<B>::segment_broadcast(drec.data, c.item, c.count, dloss.data);
     View<T> dlogits{c.logits.data(), c.count, V};
-    ops<B>::softmax_xent_backward(dlogits.data, c.count, V, c.target, dloss.data);
+    ops<B>::softmax_xent_backward(dlogits.data, c.count, V, c.target, dloss.data, out.bias_grad(ar));
     if (c.identity) {
-      out.backward(ctx, ar, X, dlogits, dX);
+      out.product_backward(ar, X, dlogits, dX);
       return;
     }
     View<T> dS = c.dS.zeros(c.count, F);
-    out.backward(ctx, ar, View<T>{c.S.data(), c.count, F}, dlogits, dS);
+    out.product_backward(ar, View<T>{c.S.data(), c.count, F}, dlogits, dS);
     ops<B>::scatter_add_rows(dS.data, F, c.source, c.count, F, dX.data);
   }
 

@@ -255,18 +255,22 @@ struct ops<cpu> {
     }
   }
 
-  // Softmax cross-entropy over rows of logits (rows, V): loss[i] = -log softmax(x_i)[t_i].
+  // Softmax cross-entropy over rows of logits (rows, V): loss[i] = -log softmax(x_i)[t_i],
+  // with x_i = logits_i + bias when a bias (V) is given (added as each row is read: one pass
+  // over the logits less than a separate add_row_bias).
   // With keep_probs the logits are overwritten by softmax(x_i) for the backward pass;
   // without, only the losses are produced and the logits are left as scratch (here
   // exp(x - max); ops<cuda> leaves them as they were).
   // A row whose target is negative (the padding of a bucketed batch) has loss 0 and, in
   // softmax_xent_backward, zero gradient. Vectorised through Eigen arrays (SIMD exp).
   template <class T>
-  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true) {
+  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true,
+                           const T* bias = nullptr) {
     using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
     COUPLEVAE_OMP(parallel for schedule(static) if (size_t(rows) * V > 200000))
     for (int i = 0; i < rows; ++i) {
       Eigen::Map<Arr> x(logits + size_t(i) * V, V);
+      if (bias) x += Eigen::Map<const Arr>(bias, V);
       const T m = x.maxCoeff();
       const bool has_target = targets[i] >= 0;
       const T xt = has_target ? x[targets[i]] : T(0);
@@ -276,19 +280,32 @@ struct ops<cpu> {
       if (keep_probs) x *= T(1) / s;
     }
   }
-  // Backward of softmax_xent: probs (rows, V) become d logits = dloss[i] * (p_i - onehot(t_i)).
+  // Backward of softmax_xent: probs (rows, V) become d logits = dloss[i] * (p_i - onehot(t_i)),
+  // and, when dbias is given, dbias += their column sums (the bias's gradient, formed while
+  // each value is at hand rather than in a col_sum_acc pass of its own). The threads take
+  // column blocks and each column adds its rows in order, as col_sum_acc does, so the sums
+  // do not depend on the thread count.
   template <class T>
-  static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss) {
-    using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss,
+                                    T* dbias = nullptr) {
+    constexpr int block = 512;
+    const int blocks = (V + block - 1) / block;
     COUPLEVAE_OMP(parallel for schedule(static) if (size_t(rows) * V > 200000))
-    for (int i = 0; i < rows; ++i) {
-      Eigen::Map<Arr> x(probs + size_t(i) * V, V);
-      if (targets[i] < 0) {
-        x.setZero();
-        continue;
+    for (int j = 0; j < blocks; ++j) {
+      const int c0 = j * block, c1 = std::min(V, c0 + block);
+      for (int i = 0; i < rows; ++i) {
+        T* x = probs + size_t(i) * V;
+        const int t = targets[i];
+        if (t < 0) {
+          std::fill(x + c0, x + c1, T(0));
+          continue;
+        }
+        const T d = dloss[i];
+        for (int c = c0; c < c1; ++c) x[c] *= d;
+        if (t >= c0 && t < c1) x[t] -= d;
+        if (dbias)
+          for (int c = c0; c < c1; ++c) dbias[c] += x[c];
       }
-      x *= dloss[i];
-      x[targets[i]] -= dloss[i];
     }
   }
   // out[seg[i]] += x[i] for i < n (out is not cleared).

@@ -48,36 +48,39 @@ struct ColumnMajorGemm {
 };
 inline ColumnMajorGemm column_major_gemm(bool ta, bool tb, int M, int N, int K) { return {tb, ta, N, M, K}; }
 
-// One block per row. With `cached`, the row is kept in the launch's dynamic shared memory
-// (V values, at most softmax_cache_bytes): the logits are read once and, with keep_probs,
-// written once (2 passes over global memory; eval, without keep_probs, 1). Without, the
-// row's exp(x - max) is kept in place (3 reads and 2 writes; eval 2 reads). Without
-// keep_probs the logits are left as they were. The arithmetic and its order are the same
-// either way, so the two agree bit for bit.
+// One block per row, whose values are v_k = logits_k + bias_k (bias may be null: v = logits).
+// With `cached`, v is kept in the launch's dynamic shared memory (V values, at most
+// softmax_cache_bytes): the logits are read once and, with keep_probs, written once (2 passes
+// over global memory; eval, without keep_probs, 1). Without, the row's exp(v - max) is kept
+// in place (3 reads and 2 writes; eval 2 reads). Without keep_probs the logits are left as
+// they were. The arithmetic and its order are the same either way, so the two agree bit for
+// bit. (tests/emulated runs this kernel on the CPU.)
 constexpr size_t softmax_cache_bytes = 48 * 1024 - 32 * sizeof(double);  // the default limit less `shared`
 template <class T>
-__global__ void softmax_xent_kernel(T* logits, int V, const int32_t* targets, T* loss, bool keep_probs, bool cached) {
+__global__ void softmax_xent_kernel(T* logits, const T* bias, int V, const int32_t* targets, T* loss, bool keep_probs,
+                                    bool cached) {
   __shared__ T shared[32];
   extern __shared__ __align__(16) unsigned char cache_bytes[];
   T* x = logits + size_t(blockIdx.x) * V;
-  T* row = cached ? reinterpret_cast<T*>(cache_bytes) : x;  // where exp(x - max) is kept
+  T* row = cached ? reinterpret_cast<T*>(cache_bytes) : x;  // where exp(v - max) is kept
+  const auto value = [&](int k) { return bias ? x[k] + bias[k] : x[k]; };
   const int32_t target = targets[blockIdx.x];  // negative: padding, loss 0
-  const T xt = target >= 0 ? x[target] : T(0);   // read before the first barrier, overwritten after it
+  const T vt = target >= 0 ? value(target) : T(0);  // read before the first barrier, overwritten after it
   T m = -INFINITY;
   for (int k = threadIdx.x; k < V; k += blockDim.x) {
-    const T v = x[k];
+    const T v = value(k);
     if (cached) row[k] = v;
     m = fmax(m, v);
   }
   m = block_reduce(m, [](T a, T b) { return a > b ? a : b; }, shared);
   T s = 0;
   for (int k = threadIdx.x; k < V; k += blockDim.x) {  // each thread its own k: no barrier needed
-    const T e = exp(row[k] - m);
+    const T e = exp((cached ? row[k] : value(k)) - m);
     if (keep_probs) row[k] = e;
     s += e;
   }
   s = block_reduce(s, [](T a, T b) { return a + b; }, shared);
-  if (threadIdx.x == 0) loss[blockIdx.x] = target >= 0 ? log(s) + m - xt : T(0);
+  if (threadIdx.x == 0) loss[blockIdx.x] = target >= 0 ? log(s) + m - vt : T(0);
   if (keep_probs) {
     const T inv = T(1) / s;
     for (int k = threadIdx.x; k < V; k += blockDim.x) x[k] = row[k] * inv;
@@ -277,18 +280,21 @@ struct ops<cuda> {
   }
 
   template <class T>
-  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true) {
+  static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true,
+                           const T* bias = nullptr) {
     if (rows == 0) return;
     const size_t row_bytes = size_t(V) * sizeof(T);
     const bool cached = row_bytes <= cuda_rt::softmax_cache_bytes;
     cuda_rt::launch_kernel(reinterpret_cast<const void*>(&cuda_rt::softmax_xent_kernel<T>), dim3(unsigned(rows)),
-                           dim3(256), cached ? unsigned(row_bytes) : 0u, "softmax_xent", logits, V, targets, loss,
-                           keep_probs, cached);
+                           dim3(256), cached ? unsigned(row_bytes) : 0u, "softmax_xent", logits, bias, V, targets,
+                           loss, keep_probs, cached);
   }
   template <class T>
-  static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss) {
+  static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss,
+                                    T* dbias = nullptr) {
     launch<cuda>::for_each(size_t(rows) * V, kernels::SoftmaxXentBackward<T>{probs, V, targets, dloss},
                       "softmax_xent_backward");
+    if (dbias) col_sum_acc(probs, rows, V, dbias);  // a GEMM: cheaper than summing in the kernel above
   }
   template <class T, class U>
   static void segment_sum(const T* x, const int32_t* seg, int n, U* out) {

@@ -1,0 +1,99 @@
+// softmax_xent_kernel of backend/cuda/ops.cuh (and the block_reduce of launch.cuh it calls)
+// run on the CPU (ctest emulated.softmax; no GPU or nvcc needed): extract_kernels.cmake turns
+// their device code into plain C++ and emulation.hpp runs it, a block of 256 host threads per
+// row, its warps' shuffles included.
+//
+// For V = 13 and 1000 (the row in shared memory) and one float more than that memory holds
+// (in place), with and without a bias, training (keep_probs) and evaluation (loss only), on
+// rows whose targets include the first and last value and a padding row (target -1):
+//   - the losses equal ops<cpu>::softmax_xent's to float rounding, the padding row's exactly 0;
+//   - training: the logits become the probabilities ops<cpu> gives, every value written;
+//   - evaluation: the logits are left exactly as they were;
+//   - the kernel gives the same losses and probabilities bit for bit with the row in shared
+//     memory and in place (V = 1000 run both ways), as its comment says.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include <couplevae/backend/cpu/ops.hpp>
+
+#include "emulation.hpp"
+
+namespace couplevae::cuda_rt {
+using std::exp;
+using std::fmax;
+using std::log;
+#include "softmax_kernels.inc"
+}  // namespace couplevae::cuda_rt
+
+namespace {
+
+using namespace couplevae;
+
+struct Result {
+  std::vector<float> logits, loss;
+};
+
+// The kernel on `logits` (rows x V), a block of 256 threads per row, as ops<cuda>::softmax_xent
+// launches it (dynamic shared memory of a row when cached); loss starts NaN.
+Result run_kernel(std::vector<float> logits, int V, const float* bias, const std::vector<int32_t>& targets,
+                  bool keep_probs, bool cached) {
+  const int rows = int(targets.size());
+  std::vector<float> loss(rows, NAN);
+  run_blocks({unsigned(rows), 1, 1}, 256, [&] {
+    cuda_rt::softmax_xent_kernel<float>(logits.data(), bias, V, targets.data(), loss.data(), keep_probs, cached);
+  }, /*cooperative=*/false, cached ? size_t(V) * sizeof(float) : 0);
+  return {std::move(logits), std::move(loss)};
+}
+
+bool check(int V, bool with_bias, bool keep_probs, bool both_ways, uint64_t seed) {
+  const bool cached = size_t(V) * sizeof(float) <= cuda_rt::softmax_cache_bytes;
+  Rng rng(seed);
+  auto random = [&](size_t n, float scale) {
+    std::vector<float> v(n);
+    rng.uniform(v.data(), n);
+    for (auto& x : v) x = scale * (2 * x - 1);
+    return v;
+  };
+  const std::vector<int32_t> targets = {0, V - 1, -1, int32_t(V / 2), int32_t(V / 3)};
+  const int rows = int(targets.size());
+  const auto logits = random(size_t(rows) * V, 6), b = random(size_t(V), 2);
+  const float* bias = with_bias ? b.data() : nullptr;
+
+  std::vector<float> want = logits, want_loss(rows);
+  ops<cpu>::softmax_xent(want.data(), rows, V, targets.data(), want_loss.data(), /*keep_probs=*/true, bias);
+  const Result got = run_kernel(logits, V, bias, targets, keep_probs, cached);
+
+  const double e_loss = rel_err(got.loss, want_loss);
+  const double e_out = keep_probs ? rel_err(got.logits, want) : (got.logits == logits ? 0.0 : INFINITY);
+  bool ok = e_loss < 1e-5 && e_out < 1e-5 && got.loss[2] == 0.0f;
+  bool same = true;
+  if (both_ways) {
+    const Result other = run_kernel(logits, V, bias, targets, keep_probs, !cached);
+    same = other.loss == got.loss && other.logits == got.logits;
+    ok = ok && same;
+  }
+  std::printf("V %5d %-9s %-9s %-10s: loss %.2e, %s %.2e%s%s\n", V, cached ? "(cached)" : "(in place)",
+              with_bias ? "bias" : "no bias", keep_probs ? "training" : "loss only", e_loss,
+              keep_probs ? "probabilities" : "logits kept", e_out,
+              both_ways ? (same ? ", cached = in place bit for bit" : ", cached and in place DIFFER") : "",
+              ok ? "" : "  FAILED");
+  return ok;
+}
+
+}  // namespace
+
+int main() {
+  const int beyond = int(cuda_rt::softmax_cache_bytes / sizeof(float)) + 1;  // in place
+  int failed = 0, cases = 0;
+  uint64_t seed = 300;
+  for (int V : {13, 1000, beyond})
+    for (bool with_bias : {false, true})
+      for (bool keep_probs : {true, false}) {
+        failed += !check(V, with_bias, keep_probs, /*both_ways=*/V == 1000, seed++);
+        ++cases;
+      }
+  if (failed) std::printf("FAILED: %d of %d cases\n", failed, cases);
+  return failed ? 1 : 0;
+}
