@@ -412,10 +412,13 @@ TEST_CASE("vocab loss: gathered or identity rows, summed per sentence, gradients
 
 TEST_CASE("softmax cross-entropy: the bias added in the softmax and summed in its backward equals the separate passes") {
   // VocabLoss lets ops<cpu>::softmax_xent add the bias and softmax_xent_backward sum its
-  // gradient (column blocks of 512 across threads): the same numbers, bit for bit, as
-  // add_row_bias before the softmax and col_sum_acc after the backward. 203 x 1300 values:
-  // more than the threading threshold, three column blocks with a tail.
-  const int rows = 203, V = 1300;
+  // gradient (column blocks across threads): the same numbers, bit for bit, as add_row_bias
+  // before the softmax and col_sum_acc after the backward. The shape: three column blocks,
+  // the last a partial one, and more values than the threading threshold.
+  using C = ops<cpu>;
+  const int V = 2 * C::softmax_column_block + 276;
+  const int rows = int(C::softmax_parallel_values / size_t(V)) + 50;
+  REQUIRE(size_t(rows) * V > C::softmax_parallel_values);
   const auto x64 = randn(size_t(rows) * V, 11), b64 = randn(V, 12), d64 = randn(rows, 13);
   const std::vector<float> logits(x64.begin(), x64.end()), bias(b64.begin(), b64.end()), dloss(d64.begin(), d64.end());
   std::vector<int32_t> targets(rows);
@@ -423,18 +426,18 @@ TEST_CASE("softmax cross-entropy: the bias added in the softmax and summed in it
   targets[0] = V - 1;
 
   std::vector<float> fused = logits, fused_loss(rows), fused_db(V, 0.25f);
-  ops<cpu>::softmax_xent(fused.data(), rows, V, targets.data(), fused_loss.data(), true, bias.data());
+  C::softmax_xent(fused.data(), rows, V, targets.data(), fused_loss.data(), true, bias.data());
   std::vector<float> apart = logits, apart_loss(rows), apart_db(V, 0.25f);
-  ops<cpu>::add_row_bias(apart.data(), rows, V, bias.data());
-  ops<cpu>::softmax_xent(apart.data(), rows, V, targets.data(), apart_loss.data());
+  C::add_row_bias(apart.data(), rows, V, bias.data());
+  C::softmax_xent(apart.data(), rows, V, targets.data(), apart_loss.data());
   CHECK(fused_loss == apart_loss);
   CHECK(fused == apart);
   CHECK(fused_loss[5] == 0.0f);
   const std::vector<float> probs = fused;
 
-  ops<cpu>::softmax_xent_backward(fused.data(), rows, V, targets.data(), dloss.data(), fused_db.data());
-  ops<cpu>::softmax_xent_backward(apart.data(), rows, V, targets.data(), dloss.data());
-  ops<cpu>::col_sum_acc(apart.data(), rows, V, apart_db.data());
+  C::softmax_xent_backward(fused.data(), rows, V, targets.data(), dloss.data(), fused_db.data());
+  C::softmax_xent_backward(apart.data(), rows, V, targets.data(), dloss.data());
+  C::col_sum_acc(apart.data(), rows, V, apart_db.data());
   CHECK(fused == apart);
   CHECK(fused_db == apart_db);
   // against a plain computation: d logits = dloss (p - onehot), zero on padding rows, and

@@ -1,7 +1,7 @@
 // softmax_xent_kernel of backend/cuda/ops.cuh (and the block_reduce of launch.cuh it calls)
 // run on the CPU (ctest emulated.softmax; no GPU or nvcc needed): extract_kernels.cmake turns
-// their device code into plain C++ and emulation.hpp runs it, a block of 256 host threads per
-// row, its warps' shuffles included.
+// their device code into plain C++ and emulation.hpp runs it, a block of host threads per row,
+// its warps' shuffles included.
 //
 // For V = 13 and 1000 (the row in shared memory) and one float more than that memory holds
 // (in place), with and without a bias, training (keep_probs) and evaluation (loss only), on
@@ -35,13 +35,13 @@ struct Result {
   std::vector<float> logits, loss;
 };
 
-// The kernel on `logits` (rows x V), a block of 256 threads per row, as ops<cuda>::softmax_xent
+// The kernel on `logits` (rows x V), a block of softmax_threads per row, as ops<cuda>::softmax_xent
 // launches it (dynamic shared memory of a row when cached); loss starts NaN.
 Result run_kernel(std::vector<float> logits, int V, const float* bias, const std::vector<int32_t>& targets,
                   bool keep_probs, bool cached) {
   const int rows = int(targets.size());
   std::vector<float> loss(rows, NAN);
-  run_blocks({unsigned(rows), 1, 1}, 256, [&] {
+  run_blocks({unsigned(rows), 1, 1}, cuda_rt::softmax_threads, [&] {
     cuda_rt::softmax_xent_kernel<float>(logits.data(), bias, V, targets.data(), loss.data(), keep_probs, cached);
   }, /*cooperative=*/false, cached ? size_t(V) * sizeof(float) : 0);
   return {std::move(logits), std::move(loss)};

@@ -255,6 +255,11 @@ struct ops<cpu> {
     }
   }
 
+  // The softmax's kernels use the OpenMP threads above this many values (below, a fork and
+  // join costs more than it saves); its backward walks columns in blocks of this width.
+  static constexpr size_t softmax_parallel_values = 200000;
+  static constexpr int softmax_column_block = 512;
+
   // Softmax cross-entropy over rows of logits (rows, V): loss[i] = -log softmax(x_i)[t_i],
   // with x_i = logits_i + bias when a bias (V) is given (added as each row is read: one pass
   // over the logits less than a separate add_row_bias).
@@ -267,7 +272,7 @@ struct ops<cpu> {
   static void softmax_xent(T* logits, int rows, int V, const int32_t* targets, T* loss, bool keep_probs = true,
                            const T* bias = nullptr) {
     using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-    COUPLEVAE_OMP(parallel for schedule(static) if (size_t(rows) * V > 200000))
+    COUPLEVAE_OMP(parallel for schedule(static) if (size_t(rows) * V > softmax_parallel_values))
     for (int i = 0; i < rows; ++i) {
       Eigen::Map<Arr> x(logits + size_t(i) * V, V);
       if (bias) x += Eigen::Map<const Arr>(bias, V);
@@ -288,9 +293,9 @@ struct ops<cpu> {
   template <class T>
   static void softmax_xent_backward(T* probs, int rows, int V, const int32_t* targets, const T* dloss,
                                     T* dbias = nullptr) {
-    constexpr int block = 512;
+    constexpr int block = softmax_column_block;
     const int blocks = (V + block - 1) / block;
-    COUPLEVAE_OMP(parallel for schedule(static) if (size_t(rows) * V > 200000))
+    COUPLEVAE_OMP(parallel for schedule(static) if (size_t(rows) * V > softmax_parallel_values))
     for (int j = 0; j < blocks; ++j) {
       const int c0 = j * block, c1 = std::min(V, c0 + block);
       for (int i = 0; i < rows; ++i) {

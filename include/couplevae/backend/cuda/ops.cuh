@@ -56,6 +56,7 @@ inline ColumnMajorGemm column_major_gemm(bool ta, bool tb, int M, int N, int K) 
 // they were. The arithmetic and its order are the same either way, so the two agree bit for
 // bit. (tests/emulated runs this kernel on the CPU.)
 constexpr size_t softmax_cache_bytes = 48 * 1024 - 32 * sizeof(double);  // the default limit less `shared`
+constexpr unsigned softmax_threads = 256;                                  // a block's threads
 template <class T>
 __global__ void softmax_xent_kernel(T* logits, const T* bias, int V, const int32_t* targets, T* loss, bool keep_probs,
                                     bool cached) {
@@ -286,7 +287,7 @@ struct ops<cuda> {
     const size_t row_bytes = size_t(V) * sizeof(T);
     const bool cached = row_bytes <= cuda_rt::softmax_cache_bytes;
     cuda_rt::launch_kernel(reinterpret_cast<const void*>(&cuda_rt::softmax_xent_kernel<T>), dim3(unsigned(rows)),
-                           dim3(256), cached ? unsigned(row_bytes) : 0u, "softmax_xent", logits, bias, V, targets,
+                           dim3(cuda_rt::softmax_threads), cached ? unsigned(row_bytes) : 0u, "softmax_xent", logits, bias, V, targets,
                            loss, keep_probs, cached);
   }
   template <class T>
@@ -294,7 +295,7 @@ struct ops<cuda> {
                                     T* dbias = nullptr) {
     launch<cuda>::for_each(size_t(rows) * V, kernels::SoftmaxXentBackward<T>{probs, V, targets, dloss},
                       "softmax_xent_backward");
-    if (dbias) col_sum_acc(probs, rows, V, dbias);  // a GEMM: cheaper than summing in the kernel above
+    if (dbias) col_sum_acc(probs, rows, V, dbias);  // the cuBLAS column sum Linear::backward runs
   }
   template <class T, class U>
   static void segment_sum(const T* x, const int32_t* seg, int n, U* out) {
