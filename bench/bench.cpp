@@ -43,6 +43,9 @@
 // ones replayed; give a --warmup long enough for the common shapes to be captured).
 // eval: evaluate_nll of a randomly initialised model on the first M test sentences with N
 // importance samples (same as torch_ref bench-eval); reports seconds and sentences_per_s.
+// --split valid takes the validation sentences instead, --eval-batch-size and --eval-rows
+// set Config's evaluation batching (a training run's validation: --split valid --samples 10
+// --max-sentences 100000).
 //
 // Threads: --threads T (default: OMP_NUM_THREADS / omp_get_max_threads()) sets both
 // Eigen::setNbThreads and omp_set_num_threads.
@@ -98,13 +101,15 @@ struct Args {
   int gemm_reps = 5;
   int batch_size = 0;  // 0: the preset's 32
   long phases = 0;     // steps timed phase by phase after the timed run
+  std::string split = "test";
+  int eval_batch_size = 0, eval_rows = 0;  // 0: the preset's (32, 256)
 };
 
 constexpr const char* usage_text =
     "usage: couplevae_bench train --model NAME --data DIR [--steps N] [--warmup W] "
     "[--threads T] [--seed S] [--gemm-reps R] [--batch-size B] [--phases N]\n"
     "       couplevae_bench eval --model NAME --data DIR [--samples N] "
-    "[--max-sentences M] [--threads T] [--seed S]\n";
+    "[--max-sentences M] [--threads T] [--seed S] [--split test|valid] [--eval-batch-size N] [--eval-rows R]\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {
   std::fprintf(stderr, "couplevae_bench: error: %s\n%s", msg.c_str(), usage_text);
@@ -148,6 +153,12 @@ Args parse_args(int argc, char** argv) {
     else if (a.cmd == "train" && f == "--phases") a.phases = parse_long(f, v, 0);
     else if (a.cmd == "eval" && f == "--samples") a.samples = int(parse_long(f, v, 1));
     else if (a.cmd == "eval" && f == "--max-sentences") a.max_sentences = parse_long(f, v, 1);
+    else if (a.cmd == "eval" && f == "--eval-batch-size") a.eval_batch_size = int(parse_long(f, v, 1));
+    else if (a.cmd == "eval" && f == "--eval-rows") a.eval_rows = int(parse_long(f, v, 1));
+    else if (a.cmd == "eval" && f == "--split") {
+      if (v != "test" && v != "valid") usage_error("--split must be test or valid (got '" + v + "')");
+      a.split = v;
+    }
     else usage_error("unknown flag '" + f + "' for " + a.cmd);
   }
   if (a.model.empty()) usage_error("--model is required (" + model_name_list() + ")");
@@ -409,19 +420,23 @@ int run_train(const Args& a, int threads) {
 template <class B>
 int run_eval(const Args& a, int threads) {
   Config cfg = model_config(a.model, "ptb");
+  if (a.eval_batch_size > 0) cfg.eval_batch_size = a.eval_batch_size;
+  if (a.eval_rows > 0) cfg.eval_rows = a.eval_rows;
   Dataset data = load(a, cfg);
+  const auto& sentences = a.split == "valid" ? data.valid : data.test;
   return with_model(a.model, [&]<class M0>() {
     using M = with_backend_t<M0, B>;
     M model(cfg, a.seed);
     const auto t0 = Clock::now();
-    const NllReport r = evaluate_nll(model, data.test, a.samples, a.seed, size_t(a.max_sentences), cfg.batch_size);
+    const NllReport r = evaluate_nll(model, sentences, a.samples, a.seed, size_t(a.max_sentences), cfg.eval_batch());
     backend_sync<B>();
     const double dt = seconds_since(t0);
     nlohmann::json j = {{"impl", "couplevae"},       {"backend", B::name},         {"model", a.model},
                         {"seconds", dt},             {"sentences_per_s", double(r.sentences) / dt},
                         {"sentences", r.sentences},  {"samples", r.samples},
                         {"nll", r.nll},              {"peak_rss_mb", peak_rss_mb()},
-                        {"peak_device_mb", peak_device_mb<B>()},
+                        {"peak_device_mb", peak_device_mb<B>()}, {"split", a.split},
+                        {"eval_batch_size", cfg.eval_batch()}, {"eval_rows", cfg.eval_rows},
                         {"threads", threads}};
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);

@@ -31,7 +31,7 @@ struct TrainArgs {
   uint64_t seed = 0;
   double lambda_c = -1;
   int embed = 0, hidden = 0, latent = 0, batch_size = 0, valid_every = 0, kl_start = -1, kl_anneal_steps = 0,
-      log_every = 100, max_nonfinite = 20;
+      log_every = 100, max_nonfinite = 20, eval_batch_size = 0, eval_rows = 0;
   long valid_max_sentences = -1;
   bool overwrite = false, aggressive = false;
   long track_every = 0, track_sentences = 200;
@@ -44,6 +44,7 @@ struct TrainArgs {
 struct EvalArgs {
   std::string checkpoint, data, split = "test", metrics, json_out, backend = "cpu";
   int samples = 100, mi_samples = 100, bleu_samples = 10, dist_samples = 3200;
+  int eval_batch_size = 0, eval_rows = 0;  // 0: the checkpoint's
   long max_sentences = -1;
   uint64_t seed = 0;
   bool json = false;
@@ -88,6 +89,8 @@ inline Config train_config(const TrainArgs& a, int vocab_size) {
   if (a.given("--latent")) cfg.latent = a.latent;
   if (a.given("--batch-size")) cfg.batch_size = a.batch_size;
   if (a.given("--valid-every")) cfg.valid_every = a.valid_every;
+  if (a.given("--eval-batch-size")) cfg.eval_batch_size = a.eval_batch_size;
+  if (a.given("--eval-rows")) cfg.eval_rows = a.eval_rows;
   if (a.given("--kl-start")) cfg.kl_start = a.kl_start;
   if (a.given("--kl-anneal-steps")) cfg.kl_anneal_steps = a.kl_anneal_steps;
   if (a.given("--steps")) cfg.steps = a.steps;
@@ -131,6 +134,8 @@ inline std::vector<std::string> eval_metrics(const EvalArgs& a) {
   require(a.mi_samples >= 1, "--mi-samples must be >= 1");
   require(a.bleu_samples >= 1, "--bleu-samples must be >= 1");
   require(a.dist_samples >= 1, "--dist-samples must be >= 1");
+  require(a.eval_batch_size >= 0, "--eval-batch-size must be >= 1 (0: the checkpoint's)");
+  require(a.eval_rows >= 0, "--eval-rows must be >= 1 (0: the checkpoint's)");
   require(a.split == "train" || a.split == "valid" || a.split == "test",
           "--split must be train, valid or test (got '" + a.split + "')");
   std::vector<std::string> wanted;
@@ -193,6 +198,11 @@ struct CommandLine {
     train_cmd->add_option("--batch-size", ta.batch_size, "batch size");
     train_cmd->add_option("--valid-every", ta.valid_every, "validate every N steps");
     train_cmd->add_option("--valid-max-sentences", ta.valid_max_sentences, "validate on the first N sentences only");
+    train_cmd->add_option("--eval-batch-size", ta.eval_batch_size,
+                          "sentences per validation batch (0: --batch-size; larger runs faster on a GPU, and changes "
+                          "which noise each sentence draws); kept in the checkpoints for eval");
+    train_cmd->add_option("--eval-rows", ta.eval_rows,
+                          "sentences decoded together in evaluation, importance samples included (default 256)");
     train_cmd->add_option("--kl-start", ta.kl_start, "step after which KL annealing starts");
     train_cmd->add_option("--kl-anneal-steps", ta.kl_anneal_steps, "steps over which the KL weight rises to its cap");
     train_cmd->add_option("--log-every", ta.log_every, "progress line every N steps (0: none)");
@@ -217,6 +227,9 @@ struct CommandLine {
     eval_cmd->add_option("--bleu-samples", ea.bleu_samples, "posterior samples per sentence for BLEU");
     eval_cmd->add_option("--dist-samples", ea.dist_samples, "prior samples for Dist-1/2");
     eval_cmd->add_option("--seed", ea.seed, "seed of the evaluation noise");
+    eval_cmd->add_option("--eval-batch-size", ea.eval_batch_size, "sentences per NLL batch (default: the checkpoint's)");
+    eval_cmd->add_option("--eval-rows", ea.eval_rows,
+                         "sentences decoded together, importance samples included (default: the checkpoint's)");
     eval_cmd->add_flag("--json", ea.json, "print one JSON line last");
     eval_cmd->add_option("--json-out", ea.json_out, "also write the JSON object to FILE (atomically), e.g. RUN/eval.json");
     add_backend(eval_cmd, ea.backend);

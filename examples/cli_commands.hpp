@@ -98,6 +98,9 @@ int run_eval(const EvalArgs& a) {
     require(!std::filesystem::is_directory(a.json_out, ec), "--json-out " + a.json_out + ": is a folder");
   }
   const CheckpointInfo info = read_checkpoint_info(a.checkpoint);
+  Config cfg = info.config;
+  if (a.eval_batch_size > 0) cfg.eval_batch_size = a.eval_batch_size;
+  if (a.eval_rows > 0) cfg.eval_rows = a.eval_rows;
   CorpusOptions co;
   co.drop_label = info.config.drop_label;
   co.max_len = info.config.max_len;
@@ -105,7 +108,7 @@ int run_eval(const EvalArgs& a) {
   const auto sentences = info.vocab.encode_all(read_corpus(path, co));
   return with_model(info.model, [&]<class M0>() {
     using M = with_backend_t<M0, B>;
-    M model(info.config, 0);
+    M model(cfg, 0);
     load_checkpoint(a.checkpoint, model);
     std::vector<std::string> metrics;
     for (const auto& m : wanted.empty() ? all_metrics : wanted) {
@@ -121,7 +124,7 @@ int run_eval(const EvalArgs& a) {
     nlohmann::json j = {{"model", info.model}, {"split", a.split}, {"sentences", long(used)}};
     std::printf("%s %s (%zu sentences):", info.model.c_str(), a.split.c_str(), used);
     if (has("nll")) {
-      const NllReport r = evaluate_nll(model, sentences, a.samples, a.seed, limit, info.config.batch_size,
+      const NllReport r = evaluate_nll(model, sentences, a.samples, a.seed, limit, cfg.eval_batch(),
                                        progress_printer("nll: sentences"));
       if (r.has_nll) j["nll"] = r.nll, j["ppl"] = r.ppl;
       if (r.has_nll && M::has_latent) j["kl"] = r.kl;

@@ -13,6 +13,7 @@
 #   memcheck  compute-sanitizer over the device tests but the long run (or those matching
 #             --memcheck PATTERN);
 #   kernels   ncu: each kernel's device time at batch 32 and 512, summed by kernel;
+#   validation  one PTB validation timed with the default evaluation batching and the 60K run's;
 #   full      the 60K-step PTB training of couple-vae through the tool, timed (recurrence
 #             $COUPLEVAE_CUDA_RECURRENCE, default fused; with CUDA Graphs when
 #             COUPLEVAE_CUDA_GRAPHS=1, or, after the bench stage, in its faster mode).
@@ -31,9 +32,10 @@
 # 60K-step run in the faster mode, cut at 300 s (the target: a run that is cut missed it, and
 # its log shows how far it got). Its deadline is 585 s.
 #
-# Otherwise STAGES is a comma list of test,cli,bench,profile,kernels,memcheck,full (default:
-# all but kernels and full; --full adds full), one after another. After --one-call, with the
-# machine still warm (30 s), `--only profile,kernels --deadline 200` uses the rest of a
+# Otherwise STAGES is a comma list of test,cli,bench,profile,kernels,validation,memcheck,full
+# (default: all but kernels, validation and full; --full adds full), one after another. After
+# --one-call, with the machine still warm (30 s), `--only validation,profile,kernels
+# --deadline 200` uses the rest of a
 # session's 15 minutes. Each case and stage has a time limit so one hang
 # cannot eat the call, and none runs past --deadline (seconds from the start). Logs go to
 # $OUT (the device tool brings them back) as logs.tgz, or ./gpu-logs.tgz, after each stage;
@@ -267,6 +269,27 @@ for l in sys.stdin:
   done | tee "$LOGS/profile.txt"
   note "profile: $(cat "$LOGS/profile.jsonl" 2>/dev/null | wc -l) runs done (table above)"
 }
+# stage_validation: one PTB validation of couple-vae (all 3,370 sentences, N = 10) timed with
+# the default evaluation batching (32 sentences, 256 decoded together) and with the 60K
+# run's (256, 2560); the first run of each only warms the device up.
+stage_validation() {
+  [[ -n "$PTB" ]] || { note "validation: no PTB carried"; return; }
+  step "a PTB validation's time by evaluation batching"
+  local b r
+  for b in "32 256" "32 256" "256 2560" "256 2560"; do
+    set -- $b
+    timeout "$(limit 60)" "$BIN/couplevae_bench_cuda" eval --model couple-vae --data "$PTB" --split valid \
+      --samples 10 --max-sentences 100000 --eval-batch-size "$1" --eval-rows "$2" 2>>"$LOGS/validation.err" |
+      tee -a "$LOGS/validation.jsonl"
+  done
+  python3 - "$LOGS/validation.jsonl" <<'PY' | while IFS= read -r l; do note "  $l"; done
+import json, sys
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    print('validation, batches of %d, %d decoded together: %.2f s, nll %.3f' % (j['eval_batch_size'], j['eval_rows'],
+          j['seconds'], j['nll']))
+PY
+}
 # stage_full LIMIT: the 60K-step run, cut after LIMIT seconds
 stage_full() {
   [[ -n "$PTB" ]] || { note "full: no PTB carried"; return; }
@@ -274,11 +297,15 @@ stage_full() {
   rm -rf /tmp/gpu-run
   local start rc
   start=$(date +%s.%N)
+  # Validations in batches of 256 sentences, 2560 decoded together: about 4x fewer launches
+  # than batches of 32 (the mock's count), the same estimator with other noise.
   timeout "$1" "$BIN/couplevae" train --backend cuda --model couple-vae --data "$PTB" \
-    --out /tmp/gpu-run --log-every 1000 >"$LOGS/full-run.log" 2>&1
+    --out /tmp/gpu-run --log-every 1000 --eval-batch-size 256 --eval-rows 2560 >"$LOGS/full-run.log" 2>&1
   rc=$?
-  note "60K steps of couple-vae (graphs ${COUPLEVAE_CUDA_GRAPHS:-0}, validation every 1000 included): exit $rc$( ((rc == 124)) && echo " (cut at $1 s)"), $(python3 -c "import time; print('%.1f s wall' % (time.time() - $start))")"
+  note "60K steps of couple-vae (graphs ${COUPLEVAE_CUDA_GRAPHS:-0}, validation every 1000 in batches of 256 included; its seconds on each valid line): exit $rc$( ((rc == 124)) && echo " (cut at $1 s)"), $(python3 -c "import time; print('%.1f s wall' % (time.time() - $start))")"
   note "  last lines: $(grep -E '^(step|valid|best|test)' "$LOGS/full-run.log" | tail -2 | tr '\n' ' ')"
+  note "  validations: $(grep -E '^valid step' "$LOGS/full-run.log" | sed -nE 's/.*\(([0-9.]+) s\).*/\1/p' |
+    awk '{ n++; s += $1 } END { printf "%d, %.1f s in all", n, s }')"
   tail -4 "$LOGS/full-run.log"
 }
 # stage_kernels: each kernel's device time under ncu (gpu__time_duration) for couple-vae at
@@ -355,6 +382,7 @@ else
   want test && stage_test
   want cli && stage_cli
   want bench && stage_bench "$(limit 900)"
+  want validation && stage_validation
   want profile && stage_profile
   want kernels && stage_kernels
   want full && stage_full "$(limit 560)"

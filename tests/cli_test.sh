@@ -40,6 +40,22 @@ done
   --resume "$work/run/last.safetensors" >/dev/null 2>"$work/resume.err" && grep -q "resumed" "$work/resume.err" && ok \
   || bad "resume failed: $(cat "$work/resume.err")"
 
+# Evaluation's batching: kept in the checkpoint, used by eval, overridden by its flags; each
+# validation line ends with its seconds.
+"$bin" train --model vae --data "$work/toy" --steps 10 --seed 0 --out "$work/evb" "${small[@]}" --eval-batch-size 3 \
+  --eval-rows 12 >/dev/null 2>"$work/evb.err" || bad "train --eval-batch-size failed: $(cat "$work/evb.err")"
+grep -qE "^valid step 10: nll .* \([0-9.]+ s\)" "$work/evb.err" && ok || bad "no seconds on the validation line: $(cat "$work/evb.err")"
+nll_of() { "$bin" eval --checkpoint "$work/evb/last.safetensors" --data "$work/toy" --samples 3 --max-sentences 40 \
+  --metrics nll --json "$@" 2>/dev/null | tail -n 1 | sed -nE 's/.*"nll":([^,}]*).*/\1/p'; }
+own=$(nll_of)
+[ -n "$own" ] && [ "$own" = "$(nll_of --eval-batch-size 3 --eval-rows 12)" ] && ok \
+  || bad "eval did not use the checkpoint's batching: $own vs $(nll_of --eval-batch-size 3 --eval-rows 12)"
+[ "$own" != "$(nll_of --eval-batch-size 32 --eval-rows 256)" ] && ok || bad "eval --eval-batch-size changed nothing: $own"
+expect_error 2 "eval_batch_size must be >= 0" -- train --model vae --data "$work/toy" --eval-batch-size -1
+expect_error 2 "eval_rows must be positive" -- train --model vae --data "$work/toy" --eval-rows 0
+expect_error 2 "eval-batch-size must be >= 1" -- eval --checkpoint "$work/evb/last.safetensors" --data "$work/toy" \
+  --eval-batch-size -2
+
 # Generation: prior samples (greedy and at a temperature, reproducible by seed) and the
 # 7-point interpolation, which names the words it reads as <unk>.
 ckpt="$work/run/last.safetensors"

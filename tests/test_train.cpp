@@ -283,6 +283,61 @@ TEST_CASE("importance-sampled NLL is the same with 1, 2 or 3 evaluation threads 
   CHECK(evaluate_nll(model, d.train, 7, 6, size_t(-1), 2, {}, 2).nll != doctest::Approx(one.nll).epsilon(1e-9));
 }
 
+TEST_CASE("evaluation batching: eval_rows decodes the samples k at a time, eval_batch_size batches the validations") {
+  const Dataset d = small_dataset();
+  Config c = small_config(int(d.vocab.size()));
+  // The configuration: defaults, JSON round trip, old JSON without the keys, bad values.
+  CHECK(c.eval_batch() == c.batch_size);
+  Config e = c;
+  e.eval_batch_size = 7;
+  e.eval_rows = 9;
+  CHECK(e.eval_batch() == 7);
+  CHECK(Config::from_json(e.to_json()).to_json() == e.to_json());
+  nlohmann::json old = e.to_json();
+  old.erase("eval_batch_size");
+  old.erase("eval_rows");
+  CHECK(Config::from_json(old).eval_batch() == c.batch_size);
+  CHECK(Config::from_json(old).eval_rows == 256);
+  e.eval_batch_size = -1;
+  CHECK_THROWS_WITH_AS(e.validate(), doctest::Contains("eval_batch_size must be >= 0"), Error);
+  e.eval_batch_size = 0;
+  e.eval_rows = 0;
+  CHECK_THROWS_WITH_AS(e.validate(), doctest::Contains("eval_rows must be positive"), Error);
+
+  // eval_rows = 1 decodes one copy of each sentence at a time (k = 1), 2000 all of its 400
+  // samples at once: other noise for each (sentence, sample), so the estimates differ, but
+  // both estimate the same NLL and KL, within a few of their standard errors.
+  const int N = 400;
+  auto estimate = [&](int rows) {
+    Config r = c;
+    r.eval_rows = rows;
+    VAE model(r, 3);
+    return evaluate_nll(model, d.valid, N, 11);
+  };
+  const NllReport one = estimate(1), all = estimate(2000);
+  CHECK(one.nll != all.nll);
+  CHECK(one.nll == doctest::Approx(all.nll).epsilon(0.01));
+  CHECK(one.kl == doctest::Approx(all.kl).epsilon(0.05));
+  CHECK(one.rec == doctest::Approx(all.rec).epsilon(0.01));
+
+  // The trainer validates in batches of eval_batch(): its step-5 validation (the only one,
+  // so the best) is evaluate_nll's with batches of 2 on the trained model, not with 4.
+  std::ostringstream log;
+  TrainOptions o;
+  o.seed = 5;
+  o.steps = 5;
+  o.log = &log;
+  Config t = c;
+  t.eval_batch_size = 2;
+  VAE model(t, 5);
+  const TrainResult res = train(model, d, o);
+  REQUIRE(res.best_step == 5);
+  CHECK(res.best_valid == evaluate_nll(model, d.valid, t.valid_samples, o.seed + 5, size_t(-1), 2).nll);
+  CHECK(res.best_valid != evaluate_nll(model, d.valid, t.valid_samples, o.seed + 5, size_t(-1), t.batch_size).nll);
+  CHECK(log.str().find("valid step 5: nll") != std::string::npos);
+  CHECK(log.str().find(" s) (best)") != std::string::npos);
+}
+
 TEST_CASE("checkpoints: round trip, metadata, and refusal of another model or architecture") {
   TempDir tmp;
   const Dataset d = small_dataset();

@@ -66,6 +66,11 @@ struct Config {
   double svi_lr = 1.0, svi_momentum = 0.5, svi_clip = 5.0, svi_fd = 0;
   bool svi_keep = true;
   int valid_every = 1000, valid_samples = 10, test_samples = 100;
+  // Evaluation's batching (eval/nll.hpp): sentences per batch (0: batch_size), and how many
+  // sentences a model decodes together (its samples k at a time, k = eval_rows / batch,
+  // at least 1). Both decide which noise each sentence draws, so the estimates depend on
+  // them (not their expectation); a GPU runs larger ones in fewer launches.
+  int eval_batch_size = 0, eval_rows = 256;
   // data
   int max_len = 200;
   bool drop_label = false;   // Yelp: the first column is a rating
@@ -73,6 +78,7 @@ struct Config {
   int dec_hidden() const { return decoder_hidden > 0 ? decoder_hidden : 2 * hidden; }
   int mlp_size() const { return mlp_hidden > 0 ? mlp_hidden : embed; }
   double coupling_c() const { return coupling_scale > 0 ? coupling_scale : 2.0 * latent; }
+  int eval_batch() const { return eval_batch_size > 0 ? eval_batch_size : batch_size; }
 
   static Config preset(const std::string& name) {
     Config c;
@@ -134,6 +140,8 @@ struct Config {
     positive("valid_every", valid_every);
     positive("valid_samples", valid_samples);
     positive("test_samples", test_samples);
+    non_negative("eval_batch_size", eval_batch_size);
+    positive("eval_rows", eval_rows);
     positive("max_len", max_len);
     positive("aggressive_inner", aggressive_inner);
     positive("aggressive_window", aggressive_window);
@@ -171,7 +179,8 @@ struct Config {
             {"clip_norm", clip_norm}, {"lr_decay_start", lr_decay_start},
             {"lr_decay_every", lr_decay_every}, {"lr_decay", lr_decay}, {"steps", steps},
             {"valid_every", valid_every}, {"valid_samples", valid_samples},
-            {"test_samples", test_samples}, {"max_len", max_len}, {"drop_label", drop_label},
+            {"test_samples", test_samples}, {"eval_batch_size", eval_batch_size}, {"eval_rows", eval_rows},
+            {"max_len", max_len}, {"drop_label", drop_label},
             {"aggressive", aggressive}, {"aggressive_inner", aggressive_inner},
             {"aggressive_window", aggressive_window}, {"svi_steps", svi_steps}, {"svi_lr", svi_lr},
             {"svi_momentum", svi_momentum}, {"svi_clip", svi_clip}, {"svi_fd", svi_fd},
@@ -200,6 +209,7 @@ struct Config {
       get("lr_decay_start", c.lr_decay_start); get("lr_decay_every", c.lr_decay_every);
       get("lr_decay", c.lr_decay); get("steps", c.steps); get("valid_every", c.valid_every);
       get("valid_samples", c.valid_samples); get("test_samples", c.test_samples);
+      get("eval_batch_size", c.eval_batch_size); get("eval_rows", c.eval_rows);
       get("max_len", c.max_len); get("drop_label", c.drop_label);
       get("aggressive", c.aggressive); get("aggressive_inner", c.aggressive_inner);
       get("aggressive_window", c.aggressive_window); get("svi_steps", c.svi_steps); get("svi_lr", c.svi_lr);

@@ -95,7 +95,7 @@ class Model {
 
   // Evaluation mode is the caller's choice (ctx.training = false for the paper's numbers).
   // The text is encoded once; samples are drawn and decoded k at a time (k copies of each
-  // sentence in one packed batch of about `eval_rows` sentences), so the recurrences and the
+  // sentence in one packed batch of about Config::eval_rows sentences), so the recurrences and the
   // vocabulary layer run on large matrices.
   ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples) {
     ImportanceTerms it;
@@ -108,7 +108,7 @@ class Model {
     batch_ = &batch;
     encode(ctx, batch);
     const std::vector<T> e_host = e_buf.to_host();
-    const int k_max = std::max(1, std::min(samples, eval_rows / nb));
+    const int k_max = std::max(1, std::min(samples, cfg_.eval_rows / nb));
     Batch rep;
     int rep_k = 0;
     for (int s0 = 0; s0 < samples; s0 += k_max) {
@@ -215,9 +215,6 @@ class Model {
     ctx.training = was;
     return out;
   }
-
-  // Sentences decoded together during evaluation (copies of a batch times samples).
-  int eval_rows = 256;
 
   // What the last forward computed (batch's sorted order): e (B, 2H), z (B, Z), h (B, E).
   View<T> encoded() { return e(); }

@@ -8,8 +8,8 @@
 // The clipping, the skipping and the loss sums of the progress lines are decided on the
 // backend (train/step_guard.hpp), so a step never waits for it; the host reads the tally at
 // progress lines, validations and every max_nonfinite steps.
-// Every valid_every steps and at the final step: importance-sampled validation NLL (N = 10)
-// with a generator of its own (training noise is untouched), best.safetensors when it
+// Every valid_every steps and at the final step: importance-sampled validation NLL (N = 10,
+// batches of Config::eval_batch()) with a generator of its own (training noise is untouched), best.safetensors when it
 // improves, and last.safetensors (model + Adam + training state) so a killed run resumes
 // from its last validation with --resume and then follows the uninterrupted run exactly.
 // A progress line every `log_every` steps: step, loss parts, gradient norm, steps/s, ETA.
@@ -276,8 +276,10 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
     save_checkpoint((fs::path(opt.out_dir) / name).string(), model, opt.model_name, data.vocab, &adam, &st);
   };
   auto validate = [&] {
+    const auto started = std::chrono::steady_clock::now();
     const NllReport r = evaluate_nll(model, data.valid, cfg.valid_samples, opt.seed + uint64_t(st.step),
-                                     opt.valid_max_sentences, cfg.batch_size);
+                                     opt.valid_max_sentences, cfg.eval_batch());
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     // The DAE keeps its best checkpoint by cross-entropy (reference.md §9), the others by NLL.
     const double score = r.has_nll ? r.nll : r.rec;
     const bool better = st.best_step == 0 || score < st.best_valid;
@@ -289,7 +291,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       log << "valid step " << st.step << ": nll " << r.nll << " kl " << r.kl << " ppl " << r.ppl;
     else
       log << "valid step " << st.step << ": rec " << r.rec;
-    log << (better ? " (best)" : "") << "\n";
+    log << printf_string(" (%.1f s)", secs) << (better ? " (best)" : "") << "\n";
     if (better) save("best.safetensors");
     save("last.safetensors");
   };
