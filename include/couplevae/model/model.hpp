@@ -107,24 +107,18 @@ class Model {
     it.rec.resize(it.log_weight.size());
     batch_ = &batch;
     encode(ctx, batch);
-    const std::vector<T> e_host = e_buf.to_host();
     const int k_max = std::max(1, std::min(samples, cfg_.eval_rows / nb));
     Batch rep;
+    View<T> e_rep;
     int rep_k = 0;
     for (int s0 = 0; s0 < samples; s0 += k_max) {
       const int k = std::min(k_max, samples - s0);
       if (k != rep_k) {
         rep = replicate_batch(batch, k);
         rep_k = k;
-        // e of every copy: rows i*k + c hold sentence i's code.
-        std::vector<T> e_rep(size_t(nb) * k * 2 * cfg_.hidden);
-        for (int i = 0; i < nb * k; ++i)
-          std::copy_n(e_host.data() + size_t(i / k) * 2 * cfg_.hidden, 2 * cfg_.hidden,
-                      e_rep.data() + size_t(i) * 2 * cfg_.hidden);
-        e_rep_buf.from_host(e_rep.data(), e_rep.size());
+        e_rep = replicated_codes(nb, k);
       }
       batch_ = &rep;
-      View<T> e_rep{e_rep_buf.data(), nb * k, 2 * cfg_.hidden};
       post.sample(ctx, arena_, e_rep, post_cache);
       mlp.forward(ctx, arena_, z(), h(), mlp_cache);
       if constexpr (requires { dec.loss(ctx, arena_, emb, rep, h(), rec_view(), dec_cache); })
@@ -201,14 +195,9 @@ class Model {
     ctx.training = false;
     batch_ = &batch;
     encode(ctx, batch);
-    const int nb = batch.size(), H2 = 2 * cfg_.hidden;
-    const auto e_host = e_buf.to_host();
-    std::vector<T> e_rep(size_t(nb) * samples * H2);
-    for (int i = 0; i < nb * samples; ++i)
-      std::copy_n(e_host.data() + size_t(i / samples) * H2, H2, e_rep.data() + size_t(i) * H2);
-    e_rep_buf.from_host(e_rep.data(), e_rep.size());
+    const int nb = batch.size();
     typename posterior_module::Cache pc;
-    post.sample(ctx, arena_, View<T>{e_rep_buf.data(), nb * samples, H2}, pc);
+    post.sample(ctx, arena_, replicated_codes(nb, samples), pc);
     auto dec_out = decode_codes(ctx, View<T>{pc.z.data(), nb * samples, cfg_.latent}, max_len, 0);
     std::vector<std::vector<int32_t>> out(dec_out.size());
     for (int i = 0; i < nb * samples; ++i) out[size_t(batch.order[i / samples]) * samples + i % samples] = std::move(dec_out[i]);
@@ -265,6 +254,16 @@ class Model {
 
   // Views of the per-batch buffers (shape() sizes them without clearing).
   View<T> e() { return e_buf.shape(batch_->size(), 2 * cfg_.hidden); }
+  // The encoded batch's codes e (nb, 2H), each row k times in a row (rows i*k + c hold
+  // sentence i's), gathered on the backend (no read-back).
+  View<T> replicated_codes(int nb, int k) {
+    const int H2 = 2 * cfg_.hidden;
+    rep_ids_.resize(size_t(nb) * k);
+    for (int i = 0; i < nb * k; ++i) rep_ids_[size_t(i)] = i / k;
+    View<T> out = e_rep_buf.shape(nb * k, H2);
+    ops<B>::gather_rows(e_buf.data(), H2, backend_ids(rep_ids_, rep_ids_buf), nb * k, out.data, H2);
+    return out;
+  }
   View<T> z() { return View<T>{post_cache.z.data(), batch_->size(), cfg_.latent}; }
   View<T> h() { return h_buf.shape(batch_->size(), cfg_.embed); }
   View<T> rec_view() { return rec_buf.shape(batch_->size(), 1); }
@@ -399,8 +398,9 @@ class Model {
   Config cfg_;
   Arena<T, B> arena_;
   const Batch* batch_ = nullptr;
-  Buffer<int32_t, B> enc_ids_buf;
+  Buffer<int32_t, B> enc_ids_buf, rep_ids_buf;
   const int32_t* enc_ids_ = nullptr;  // the last encoded batch's tokens, readable by B's kernels
+  std::vector<int32_t> rep_ids_;      // replicated_codes' row map
   Buffer<T, B> gen_h_buf, gen_z_buf;
   typename nn::MLP<T, B>::Cache gen_mlp_cache;
   Buffer<double, B> parts_buf;  // the last forward's loss parts (model/losses.hpp)
