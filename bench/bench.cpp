@@ -102,7 +102,7 @@ struct Args {
   int batch_size = 0;  // 0: the preset's 32
   long phases = 0;     // steps timed phase by phase after the timed run
   std::string split = "test";
-  int eval_batch_size = 0, eval_rows = 0;  // 0: the preset's (32, 256)
+  int eval_batch_size = 0, eval_rows = 0;  // 0: the config's (Config::eval_batch(), eval_rows)
 };
 
 constexpr const char* usage_text =

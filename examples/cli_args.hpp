@@ -202,7 +202,8 @@ struct CommandLine {
                           "sentences per validation batch (0: --batch-size; larger runs faster on a GPU, and changes "
                           "which noise each sentence draws); kept in the checkpoints for eval");
     train_cmd->add_option("--eval-rows", ta.eval_rows,
-                          "sentences decoded together in evaluation, importance samples included (default 256)");
+                          "sentences decoded together in evaluation, importance samples included (default " +
+                              std::to_string(Config{}.eval_rows) + ")");
     train_cmd->add_option("--kl-start", ta.kl_start, "step after which KL annealing starts");
     train_cmd->add_option("--kl-anneal-steps", ta.kl_anneal_steps, "steps over which the KL weight rises to its cap");
     train_cmd->add_option("--log-every", ta.log_every, "progress line every N steps (0: none)");

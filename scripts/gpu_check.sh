@@ -284,10 +284,13 @@ stage_validation() {
   done
   python3 - "$LOGS/validation.jsonl" <<'PY' | while IFS= read -r l; do note "  $l"; done
 import json, sys
+seen = set()
 for line in open(sys.argv[1]):
     j = json.loads(line)
-    print('validation, batches of %d, %d decoded together: %.2f s, nll %.3f' % (j['eval_batch_size'], j['eval_rows'],
-          j['seconds'], j['nll']))
+    key = (j['eval_batch_size'], j['eval_rows'])
+    print('validation, batches of %d, %d decoded together: %.2f s, nll %.3f%s' % (key + (j['seconds'], j['nll'],
+          '' if key in seen else ' (warm-up)')))
+    seen.add(key)
 PY
 }
 # stage_full LIMIT: the 60K-step run, cut after LIMIT seconds

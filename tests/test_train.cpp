@@ -297,7 +297,7 @@ TEST_CASE("evaluation batching: eval_rows decodes the samples k at a time, eval_
   old.erase("eval_batch_size");
   old.erase("eval_rows");
   CHECK(Config::from_json(old).eval_batch() == c.batch_size);
-  CHECK(Config::from_json(old).eval_rows == 256);
+  CHECK(Config::from_json(old).eval_rows == Config{}.eval_rows);
   e.eval_batch_size = -1;
   CHECK_THROWS_WITH_AS(e.validate(), doctest::Contains("eval_batch_size must be >= 0"), Error);
   e.eval_batch_size = 0;

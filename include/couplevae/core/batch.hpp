@@ -256,14 +256,18 @@ inline Batch select_rows(const Batch& b, const std::vector<int>& rows) {
   return r;
 }
 
+// The rows of n sentences repeated k times, copies adjacent: row i is sentence i / k.
+inline std::vector<int> replica_rows(int n, int k) {
+  require(k >= 1, "replicate_batch: k must be >= 1");
+  std::vector<int> rows(size_t(n) * k);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = int(i / k);
+  return rows;
+}
+
 // Each sentence of b repeated k times, copies adjacent: sentence i of the result is copy
 // i % k of b's sorted sentence i / k (so the result is sorted too). Evaluation uses it to
-// decode k importance samples of every sentence in one pass. order maps to b's sorted index.
-inline Batch replicate_batch(const Batch& b, int k) {
-  require(k >= 1, "replicate_batch: k must be >= 1");
-  std::vector<int> rows(size_t(b.size()) * k);
-  for (size_t i = 0; i < rows.size(); ++i) rows[i] = int(i / k);
-  return select_rows(b, rows);
-}
+// decode k importance samples of every sentence in one pass. order maps to b's sorted index
+// (it is replica_rows(b.size(), k)).
+inline Batch replicate_batch(const Batch& b, int k) { return select_rows(b, replica_rows(b.size(), k)); }
 
 }  // namespace couplevae

@@ -116,7 +116,7 @@ class Model {
       if (k != rep_k) {
         rep = replicate_batch(batch, k);
         rep_k = k;
-        e_rep = replicated_codes(nb, k);
+        e_rep = replicated_codes(rep.order);
       }
       batch_ = &rep;
       post.sample(ctx, arena_, e_rep, post_cache);
@@ -197,7 +197,7 @@ class Model {
     encode(ctx, batch);
     const int nb = batch.size();
     typename posterior_module::Cache pc;
-    post.sample(ctx, arena_, replicated_codes(nb, samples), pc);
+    post.sample(ctx, arena_, replicated_codes(replica_rows(nb, samples)), pc);
     auto dec_out = decode_codes(ctx, View<T>{pc.z.data(), nb * samples, cfg_.latent}, max_len, 0);
     std::vector<std::vector<int32_t>> out(dec_out.size());
     for (int i = 0; i < nb * samples; ++i) out[size_t(batch.order[i / samples]) * samples + i % samples] = std::move(dec_out[i]);
@@ -254,14 +254,12 @@ class Model {
 
   // Views of the per-batch buffers (shape() sizes them without clearing).
   View<T> e() { return e_buf.shape(batch_->size(), 2 * cfg_.hidden); }
-  // The encoded batch's codes e (nb, 2H), each row k times in a row (rows i*k + c hold
-  // sentence i's), gathered on the backend (no read-back).
-  View<T> replicated_codes(int nb, int k) {
-    const int H2 = 2 * cfg_.hidden;
-    rep_ids_.resize(size_t(nb) * k);
-    for (int i = 0; i < nb * k; ++i) rep_ids_[size_t(i)] = i / k;
-    View<T> out = e_rep_buf.shape(nb * k, H2);
-    ops<B>::gather_rows(e_buf.data(), H2, backend_ids(rep_ids_, rep_ids_buf), nb * k, out.data, H2);
+  // The encoded batch's codes e (nb, 2H) at `rows` (a replicated batch's order: row i holds
+  // sentence rows[i]'s), gathered on the backend (no read-back).
+  View<T> replicated_codes(const std::vector<int>& rows) {
+    const int n = int(rows.size()), H2 = 2 * cfg_.hidden;
+    View<T> out = e_rep_buf.shape(n, H2);
+    ops<B>::gather_rows(e_buf.data(), H2, backend_ids(rows, rep_ids_buf), n, out.data, H2);
     return out;
   }
   View<T> z() { return View<T>{post_cache.z.data(), batch_->size(), cfg_.latent}; }
@@ -400,7 +398,6 @@ class Model {
   const Batch* batch_ = nullptr;
   Buffer<int32_t, B> enc_ids_buf, rep_ids_buf;
   const int32_t* enc_ids_ = nullptr;  // the last encoded batch's tokens, readable by B's kernels
-  std::vector<int32_t> rep_ids_;      // replicated_codes' row map
   Buffer<T, B> gen_h_buf, gen_z_buf;
   typename nn::MLP<T, B>::Cache gen_mlp_cache;
   Buffer<double, B> parts_buf;  // the last forward's loss parts (model/losses.hpp)

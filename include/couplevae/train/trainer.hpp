@@ -9,8 +9,9 @@
 // backend (train/step_guard.hpp), so a step never waits for it; the host reads the tally at
 // progress lines, validations and every max_nonfinite steps.
 // Every valid_every steps and at the final step: importance-sampled validation NLL (N = 10,
-// batches of Config::eval_batch()) with a generator of its own (training noise is untouched), best.safetensors when it
-// improves, and last.safetensors (model + Adam + training state) so a killed run resumes
+// batches of Config::eval_batch()) with a generator of its own (training noise is
+// untouched), its seconds on the log line, best.safetensors when it improves, and
+// last.safetensors (model + Adam + training state) so a killed run resumes
 // from its last validation with --resume and then follows the uninterrupted run exactly.
 // A progress line every `log_every` steps: step, loss parts, gradient norm, steps/s, ETA.
 // With track_every = K > 0 (models with a latent path), after the update of every step
@@ -75,6 +76,9 @@ struct TrainResult {
 };
 
 namespace detail {
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 inline std::string format_duration(double s) {
   char buf[64];
   if (!std::isfinite(s) || s < 0) return "?";
@@ -246,7 +250,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       const auto t_start = std::chrono::steady_clock::now();
       dynamics.append(dynamics_row(model, data.valid, opt.track_sentences, track_seed, t));
       if (!opt.out_dir.empty()) dynamics.write(opt.out_dir);
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      const double secs = detail::seconds_since(t_start);
       const auto& row = dynamics.rows.back();
       std::string line = "dynamics step " + std::to_string(t) + ":";
       for (const char* name : {"grad_rec", "grad_rec_sum", "grad_reg", "grad_h"}) {
@@ -279,7 +283,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
     const auto started = std::chrono::steady_clock::now();
     const NllReport r = evaluate_nll(model, data.valid, cfg.valid_samples, opt.seed + uint64_t(st.step),
                                      opt.valid_max_sentences, cfg.eval_batch());
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const double secs = detail::seconds_since(started);
     // The DAE keeps its best checkpoint by cross-entropy (reference.md §9), the others by NLL.
     const double score = r.has_nll ? r.nll : r.rec;
     const bool better = st.best_step == 0 || score < st.best_valid;
@@ -307,7 +311,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
       const double before = st.aggressive.last_mi;
       const bool first = st.aggressive.epochs == 0;
       const bool on = AggressiveSchedule{st.aggressive}.end_epoch(mi);
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      const double secs = detail::seconds_since(t_start);
       log << printf_string("aggressive: epoch end at step %ld, valid MI %.4f", t, mi)
           << (first ? "" : printf_string(" (previous %.4f)", before))
           << (on ? "; the phase goes on" : "; MI fell, the phase ends: both groups update every step from now on")
@@ -378,7 +382,7 @@ TrainResult train(M& model, const Dataset& data, const TrainOptions& opt) {
   res.dynamics = std::move(dynamics);
   res.inner_updates = st.aggressive.inner_steps;
   res.aggressive_until = st.aggressive.until;
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.seconds = detail::seconds_since(t0);
   return res;
 }
 
