@@ -146,11 +146,12 @@ int run_eval(const EvalArgs& a) {
         }
       }
       if (has("bleu")) {
-        Context<B> ctx(a.seed + 1, false);
         std::vector<std::vector<int32_t>> hyps, refs(sentences.begin(), sentences.begin() + long(used));
         auto prog = progress_printer("bleu: sentences");
-        for (const Batch& b : sequential_batches(sentences, info.config.batch_size, info.config.vocab_size, limit)) {
-          auto out = model.reconstruct(ctx, b, a.bleu_samples);
+        for (const Batch& b : sequential_batches(sentences, cfg.eval_batch(), info.config.vocab_size, limit)) {
+          // The same key for every batch; each sentence's samples are named by its index.
+          Context<B> ctx(a.seed + 1, false);
+          auto out = model.reconstruct(ctx, b, a.bleu_samples, 200, long(hyps.size()) / a.bleu_samples);
           for (auto& o : out) hyps.push_back(std::move(o));
           prog(hyps.size() / size_t(a.bleu_samples), used);
         }

@@ -149,3 +149,49 @@ TEST_CASE("Coupled<Model>: its decoders side by side give what one after another
   auto run_three = [&] { forward_decoders(ctx, ar, model.emb, b, three); };
   CHECK_THROWS_WITH(run_three(), doctest::Contains("at most two decoders"));
 }
+
+namespace {
+// One posterior family: rows {0..4} of e drawn together under row ids, then row 3 alone and
+// rows {3, 1} in another order: each row's z is the same wherever it sits (noise by row,
+// posterior/noise.hpp), and the generator is left where it was; without ids the draw comes
+// from the generator (and row 3 alone gets row 0's noise, so it differs).
+template <class P>
+void check_row_noise(const char* family) {
+  CAPTURE(family);
+  using Post = typename P::template module<double, cpu>;
+  Arena<double> ar;
+  Post post(ar, "q", 4, 3);
+  ar.finalize();
+  ar.initialise(3);
+  std::vector<double> e(5 * 4);
+  Rng(4).normal(e.data(), e.size());
+  const uint64_t key = 0xfeed;
+  const std::vector<uint64_t> ids = sentence_noise_ids({0, 1, 2, 3, 4}, 100, 2, 1);
+  Context<> ctx(9, false);
+  typename Post::Cache all, alone, pair, plain;
+  post.sample(ctx, ar, View<double>{e.data(), 5, 4}, all, RowNoise{key, ids.data()});
+  CHECK(ctx.rng.position == 0);
+  const std::vector<uint64_t> id3 = {ids[3]}, id31 = {ids[3], ids[1]};
+  post.sample(ctx, ar, View<double>{e.data() + 12, 1, 4}, alone, RowNoise{key, id3.data()});
+  std::vector<double> e31(e.begin() + 12, e.begin() + 16);
+  e31.insert(e31.end(), e.begin() + 4, e.begin() + 8);
+  post.sample(ctx, ar, View<double>{e31.data(), 2, 4}, pair, RowNoise{key, id31.data()});
+  const auto z = all.z.to_host(), z3 = alone.z.to_host(), z31 = pair.z.to_host();
+  const auto lq = all.logq.to_host(), lq3 = alone.logq.to_host();
+  for (int k = 0; k < 3; ++k) {
+    CHECK(z3[size_t(k)] == doctest::Approx(z[9 + size_t(k)]).epsilon(1e-12));
+    CHECK(z31[size_t(k)] == doctest::Approx(z[9 + size_t(k)]).epsilon(1e-12));
+    CHECK(z31[3 + size_t(k)] == doctest::Approx(z[3 + size_t(k)]).epsilon(1e-12));
+  }
+  CHECK(lq3[0] == doctest::Approx(lq[3]).epsilon(1e-12));
+  post.sample(ctx, ar, View<double>{e.data() + 12, 1, 4}, plain);
+  CHECK(ctx.rng.position > 0);
+  CHECK(plain.z.to_host()[0] != doctest::Approx(z[9]).epsilon(1e-6));
+}
+}  // namespace
+
+TEST_CASE("posteriors: noise by row gives a row the same sample wherever it sits (Gaussian, Flow, vMF)") {
+  check_row_noise<Posterior<Gaussian>>("gaussian");
+  check_row_noise<Posterior<Flow<2>>>("flow");
+  check_row_noise<Posterior<VMF>>("vmf");
+}

@@ -4,7 +4,10 @@
 //     the two values of a Box-Muller pair uncorrelated, the open interval at both ends;
 //   - the layout the kernels rely on: element i of a draw is philox_uniform / philox_normal
 //     (position, i), a draw of n advances the position by ceil(n / 4) blocks;
-//   - below(n) uniform over its n values (chi-square), derive() independent of its parent.
+//   - below(n) uniform over its n values (chi-square), derive() independent of its parent;
+//   - noise by row: a row's values are a function of (key, id) alone (Philox words and
+//     Box-Muller recomputed here), N(0, 1) across rows, names and slots apart, and the cpu
+//     draw (ops<cpu>::normal_rows, posterior/noise.hpp's ids) puts each row where its id is.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -12,7 +15,9 @@
 #include <cstdint>
 #include <vector>
 
+#include <couplevae/backend/cpu/ops.hpp>
 #include <couplevae/core/rng.hpp>
+#include <couplevae/posterior/noise.hpp>
 
 #include "stats.hpp"
 
@@ -169,4 +174,72 @@ TEST_CASE("rng: below(n) is uniform over 0 .. n-1 (chi-square), derive() gives a
   double p = 0;
   for (size_t i = 0; i < x.size(); ++i) p += x[i] * y[i];
   CHECK(std::abs(p / double(x.size())) < 5 / std::sqrt(double(x.size())));
+}
+
+TEST_CASE("rng: noise by row is a function of (key, id) alone, N(0, 1), and the cpu draw follows the ids") {
+  const uint64_t key = 0x0123456789abcdefull;
+  // Column c of the row with id (slot << 32) | name: lane c % 4 of the Philox block with
+  // counter ((slot << 32) + c / 4, stream = name, "coup"), Box-Muller on its lane pair.
+  auto by_hand = [&](uint32_t name, uint32_t slot, int c) {
+    const uint64_t block = (uint64_t(slot) << 32) + uint64_t(c / 4);
+    uint32_t w[4] = {uint32_t(block), uint32_t(block >> 32), name, 0x636f7570u};
+    Philox::block(w, uint32_t(key), uint32_t(key >> 32));
+    const int lane = c % 4, pair = lane / 2;
+    const double u1 = (double(w[2 * pair]) + 0.5) / 4294967296.0, u2 = (double(w[2 * pair + 1]) + 0.5) / 4294967296.0;
+    const double r = std::sqrt(-2.0 * std::log(u1)), a = 2 * 3.14159265358979323846 * u2;
+    return lane % 2 == 0 ? r * std::cos(a) : r * std::sin(a);
+  };
+  for (uint32_t name : {0u, 1u, 4000000000u})
+    for (uint32_t slot : {0u, 7u, 4294967295u})
+      for (int c : {0, 1, 2, 3, 5, 31}) {
+        CAPTURE(name);
+        CAPTURE(slot);
+        CAPTURE(c);
+        CHECK(row_noise_normal<double>(key, row_noise_id(name, slot), uint64_t(c)) ==
+              doctest::Approx(by_hand(name, slot, c)).epsilon(1e-14));
+      }
+  CHECK(row_noise_id(5, 3) == ((uint64_t(3) << 32) | 5u));
+  CHECK(sentence_noise_id(5, 3) == row_noise_id(5, 3));
+  CHECK_THROWS_WITH_AS(sentence_noise_id(long(UINT32_MAX) + 1, 0), doctest::Contains("2^32 sentences"), Error);
+  CHECK_THROWS_WITH_AS(sentence_noise_id(0, -1), doctest::Contains("2^32 samples"), Error);
+
+  // Across 2000 names x 25 slots (the first 4 columns of each row): N(0, 1) by
+  // Kolmogorov-Smirnov, and neighbouring names / slots uncorrelated.
+  std::vector<double> z;
+  double p_name = 0, p_slot = 0;
+  long m = 0;
+  for (uint32_t name = 0; name < 2000; ++name)
+    for (uint32_t slot = 0; slot < 25; ++slot) {
+      for (int c = 0; c < 4; ++c) z.push_back(row_noise_normal<double>(key, row_noise_id(name, slot), uint64_t(c)));
+      const double here = row_noise_normal<double>(key, row_noise_id(name, slot), 0);
+      p_name += here * row_noise_normal<double>(key, row_noise_id(name + 1, slot), 0);
+      p_slot += here * row_noise_normal<double>(key, row_noise_id(name, slot + 1), 0);
+      ++m;
+    }
+  CHECK(ks_statistic(z, normal_cdf) < ks_p001);
+  CHECK(std::abs(p_name / double(m)) < 5 / std::sqrt(double(m)));
+  CHECK(std::abs(p_slot / double(m)) < 5 / std::sqrt(double(m)));
+
+  // The cpu draw: row r holds the values of ids[r], wherever that id sits and whatever
+  // rows share the draw (sentence_noise_ids lays out k samples per sentence, copies adjacent).
+  const int cols = 6;
+  const std::vector<uint64_t> ids = sentence_noise_ids({2, 0, 1}, 10, 4, 2);  // sentences 12, 10, 11; samples 4, 5
+  REQUIRE(ids.size() == 6);
+  CHECK(ids[0] == sentence_noise_id(12, 4));
+  CHECK(ids[1] == sentence_noise_id(12, 5));
+  CHECK(ids[5] == sentence_noise_id(11, 5));
+  std::vector<float> all(ids.size() * cols);
+  ops<cpu>::normal_rows(RowNoise{key, ids.data()}, int(ids.size()), cols, all.data());
+  const std::vector<uint64_t> one = {ids[3]};
+  std::vector<float> alone(cols);
+  ops<cpu>::normal_rows(RowNoise{key, one.data()}, 1, cols, alone.data());
+  for (size_t r = 0; r < ids.size(); ++r)
+    for (int c = 0; c < cols; ++c) CHECK(all[r * cols + size_t(c)] == row_noise_normal<float>(key, ids[r], uint64_t(c)));
+  CHECK(std::equal(alone.begin(), alone.end(), all.begin() + 3 * cols));
+  // another key draws other values
+  std::vector<float> other(cols);
+  ops<cpu>::normal_rows(RowNoise{key + 1, one.data()}, 1, cols, other.data());
+  int same = 0;
+  for (int c = 0; c < cols; ++c) same += other[size_t(c)] == alone[size_t(c)];
+  CHECK(same == 0);
 }

@@ -263,7 +263,7 @@ TEST_CASE("importance-sampled NLL: N = 1 gives nll = rec + kl per sentence, PPL 
   CHECK(r50.nll <= r50.rec + r50.kl + 1e-9);
 }
 
-TEST_CASE("importance-sampled NLL is the same with 1, 2 or 3 evaluation threads (noise stream per batch)") {
+TEST_CASE("importance-sampled NLL is the same with 1, 2 or 3 evaluation threads (noise by sentence and sample)") {
   const Dataset d = small_dataset();
   Config c = small_config(int(d.vocab.size()));
   CVAE model(c, 3);
@@ -283,7 +283,7 @@ TEST_CASE("importance-sampled NLL is the same with 1, 2 or 3 evaluation threads 
   CHECK(evaluate_nll(model, d.train, 7, 6, size_t(-1), 2, {}, 2).nll != doctest::Approx(one.nll).epsilon(1e-9));
 }
 
-TEST_CASE("evaluation batching: eval_rows decodes the samples k at a time, eval_batch_size batches the validations") {
+TEST_CASE("evaluation batching: eval_rows and eval_batch_size change the work, not the noise of any (sentence, sample)") {
   const Dataset d = small_dataset();
   Config c = small_config(int(d.vocab.size()));
   // The configuration: defaults, JSON round trip, old JSON without the keys, bad values.
@@ -305,23 +305,26 @@ TEST_CASE("evaluation batching: eval_rows decodes the samples k at a time, eval_
   CHECK_THROWS_WITH_AS(e.validate(), doctest::Contains("eval_rows must be positive"), Error);
 
   // eval_rows = 1 decodes one copy of each sentence at a time (k = 1), 2000 all of its 400
-  // samples at once: other noise for each (sentence, sample), so the estimates differ, but
-  // both estimate the same NLL and KL, within a few of their standard errors.
+  // samples at once. Each (sentence, sample) pair draws the same noise either way
+  // (posterior/noise.hpp), so the estimates agree to float rounding; another seed differs.
   const int N = 400;
-  auto estimate = [&](int rows) {
+  auto estimate = [&](int rows, uint64_t seed) {
     Config r = c;
     r.eval_rows = rows;
     VAE model(r, 3);
-    return evaluate_nll(model, d.valid, N, 11);
+    return evaluate_nll(model, d.valid, N, seed);
   };
-  const NllReport one = estimate(1), all = estimate(2000);
-  CHECK(one.nll != all.nll);
-  CHECK(one.nll == doctest::Approx(all.nll).epsilon(0.01));
-  CHECK(one.kl == doctest::Approx(all.kl).epsilon(0.05));
-  CHECK(one.rec == doctest::Approx(all.rec).epsilon(0.01));
+  const NllReport one = estimate(1, 11), all = estimate(2000, 11), other = estimate(2000, 12);
+  CHECK(one.nll == doctest::Approx(all.nll).epsilon(1e-5));
+  CHECK(one.kl == doctest::Approx(all.kl).epsilon(1e-5));
+  CHECK(one.rec == doctest::Approx(all.rec).epsilon(1e-5));
+  CHECK(other.nll != all.nll);
+  // The same quantity with other noise: across seeds 11-18 this estimate spreads by 0.6%.
+  CHECK(other.nll == doctest::Approx(all.nll).epsilon(0.04));
 
   // The trainer validates in batches of eval_batch(): its step-5 validation (the only one,
-  // so the best) is evaluate_nll's with batches of 2 on the trained model, not with 4.
+  // so the best) is evaluate_nll's with batches of 2 on the trained model, and with batches
+  // of 4 too, up to rounding.
   std::ostringstream log;
   TrainOptions o;
   o.seed = 5;
@@ -333,7 +336,9 @@ TEST_CASE("evaluation batching: eval_rows decodes the samples k at a time, eval_
   const TrainResult res = train(model, d, o);
   REQUIRE(res.best_step == 5);
   CHECK(res.best_valid == evaluate_nll(model, d.valid, t.valid_samples, o.seed + 5, size_t(-1), 2).nll);
-  CHECK(res.best_valid != evaluate_nll(model, d.valid, t.valid_samples, o.seed + 5, size_t(-1), t.batch_size).nll);
+  CHECK(res.best_valid ==
+        doctest::Approx(evaluate_nll(model, d.valid, t.valid_samples, o.seed + 5, size_t(-1), t.batch_size).nll)
+            .epsilon(1e-5));
   CHECK(log.str().find("valid step 5: nll") != std::string::npos);
   CHECK(log.str().find(" s) (best)") != std::string::npos);
 }

@@ -299,7 +299,7 @@ Samples draw(int m, double kappa, int n, uint64_t key, bool blend, uint64_t mu_s
   s.kappa.assign(n, kappa);
   s.w.resize(n), s.r.resize(n), s.eps.resize(n), s.v.resize(size_t(n) * (m - 1));
   s.uh.resize(size_t(n) * m), s.z.resize(size_t(n) * m);
-  vmf_ops<cpu>::sample_w(n, m, s.kappa.data(), key, blend, s.w.data(), s.r.data(), s.eps.data(), s.v.data());
+  vmf_ops<cpu>::sample_w(n, m, s.kappa.data(), key, nullptr, blend, s.w.data(), s.r.data(), s.eps.data(), s.v.data());
   vmf_ops<cpu>::householder_forward(n, m, s.mu.data(), s.w.data(), s.r.data(), s.v.data(), s.uh.data(), s.z.data());
   return s;
 }
@@ -503,8 +503,8 @@ TEST_CASE("vmf sampler: replay by position, independent per-row streams") {
   // Row 1's draws do not depend on how many proposals row 0 needed (its kappa changes).
   std::vector<double> k1 = {2.0, 30.0}, k2 = {700.0, 30.0};
   std::vector<double> w1(2), r1(2), e1(2), v1(2 * 5), w2(2), r2(2), e2(2), v2(2 * 5);
-  vmf_ops<cpu>::sample_w(2, 6, k1.data(), 123, true, w1.data(), r1.data(), e1.data(), v1.data());
-  vmf_ops<cpu>::sample_w(2, 6, k2.data(), 123, true, w2.data(), r2.data(), e2.data(), v2.data());
+  vmf_ops<cpu>::sample_w(2, 6, k1.data(), 123, nullptr, true, w1.data(), r1.data(), e1.data(), v1.data());
+  vmf_ops<cpu>::sample_w(2, 6, k2.data(), 123, nullptr, true, w2.data(), r2.data(), e2.data(), v2.data());
   CHECK(w1[1] == w2[1]);
   CHECK(e1[1] == e2[1]);
   for (int j = 0; j < 5; ++j) CHECK(v1[5 + j] == v2[5 + j]);

@@ -365,6 +365,17 @@ struct NormalDraw {
   T* out;
   COUPLEVAE_HD void operator()(size_t i) const { out[i] = philox_normal<T>(seed, position, i); }
 };
+// i < rows*cols: element (i / cols, i % cols) of a draw by row (core/rng.hpp RowNoise).
+template <class T>
+struct NormalRows {
+  uint64_t key;
+  const uint64_t* ids;
+  int cols;
+  T* out;
+  COUPLEVAE_HD void operator()(size_t i) const {
+    out[i] = row_noise_normal<T>(key, ids[i / size_t(cols)], i % size_t(cols));
+  }
+};
 template <class T>
 struct UniformDraw {
   uint64_t seed, position;

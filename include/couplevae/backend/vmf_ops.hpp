@@ -25,9 +25,10 @@
 //             dkl/dkappa = kappa (1 - A^2) - (m-1) A
 //   MI matrix (§13): log_density gives kappa_j mu_j.z_q + log C(kappa_j) for every query q, row j
 //
-// Randomness. Every row draws from its own counter-based Philox stream: block j of row i is
-// Rng(key).words(j, ., stream = i). `key` is one value per call (the posterior derives it
-// from the context's generator), so the draws are a pure function of (key, row): the number
+// Randomness. Every row draws from its own counter-based Philox stream (core/rng.hpp's noise
+// by row): row i reads the stream of id i, or of ids[i] when the caller names the rows.
+// `key` is one value per call (the posterior derives it from the context's generator, or
+// takes the caller's RowNoise), so the draws are a pure function of (key, id): the number
 // of rejections of one row does not shift the noise of any other row, rows can run in
 // parallel (one thread per row on a GPU), and restoring the context's position replays the
 // same accepted proposals.
@@ -86,17 +87,17 @@ COUPLEVAE_HD inline VmfEnvelope vmf_envelope(int m, double kappa, bool svae_blen
 // The per-row counter-based stream (see the header).
 struct VmfRowStream {
   uint64_t key = 0;
-  uint32_t row = 0;
+  uint64_t id = 0;
   uint64_t block = 0;
   uint32_t w[4] = {0, 0, 0, 0};
   int used = 4;
   bool has_spare = false;
   double spare = 0;
 
-  COUPLEVAE_HD VmfRowStream(uint64_t k, uint32_t r) : key(k), row(r) {}
+  COUPLEVAE_HD VmfRowStream(uint64_t k, uint64_t row_id) : key(k), id(row_id) {}
   COUPLEVAE_HD uint32_t word() {
     if (used == 4) {
-      philox_words(key, block++, row, w);
+      row_noise_words(key, id, block++, w);
       used = 0;
     }
     return w[used++];
@@ -198,18 +199,20 @@ struct KappaBackward {
   COUPLEVAE_HD void operator()(size_t i) const { dk[i] += T(double(dkappa[i]) / (1.0 + std::exp(-double(k[i])))); }
 };
 
-// Row i: Wood's sampler (or the m = 3 inverse CDF) on the row's own stream, then v.
+// Row i: Wood's sampler (or the m = 3 inverse CDF) on the row's own stream (id i, or
+// ids[i] when given), then v.
 template <class T>
 struct SampleW {
   int Z, max_attempts;
   const T* kappa;
   uint64_t key;
+  const uint64_t* ids;
   bool svae_blend;
   T *w, *r, *eps, *v;
   COUPLEVAE_HD void operator()(size_t i) const {
     const int m = Z;
     const double alpha = 0.5 * (m - 1);
-    detail::VmfRowStream st(key, uint32_t(i));
+    detail::VmfRowStream st(key, ids ? ids[i] : uint64_t(i));
     const double k = double(kappa[i]);
     double wi, qi, ei;  // w, 1 - w^2, the kept noise
     if (m == 3) {
@@ -444,10 +447,12 @@ struct vmf_ops {
 
   // Draws w (rows), r = sqrt(max(1 - w^2, 1e-10)) (rows), the accepted proposal eps (rows;
   // the uniform u for m = 3) and the unit tangent direction v (rows, Z-1) for every row.
+  // ids (may be null: row i is id i) name the rows' streams.
   template <class T>
-  static void sample_w(int rows, int Z, const T* kappa, uint64_t key, bool svae_blend, T* w, T* r, T* eps, T* v) {
+  static void sample_w(int rows, int Z, const T* kappa, uint64_t key, const uint64_t* ids, bool svae_blend, T* w,
+                       T* r, T* eps, T* v) {
     launch<B>::for_each(size_t(rows),
-                        vmf_kernels::SampleW<T>{Z, max_attempts, kappa, key, svae_blend, w, r, eps, v});
+                        vmf_kernels::SampleW<T>{Z, max_attempts, kappa, key, ids, svae_blend, w, r, eps, v});
   }
 
   // x = [w, r v]; uh = (e1 - mu) / (||e1 - mu|| + 1e-5); z = x - 2 (x . uh) uh.

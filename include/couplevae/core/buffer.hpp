@@ -76,8 +76,8 @@ class Buffer<T, cpu> {
 // Index arrays (token ids, row maps) are built on the host. backend_ids() hands B's kernels
 // a pointer to them: the host data itself on cpu; on cuda a copy uploaded into `stage` now
 // (the pointer stays valid until `stage` is reused).
-template <class B>
-const int32_t* backend_ids(const std::vector<int32_t>& ids, Buffer<int32_t, B>& stage) {
+template <class I, class B>
+const I* backend_ids(const std::vector<I>& ids, Buffer<I, B>& stage) {
   if constexpr (std::is_same_v<B, cpu>) {
     return ids.data();
   } else {

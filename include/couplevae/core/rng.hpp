@@ -71,17 +71,50 @@ COUPLEVAE_HD inline T philox_uniform(uint64_t seed, uint64_t position, uint64_t 
   philox_words(seed, position + i / 4, 0, w);
   return uniform_from_bits<T>(w[i % 4]);
 }
+// Lane l (0..3) of a block as a normal variate: Box-Muller on the lane pair (0,1) or (2,3),
+// the cosine for an even lane, the sine for an odd one.
 template <class T>
-COUPLEVAE_HD inline T philox_normal(uint64_t seed, uint64_t position, uint64_t i) {
-  uint32_t w[4];
-  philox_words(seed, position + i / 4, 0, w);
-  const int pair = int(i % 4) / 2;
+COUPLEVAE_HD inline T normal_lane(const uint32_t w[4], int lane) {
+  const int pair = lane / 2;
   const double u1 = uniform_from_bits<double>(w[2 * pair]);
   const double u2 = uniform_from_bits<double>(w[2 * pair + 1]);
   const double r = ::sqrt(-2.0 * ::log(u1));
   const double a = 6.283185307179586476925286766559 * u2;
-  return T(i % 2 == 0 ? r * ::cos(a) : r * ::sin(a));
+  return T(lane % 2 == 0 ? r * ::cos(a) : r * ::sin(a));
 }
+template <class T>
+COUPLEVAE_HD inline T philox_normal(uint64_t seed, uint64_t position, uint64_t i) {
+  uint32_t w[4];
+  philox_words(seed, position + i / 4, 0, w);
+  return normal_lane<T>(w, int(i % 4));
+}
+
+// Noise by row. A draw whose rows carry 64-bit ids reads each row from a stream of its own:
+// block j of the row with id = (slot << 32) | name is
+//   philox_words(key, (slot << 32) + j, stream = name)
+// (name: 32 bits that name the row, e.g. a sentence's index in its corpus; slot: one of 2^32
+// draws for that name, e.g. an importance sample's index, each with 2^32 blocks). Column c
+// of a row is lane c % 4 of its block c / 4, as in a draw of Rng. So a row's values depend
+// on (key, id) alone: not on the other rows of the draw nor on the row's place in it.
+COUPLEVAE_HD inline uint64_t row_noise_id(uint32_t name, uint32_t slot) { return (uint64_t(slot) << 32) | name; }
+COUPLEVAE_HD inline void row_noise_words(uint64_t key, uint64_t id, uint64_t block, uint32_t out[4]) {
+  philox_words(key, (id & ~uint64_t(0xffffffffu)) + block, uint32_t(id), out);
+}
+template <class T>
+COUPLEVAE_HD inline T row_noise_normal(uint64_t key, uint64_t id, uint64_t c) {
+  uint32_t w[4];
+  row_noise_words(key, id, c / 4, w);
+  return normal_lane<T>(w, int(c % 4));
+}
+
+// The noise of a draw by row: a key and one id per row, readable by the backend's kernels
+// (host memory on cpu, device memory on cuda). Empty (ids == nullptr): draw from the
+// context's generator instead.
+struct RowNoise {
+  uint64_t key = 0;
+  const uint64_t* ids = nullptr;
+  explicit operator bool() const { return ids != nullptr; }
+};
 
 struct Rng {
   uint64_t seed = 0;

@@ -8,8 +8,11 @@
 //   PPL     = exp(sum_x NLL_x / sum_x (L_x + 1))          (corpus-level)
 // Reported nll, kl, rec are means over sentences; a Coupled model also reports rec_c, the
 // deterministic path's -log p(x|z^c). Sentences are taken in corpus order, in batches of
-// batch_size; batch j draws its noise from the generator (seed, position j * 2^32), so the
-// result does not depend on how batches are shared among threads. On the CPU, with
+// batch_size. Sample s of the corpus's sentence i draws its noise from its own stream
+// (sentence_noise_id(i, s) under a key derived from seed, posterior/noise.hpp), so the
+// result does not depend on batch_size, Config::eval_rows or how batches are shared among
+// threads, only on (model, sentences, samples, seed), up to float rounding in the matrix
+// products (SA-VAE's batch-wide SVI clipping aside). On the CPU, with
 // OpenMP, `threads` workers (0: all of OpenMP's) each evaluate whole batches with a
 // replica of the model (same parameters), one GEMM thread each: no fork/join per
 // recurrent step. Sums are combined in batch order.
@@ -70,9 +73,6 @@ std::unique_ptr<M> replica(const M& model) {
   return copy;
 }
 
-// Noise of evaluation batch j: its own stretch of the counter space.
-inline uint64_t batch_stream(size_t j) { return uint64_t(j) << 32; }
-
 inline int eval_workers(int threads, size_t batches) {
   const int t = threads > 0 ? threads : omp::max_threads();
   return int(std::max<size_t>(1, std::min<size_t>(size_t(std::max(t, 1)), batches)));
@@ -96,13 +96,16 @@ NllReport evaluate_nll(M& model, const std::vector<std::vector<int32_t>>& senten
   };
   std::vector<Sums> sums(batches.size());
   size_t total = 0;
-  for (const auto& b : batches) total += size_t(b.size());
+  std::vector<long> first(batches.size());  // each batch's first sentence in the corpus
+  for (size_t j = 0; j < batches.size(); ++j) {
+    first[j] = long(total);
+    total += size_t(batches[j].size());
+  }
 
   auto run_batch = [&](M& m, size_t j) {
     const Batch& b = batches[j];
     Context<B> ctx(seed, /*training=*/false);
-    ctx.rng.position = detail::batch_stream(j);
-    const ImportanceTerms it = m.importance_weights(ctx, b, samples);
+    const ImportanceTerms it = m.importance_weights(ctx, b, samples, first[j]);
     Sums& s = sums[j];
     for (int i = 0; i < it.batch; ++i) {
       const double* lw = &it.log_weight[size_t(i) * samples];

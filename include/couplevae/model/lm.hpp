@@ -126,8 +126,9 @@ class LanguageModel {
 
   // The exact log-likelihood, the same for every sample: log_weight = -rec, log_ratio = 0.
   // Evaluation mode is the caller's choice (ctx.training = false for the paper's numbers);
-  // the forward runs once whatever `samples` is.
-  ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples) {
+  // the forward runs once whatever `samples` is, and draws no noise (`first`, the batch's
+  // first sentence in its corpus, is Model's argument and unused here).
+  ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples, long /*first*/ = 0) {
     require(samples >= 1, "LanguageModel::importance_weights: samples must be >= 1");
     ImportanceTerms it;
     it.batch = batch.size();

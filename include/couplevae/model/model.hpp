@@ -11,7 +11,9 @@
 // and reads them back. backward(ctx) accumulates dL/dtheta into arena().grads() (the
 // caller zeroes). Noise comes from ctx.rng, so restoring ctx.rng.position replays a step
 // exactly.
-// importance_weights() gives the per-sample terms of the importance-sampled NLL (§13).
+// importance_weights() gives the per-sample terms of the importance-sampled NLL (§13); it and
+// reconstruct() draw each (sentence, sample) pair's noise by row (posterior/noise.hpp), so a
+// sentence's terms do not depend on its batch.
 // Coupled<Model> (model/coupled.hpp) derives from it and adds the deterministic path.
 #pragma once
 #include <algorithm>
@@ -31,6 +33,7 @@
 #include "../nn/gru.hpp"
 #include "../nn/mlp.hpp"
 #include "../policies.hpp"
+#include "../posterior/noise.hpp"
 #include "losses.hpp"
 
 namespace couplevae {
@@ -97,7 +100,12 @@ class Model {
   // The text is encoded once; samples are drawn and decoded k at a time (k copies of each
   // sentence in one packed batch of about Config::eval_rows sentences), so the recurrences and the
   // vocabulary layer run on large matrices.
-  ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples) {
+  // Noise: one key per call (take_noise_key: one block of ctx.rng); sample s of the caller's
+  // sentence i draws from the stream sentence_noise_id(first + i, s). With `first` the index
+  // of the batch's first sentence in its corpus and the same ctx position for every batch
+  // (evaluate_nll), a sentence's terms do not depend on the batching nor on eval_rows (up
+  // to float rounding in the matrix products).
+  ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples, long first = 0) {
     ImportanceTerms it;
     const int nb = batch.size();
     it.batch = nb;
@@ -107,6 +115,7 @@ class Model {
     it.rec.resize(it.log_weight.size());
     batch_ = &batch;
     encode(ctx, batch);
+    const uint64_t key = take_noise_key(ctx);
     const int k_max = std::max(1, std::min(samples, cfg_.eval_rows / nb));
     Batch rep;
     View<T> e_rep;
@@ -119,7 +128,7 @@ class Model {
         e_rep = replicated_codes(rep.order);
       }
       batch_ = &rep;
-      post.sample(ctx, arena_, e_rep, post_cache);
+      post.sample(ctx, arena_, e_rep, post_cache, row_noise(key, sentence_noise_ids(batch.order, first, s0, k)));
       mlp.forward(ctx, arena_, z(), h(), mlp_cache);
       if constexpr (requires { dec.loss(ctx, arena_, emb, rep, h(), rec_view(), dec_cache); })
         dec.loss(ctx, arena_, emb, rep, h(), rec_view(), dec_cache);
@@ -189,15 +198,20 @@ class Model {
     return out;
   }
   // `samples` posterior samples of every sentence, decoded greedily (reconstruction BLEU):
-  // result[i * samples + s] is sample s of the caller's sentence i.
-  std::vector<std::vector<int32_t>> reconstruct(Context<B>& ctx, const Batch& batch, int samples, int max_len = 200) {
+  // result[i * samples + s] is sample s of the caller's sentence i. Noise as in
+  // importance_weights: sample s of sentence i from the stream sentence_noise_id(first + i, s)
+  // under one key taken from ctx.rng.
+  std::vector<std::vector<int32_t>> reconstruct(Context<B>& ctx, const Batch& batch, int samples, int max_len = 200,
+                                                long first = 0) {
     const bool was = ctx.training;
     ctx.training = false;
     batch_ = &batch;
     encode(ctx, batch);
     const int nb = batch.size();
     typename posterior_module::Cache pc;
-    post.sample(ctx, arena_, replicated_codes(replica_rows(nb, samples)), pc);
+    const uint64_t key = take_noise_key(ctx);
+    post.sample(ctx, arena_, replicated_codes(replica_rows(nb, samples)), pc,
+                row_noise(key, sentence_noise_ids(batch.order, first, 0, samples)));
     auto dec_out = decode_codes(ctx, View<T>{pc.z.data(), nb * samples, cfg_.latent}, max_len, 0);
     std::vector<std::vector<int32_t>> out(dec_out.size());
     for (int i = 0; i < nb * samples; ++i) out[size_t(batch.order[i / samples]) * samples + i % samples] = std::move(dec_out[i]);
@@ -261,6 +275,11 @@ class Model {
     View<T> out = e_rep_buf.shape(n, H2);
     ops<B>::gather_rows(e_buf.data(), H2, backend_ids(rows, rep_ids_buf), n, out.data, H2);
     return out;
+  }
+  // Noise by row under `key` for rows named `ids`, readable by B's kernels until the next call.
+  RowNoise row_noise(uint64_t key, std::vector<uint64_t> ids) {
+    noise_ids_host_ = std::move(ids);
+    return RowNoise{key, backend_ids(noise_ids_host_, noise_ids_buf)};
   }
   View<T> z() { return View<T>{post_cache.z.data(), batch_->size(), cfg_.latent}; }
   View<T> h() { return h_buf.shape(batch_->size(), cfg_.embed); }
@@ -397,6 +416,8 @@ class Model {
   Arena<T, B> arena_;
   const Batch* batch_ = nullptr;
   Buffer<int32_t, B> enc_ids_buf, rep_ids_buf;
+  std::vector<uint64_t> noise_ids_host_;  // on cpu, the rows' noise ids the kernels read
+  Buffer<uint64_t, B> noise_ids_buf;
   const int32_t* enc_ids_ = nullptr;  // the last encoded batch's tokens, readable by B's kernels
   Buffer<T, B> gen_h_buf, gen_z_buf;
   typename nn::MLP<T, B>::Cache gen_mlp_cache;

@@ -35,6 +35,10 @@
 // The step reads norms on the host, so it is never captured in a CUDA Graph.
 // Evaluation (importance_weights): the same K SVI steps (w = 1, no dropout), then the
 // importance-sampled NLL with q(z | lambda_K) as the proposal; KL is its Monte Carlo estimate.
+// Its noise is drawn by row as Model's (posterior/noise.hpp): importance sample s of sentence i
+// from stream sentence_noise_id(first + i, s), SVI step k's from sentence_noise_id(first + i,
+// svi_noise_slot + k). The SVI's gradient clipping acts on the whole batch, so unlike the
+// amortized models a sentence's terms still depend on its batch.
 // The paper does not couple SA-VAE (not amortized inference): Coupled<SemiAmortized<M>>
 // does not compile. MI, BLEU, the gradient-norm analysis and interpolation read the amortized
 // encoder and are left out for it by the tool.
@@ -183,11 +187,12 @@ class SemiAmortized : public M {
   // The importance-sampled NLL's terms (model.hpp) with the refined proposal q(z | lambda_K);
   // the SVI runs with w = 1 in the caller's mode (evaluation for the paper's numbers).
   // Parameter gradients are left as they were.
-  ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples) {
+  ImportanceTerms importance_weights(Context<B>& ctx, const Batch& batch, int samples, long first = 0) {
     const size_t n = this->arena_.total();
     saved_.resize(n);
     ops<B>::copy(this->arena_.grads().data(), n, saved_.data());
-    refine(ctx, batch, 1.0, false);
+    const uint64_t key = take_noise_key(ctx);
+    refine(ctx, batch, 1.0, false, key, first);
     ImportanceTerms it;
     const int nb = batch.size(), Z = this->cfg_.latent;
     it.batch = nb;
@@ -197,7 +202,7 @@ class SemiAmortized : public M {
     it.rec.resize(it.log_weight.size());
     View<T> eps = final_eps_.shape(nb, Z);
     for (int s = 0; s < samples; ++s) {
-      ops<B>::normal(ctx.rng, eps.data, eps.size());
+      draw_normal(ctx, this->row_noise(key, sentence_noise_ids(batch.order, first, s, 1)), eps);
       pass(ctx, batch, lam_mu(steps()), lam_v(steps()), eps.data, 1.0, false);
       const auto rec = rec_.to_host(), lq = logq_.to_host(), lp = logp_.to_host();
       for (int i = 0; i < nb; ++i) {
@@ -221,6 +226,8 @@ class SemiAmortized : public M {
   const std::vector<double>& svi_objectives() const { return objectives_; }
 
  private:
+  // Evaluation's SVI noise: slots far above any importance sample's.
+  static constexpr long svi_noise_slot = 1L << 31;
   const Config& cfg() const { return this->cfg_; }
   int steps() const { return cfg().svi_steps; }
   size_t lam_size() const { return size_t(this->batch_->size()) * this->cfg_.latent; }
@@ -234,7 +241,8 @@ class SemiAmortized : public M {
 
   // Encoder, heads and the K SVI steps (lambda_0 .. lambda_K, their noise and generator
   // positions); objectives_ gets f(lambda_k); with `keep`, the steps' gradients are kept.
-  void refine(Context<B>& ctx, const Batch& batch, double w, bool keep) {
+  // The noise comes from ctx.rng, or by row under `key` when first >= 0 (evaluation).
+  void refine(Context<B>& ctx, const Batch& batch, double w, bool keep, uint64_t key = 0, long first = -1) {
     this->batch_ = &batch;
     w_ = w;
     kept_ = keep;
@@ -259,7 +267,9 @@ class SemiAmortized : public M {
       kept_lambdas_.resize(std::max<size_t>(1, size_t(K) * 2 * nl));
     }
     for (int k = 0; k < K; ++k) {
-      ops<B>::normal(ctx.rng, eps_k(k), nl);
+      const RowNoise noise =
+          first >= 0 ? this->row_noise(key, sentence_noise_ids(batch.order, first, svi_noise_slot + k, 1)) : RowNoise{};
+      draw_normal(ctx, noise, View<T>{eps_k(k), nb, Z});
       positions_[size_t(k)] = ctx.rng.position;
       if (keep) grads.fill_zero();
       pass(ctx, batch, lam_mu(k), lam_v(k), eps_k(k), w, true);

@@ -21,6 +21,7 @@
 #include "../core/context.hpp"
 #include "../nn/linear.hpp"
 #include "../policies.hpp"
+#include "noise.hpp"
 
 namespace couplevae {
 
@@ -44,7 +45,7 @@ struct Posterior<Deterministic> {
         : mu(ar, name + ".mu", in, Z), deterministic(deterministic_only), latent(Z) {}
 
     // z = W e + b into c.z; kl, logq, logp = 0. Draws no noise.
-    void sample(Context<B>& ctx, Arena<T, B>& ar, View<T> e, Cache& c) const {
+    void sample(Context<B>& ctx, Arena<T, B>& ar, View<T> e, Cache& c, const RowNoise& = {}) const {
       const int n = e.rows;
       mu.forward(ctx, ar, e, c.z.shape(n, latent));
       ops<B>::fill(c.kl.shape(n, 1).data, size_t(n), T(0));

@@ -5,7 +5,7 @@
 // (B, 2H), each Linear followed by BatchNorm1d (training: batch statistics; evaluation:
 // running statistics, nn/batch_norm.hpp):
 //   mu0 = BN_mu(W_mu e + b_mu),  ls0 = BN_ls(W_ls e + b_ls)  (log sigma),  both (B, Z)
-//   z0  = mu0 + exp(ls0) * eps,  eps ~ N(0, I) from ctx.rng
+//   z0  = mu0 + exp(ls0) * eps,  eps ~ N(0, I) from ctx.rng or by row (posterior/noise.hpp)
 // Flows (§3 "Planar flows"): K planar flows with global parameters u_k, w_k (Z), b_k (1),
 // initialised U(-0.01, 0.01):
 //   z_{k+1} = z_k + u_hat_k tanh(w_k.z_k + b_k),  u_hat = u + (m(w.u) - w.u) w/||w||^2,
@@ -36,6 +36,7 @@
 #include "../nn/batch_norm.hpp"
 #include "../nn/linear.hpp"
 #include "../policies.hpp"
+#include "noise.hpp"
 
 namespace couplevae {
 
@@ -156,8 +157,9 @@ struct Posterior<Flow<K>> {
     }
 
     // One reparameterised sample per row pushed through the flows: fills c.z (= z_K), c.z0,
-    // c.logdet, c.kl, c.logq, c.logp.
-    void sample(Context<B>& ctx, Arena<T, B>& ar, View<T> e, Cache& c) const {
+    // c.logdet, c.kl, c.logq, c.logp. The noise comes from ctx.rng, or by row when `noise`
+    // names the rows.
+    void sample(Context<B>& ctx, Arena<T, B>& ar, View<T> e, Cache& c, const RowNoise& noise = {}) const {
       const int n = e.rows, Z = latent;
       View<T> mp = c.mu_pre.shape(n, Z), sp = c.ls_pre.shape(n, Z);
       View<T> m = c.mu.shape(n, Z), s = c.ls.shape(n, Z), eps = c.eps.shape(n, Z), z0 = c.z0.shape(n, Z);
@@ -165,7 +167,7 @@ struct Posterior<Flow<K>> {
       mu_bn.forward(ctx, ar, mp, m, c.mu_bn);
       ls.forward(ctx, ar, e, sp);
       ls_bn.forward(ctx, ar, sp, s, c.ls_bn);
-      ops<B>::normal(ctx.rng, eps.data, eps.size());
+      draw_normal(ctx, noise, eps);
       View<T> q0 = c.logq0.shape(n, 1), ld = c.logdet.shape(n, 1), z = c.z.shape(n, Z);
       flow_ops<B>::base_sample(n, Z, m.data, s.data, eps.data, z0.data, q0.data);
       flow.forward(ctx, ar, z0, z, ld, c.flow);

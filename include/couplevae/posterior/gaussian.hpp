@@ -2,7 +2,8 @@
 //
 // Two linear heads on the encoded text e (B, 2H) (reference.md §3):
 //   mu = W_mu e + b_mu,  ls = W_ls e + b_ls  (log sigma, not log variance), both (B, Z)
-//   sample:  z = mu + exp(ls) * eps,  eps ~ N(0, I) from the context's generator
+//   sample:  z = mu + exp(ls) * eps,  eps ~ N(0, I) from the context's generator or by row
+//            (posterior/noise.hpp)
 //   kl[b]   = KL(q || N(0, I)) = 0.5 sum_k (mu^2 + sigma^2 - 1 - 2 ls)   (analytic)
 //   logq[b] = log q(z|x), logp[b] = log N(z; 0, I)                      (importance sampling)
 //   log_density: out[q, j] = log N(z_q; mu_j, sigma_j^2), every query against every row (MI, §13)
@@ -16,6 +17,7 @@
 #include "../core/error.hpp"
 #include "../nn/linear.hpp"
 #include "../policies.hpp"
+#include "noise.hpp"
 
 namespace couplevae {
 
@@ -39,13 +41,14 @@ struct Posterior<Gaussian> {
       if (!deterministic) ls = nn::Linear<T, B>(ar, name + ".log_sigma", in, Z);
     }
 
-    // One reparameterised sample per row: fills c.z, c.kl, c.logq, c.logp.
-    void sample(Context<B>& ctx, Arena<T, B>& ar, View<T> e, Cache& c) const {
+    // One reparameterised sample per row: fills c.z, c.kl, c.logq, c.logp. The noise comes
+    // from ctx.rng, or by row when `noise` names the rows (posterior/noise.hpp).
+    void sample(Context<B>& ctx, Arena<T, B>& ar, View<T> e, Cache& c, const RowNoise& noise = {}) const {
       const int n = e.rows;
       View<T> m = c.mu.shape(n, latent), s = c.ls.shape(n, latent), eps = c.eps.shape(n, latent);
       mu.forward(ctx, ar, e, m);
       ls.forward(ctx, ar, e, s);
-      ops<B>::normal(ctx.rng, eps.data, eps.size());
+      draw_normal(ctx, noise, eps);
       ops<B>::gaussian_sample(n, latent, m.data, s.data, eps.data, c.z.shape(n, latent).data,
                               c.kl.shape(n, 1).data, c.logq.shape(n, 1).data, c.logp.shape(n, 1).data);
     }

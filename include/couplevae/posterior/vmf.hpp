@@ -16,7 +16,8 @@
 //
 // Noise: one call of sample() takes one block of the context's generator and derives from
 // it a key for the per-row streams of vmf_ops (so restoring ctx.rng.position replays the
-// same accepted proposals, whatever the number of rejections).
+// same accepted proposals, whatever the number of rejections); given a RowNoise
+// (posterior/noise.hpp), its key and row ids instead, and the generator is left alone.
 // Gradients: kappa gets dL/dz through the accepted w (eps, u, v held fixed) plus dkl times
 // dKL/dkappa; mu gets dL/dz through the reflection. backward accumulates into both heads
 // and de, given dz (B, Z) (may be empty) and a per-row weight dkl (B) (may be empty).
@@ -32,7 +33,8 @@
 // Contract. Shapes: e (B, in), z (B, Z), kl/logq/logp (B, 1); requires Z >= 2 (checked at
 // construction). sample() requires a stochastic module, overwrites the cache and ensures
 // |z| = 1 up to the 1e-5 of the reflection (|1 - |z|| < 3e-5 unless mu is within 1e-4 of
-// e1), kappa >= 1, kl >= 0; it advances ctx.rng.position by exactly one block.
+// e1), kappa >= 1, kl >= 0; it advances ctx.rng.position by exactly one block (none with a
+// RowNoise).
 // sample_backward()/mean_backward() require the cache of the matching forward on the same
 // e and accumulate into the arena's gradients and into de.
 #pragma once
@@ -44,6 +46,7 @@
 #include "../nn/linear.hpp"
 #include "../policies.hpp"
 #include "bessel.hpp"
+#include "noise.hpp"
 
 namespace couplevae {
 
@@ -77,7 +80,7 @@ struct Posterior<VMF> {
     }
 
     // One sample per row: fills c.z, c.kl, c.logq, c.logp.
-    void sample(Context<B>& ctx, Arena<T, B>& ar, View<T> e, Cache& c) const {
+    void sample(Context<B>& ctx, Arena<T, B>& ar, View<T> e, Cache& c, const RowNoise& noise = {}) const {
       require(!deterministic, "couplevae: Posterior<VMF>::sample on a deterministic (coupled) head; use mean()");
       const int n = e.rows, Z = latent;
       View<T> m = c.m.shape(n, Z), k = c.k.shape(n, 1);
@@ -86,13 +89,12 @@ struct Posterior<VMF> {
       T* dir = c.mu.shape(n, Z).data;
       T* kap = c.kappa.shape(n, 1).data;
       vmf_ops<B>::head_forward(n, Z, m.data, k.data, dir, c.norm.shape(n, 1).data, kap);
-      const uint64_t key = ctx.rng.derive(ctx.rng.position).seed;
-      ctx.rng.position += 1;
+      const uint64_t key = noise ? noise.key : take_noise_key(ctx);
       T* w = c.w.shape(n, 1).data;
       T* r = c.r.shape(n, 1).data;
       T* eps = c.eps.shape(n, 1).data;
       T* v = c.v.shape(n, Z - 1).data;
-      vmf_ops<B>::sample_w(n, Z, kap, key, svae_blend, w, r, eps, v);
+      vmf_ops<B>::sample_w(n, Z, kap, key, noise.ids, svae_blend, w, r, eps, v);
       T* z = c.z.shape(n, Z).data;
       vmf_ops<B>::householder_forward(n, Z, dir, w, r, v, c.uh.shape(n, Z).data, z);
       vmf_ops<B>::density(n, Z, dir, kap, z, c.kl.shape(n, 1).data, c.logq.shape(n, 1).data,

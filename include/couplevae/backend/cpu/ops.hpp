@@ -160,6 +160,11 @@ struct ops<cpu> {
   static void uniform(Rng& rng, T* out, size_t n) {
     rng.uniform(out, n);
   }
+  // (rows, cols) standard normals, row r from its own stream (core/rng.hpp RowNoise).
+  template <class T>
+  static void normal_rows(const RowNoise& noise, int rows, int cols, T* out) {
+    launch<cpu>::for_each(size_t(rows) * size_t(cols), kernels::NormalRows<T>{noise.key, noise.ids, cols, out});
+  }
 
   // Inverted dropout: mask[i] = (u_i >= p) / (1 - p) from the generator; y = x * mask.
   template <class T>

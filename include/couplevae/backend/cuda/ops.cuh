@@ -233,6 +233,11 @@ struct ops<cuda> {
     rng.position += Rng::blocks_for(n);
   }
   template <class T>
+  static void normal_rows(const RowNoise& noise, int rows, int cols, T* out) {
+    launch<cuda>::for_each(size_t(rows) * size_t(cols), kernels::NormalRows<T>{noise.key, noise.ids, cols, out},
+                           "normal_rows");
+  }
+  template <class T>
   static void uniform(Rng& rng, T* out, size_t n) {
     launch<cuda>::for_each(n, kernels::UniformDraw<T>{rng.seed, rng.position, out}, "uniform");
     rng.position += Rng::blocks_for(n);
