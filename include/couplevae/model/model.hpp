@@ -128,7 +128,7 @@ class Model {
         e_rep = replicated_codes(rep.order);
       }
       batch_ = &rep;
-      post.sample(ctx, arena_, e_rep, post_cache, row_noise(key, sentence_noise_ids(batch.order, first, s0, k)));
+      post.sample(ctx, arena_, e_rep, post_cache, sentence_noise(key, batch, first, s0, k));
       mlp.forward(ctx, arena_, z(), h(), mlp_cache);
       if constexpr (requires { dec.loss(ctx, arena_, emb, rep, h(), rec_view(), dec_cache); })
         dec.loss(ctx, arena_, emb, rep, h(), rec_view(), dec_cache);
@@ -211,7 +211,7 @@ class Model {
     typename posterior_module::Cache pc;
     const uint64_t key = take_noise_key(ctx);
     post.sample(ctx, arena_, replicated_codes(replica_rows(nb, samples)), pc,
-                row_noise(key, sentence_noise_ids(batch.order, first, 0, samples)));
+                sentence_noise(key, batch, first, 0, samples));
     auto dec_out = decode_codes(ctx, View<T>{pc.z.data(), nb * samples, cfg_.latent}, max_len, 0);
     std::vector<std::vector<int32_t>> out(dec_out.size());
     for (int i = 0; i < nb * samples; ++i) out[size_t(batch.order[i / samples]) * samples + i % samples] = std::move(dec_out[i]);
@@ -276,9 +276,11 @@ class Model {
     ops<B>::gather_rows(e_buf.data(), H2, backend_ids(rows, rep_ids_buf), n, out.data, H2);
     return out;
   }
-  // Noise by row under `key` for rows named `ids`, readable by B's kernels until the next call.
-  RowNoise row_noise(uint64_t key, std::vector<uint64_t> ids) {
-    noise_ids_host_ = std::move(ids);
+  // Noise by row under `key` for samples s0 .. s0 + k - 1 of every sentence of `batch` (the
+  // corpus index of its first sentence: `first`), copies adjacent as replicate_batch lays
+  // them out (sentence_noise_ids); the ids stay readable by B's kernels until the next call.
+  RowNoise sentence_noise(uint64_t key, const Batch& batch, long first, long s0, int k) {
+    noise_ids_host_ = sentence_noise_ids(batch.order, first, s0, k);
     return RowNoise{key, backend_ids(noise_ids_host_, noise_ids_buf)};
   }
   View<T> z() { return View<T>{post_cache.z.data(), batch_->size(), cfg_.latent}; }

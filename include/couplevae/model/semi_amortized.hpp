@@ -202,7 +202,7 @@ class SemiAmortized : public M {
     it.rec.resize(it.log_weight.size());
     View<T> eps = final_eps_.shape(nb, Z);
     for (int s = 0; s < samples; ++s) {
-      draw_normal(ctx, this->row_noise(key, sentence_noise_ids(batch.order, first, s, 1)), eps);
+      draw_normal(ctx, this->sentence_noise(key, batch, first, s, 1), eps);
       pass(ctx, batch, lam_mu(steps()), lam_v(steps()), eps.data, 1.0, false);
       const auto rec = rec_.to_host(), lq = logq_.to_host(), lp = logp_.to_host();
       for (int i = 0; i < nb; ++i) {
@@ -267,8 +267,7 @@ class SemiAmortized : public M {
       kept_lambdas_.resize(std::max<size_t>(1, size_t(K) * 2 * nl));
     }
     for (int k = 0; k < K; ++k) {
-      const RowNoise noise =
-          first >= 0 ? this->row_noise(key, sentence_noise_ids(batch.order, first, svi_noise_slot + k, 1)) : RowNoise{};
+      const RowNoise noise = first >= 0 ? this->sentence_noise(key, batch, first, svi_noise_slot + k, 1) : RowNoise{};
       draw_normal(ctx, noise, View<T>{eps_k(k), nb, Z});
       positions_[size_t(k)] = ctx.rng.position;
       if (keep) grads.fill_zero();
