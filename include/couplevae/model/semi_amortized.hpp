@@ -93,7 +93,7 @@ class SemiAmortized : public M {
 
   PendingLosses forward_async(Context<B>& ctx, const Batch& batch, long step) {
     const double w = M::regularizer_policy::weight(this->cfg_, step);
-    refine(ctx, batch, w, cfg().svi_keep);
+    refine(ctx, batch, w, cfg().svi_keep, [](int) { return RowNoise{}; });
     // The loss at lambda_K on fresh noise.
     const int nb = batch.size(), Z = this->cfg_.latent;
     View<T> eps = final_eps_.shape(nb, Z);
@@ -192,7 +192,8 @@ class SemiAmortized : public M {
     saved_.resize(n);
     ops<B>::copy(this->arena_.grads().data(), n, saved_.data());
     const uint64_t key = take_noise_key(ctx);
-    refine(ctx, batch, 1.0, false, key, first);
+    refine(ctx, batch, 1.0, false,
+           [&](int k) { return this->sentence_noise(key, batch, first, svi_noise_slot + k, 1); });
     ImportanceTerms it;
     const int nb = batch.size(), Z = this->cfg_.latent;
     it.batch = nb;
@@ -241,8 +242,10 @@ class SemiAmortized : public M {
 
   // Encoder, heads and the K SVI steps (lambda_0 .. lambda_K, their noise and generator
   // positions); objectives_ gets f(lambda_k); with `keep`, the steps' gradients are kept.
-  // The noise comes from ctx.rng, or by row under `key` when first >= 0 (evaluation).
-  void refine(Context<B>& ctx, const Batch& batch, double w, bool keep, uint64_t key = 0, long first = -1) {
+  // Step k's noise is draw_normal(ctx, noise(k)): ctx.rng's next draws for an empty RowNoise
+  // (training), by row for evaluation.
+  template <class NoiseOf>
+  void refine(Context<B>& ctx, const Batch& batch, double w, bool keep, NoiseOf noise) {
     this->batch_ = &batch;
     w_ = w;
     kept_ = keep;
@@ -267,8 +270,7 @@ class SemiAmortized : public M {
       kept_lambdas_.resize(std::max<size_t>(1, size_t(K) * 2 * nl));
     }
     for (int k = 0; k < K; ++k) {
-      const RowNoise noise = first >= 0 ? this->sentence_noise(key, batch, first, svi_noise_slot + k, 1) : RowNoise{};
-      draw_normal(ctx, noise, View<T>{eps_k(k), nb, Z});
+      draw_normal(ctx, noise(k), View<T>{eps_k(k), nb, Z});
       positions_[size_t(k)] = ctx.rng.position;
       if (keep) grads.fill_zero();
       pass(ctx, batch, lam_mu(k), lam_v(k), eps_k(k), w, true);
