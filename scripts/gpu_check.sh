@@ -12,7 +12,9 @@
 #             with and without CUDA Graphs of whole steps (COUPLEVAE_CUDA_GRAPHS), interleaved;
 #   memcheck  compute-sanitizer over the device tests but the long run (or those matching
 #             --memcheck PATTERN);
-#   kernels   ncu: each kernel's device time at batch 32 and 512, summed by kernel;
+#   kernels   ncu: each kernel's device time at batch 32 and 512, summed by kernel (after
+#             sass: the machine code of the recurrence's and softmax's kernels, into the logs;
+#             --one-call runs sass first too);
 #   validation  one PTB validation timed with the default evaluation batching and the 60K run's;
 #   full      the 60K-step PTB training of couple-vae through the tool, timed (recurrence
 #             $COUPLEVAE_CUDA_RECURRENCE, default fused; with CUDA Graphs when
@@ -346,6 +348,25 @@ for name, us in sorted(total.items(), key=lambda kv: -kv[1])[:15]:
 PY
   done
 }
+# stage_sass: the machine code of the recurrence's and the softmax's kernels, and every
+# kernel's registers, spills and shared memory, into the logs: the Debian machine has nvcc
+# and ptxas but no disassembler, so what the compiler made of a kernel is read from these.
+# Notes, per kernel, how many global loads come before its first store to shared memory in
+# the code: rows_product issues a chunk's loads before storing any (for float, 32 of A and
+# 12 or 4 of B, after the gates' 7 or 8 inputs: about 50 in the step kernels, 36 in
+# rows_gemm_kernel); one or two would mean a load at a time again.
+stage_sass() {
+  command -v cuobjdump >/dev/null || { note "sass: cuobjdump not on PATH"; return; }
+  cuobjdump -res-usage "$BIN/couplevae_bench_cuda" >"$LOGS/res-usage.txt" 2>&1
+  cuobjdump -sass "$BIN/couplevae_bench_cuda" 2>/dev/null |
+    awk '/Function : / { keep = ($0 ~ /gru_step_kernel|rows_gemm_kernel|gru_pass_kernel|softmax_xent_kernel/) } keep' \
+    >"$LOGS/sass-kernels.txt"
+  note "sass: $(grep -c 'Function : ' "$LOGS/sass-kernels.txt") kernels' machine code (sass-kernels.txt) and res-usage.txt in logs.tgz"
+  awk '/Function : / { if (name != "") print n " loads before the first shared store: " name; name = $3; n = 0; sts = 0; next }
+       /STS/ { sts = 1 } /LDG/ && !sts { n++ }
+       END { if (name != "") print n " loads before the first shared store: " name }' "$LOGS/sass-kernels.txt" |
+    cut -c1-150 | while IFS= read -r l; do note "  $l"; done
+}
 stage_memcheck() {
   step compute-sanitizer
   if ! command -v compute-sanitizer >/dev/null; then
@@ -366,6 +387,7 @@ if ((ONE_CALL)); then
   # time, and compute-sanitizer over the cases of the ops, the fused step, one model's
   # parity and its graphs, 3 at a time, each on one core; the tool's checks.
   CASES_END=$((START + 170))
+  stage_sass
   export OMP_NUM_THREADS=1
   OMP_THREADS=10 stage_long >"$LOGS/phase1-long.out" 2>&1 &
   JOBS=3 SKIP='200 training steps' stage_test >"$LOGS/phase1-test.out" 2>&1 &
@@ -387,7 +409,7 @@ else
   want bench && stage_bench "$(limit 900)"
   want validation && stage_validation
   want profile && stage_profile
-  want kernels && stage_kernels
+  want kernels && { stage_sass; stage_kernels; }
   want full && stage_full "$(limit 560)"
   want memcheck && stage_memcheck
   [[ -f "$LOGS/compare_gpu.log" ]] && { echo; tail -22 "$LOGS/compare_gpu.log"; }

@@ -11,8 +11,11 @@
 // skips the product (in a bucketed batch of PTB at batch 512, about two thirds of the
 // rectangle's rows are padding). Tiles of 32 rows x 4 units (the 12
 // columns of whh_t that hold the units' r, z and n), K in chunks of 256 through shared
-// memory, each chunk loaded at once; 256 threads, warp g the k = g mod 8 of every row, then
-// one (row, unit) each for the gates. (The first version, 16 units a tile and K chunks of 32
+// memory, each chunk's loads all issued before the first is used (rows_product); 256
+// threads, warp g the k = g mod 8 of every row, then one (row, unit) each for the gates,
+// whose inputs (gx, b_hh, h) are loaded before the product. The two steps' parameters are
+// __grid_constant__, so picking one by blockIdx.z copies nothing to local memory (a 208-byte
+// stack frame without). (The first version, 16 units a tile and K chunks of 32
 // loaded one after another, ran 8 to 16 blocks per step on PTB and took 23 us a step for the
 // encoder and 45 us for the decoder on an H200, in ncu: 70% of a step's device time.)
 //
@@ -57,10 +60,16 @@
 namespace couplevae::cuda_rt {
 
 constexpr int rec_rows = 32, rec_threads = 256;
+// The kernels take at most 128 registers a thread, so that two blocks fit on an SM
+// (__launch_bounds__(rec_threads, 2)): a chunk's loads are held in registers
+// (rows_product), and without the bound nvcc may take more (the forward step took 157 in a
+// version that also held every row's offset) and run one block per SM, too few at batch 512
+// (2,048 blocks a step of a decoder pair).
 // Tiles are 32 rows x 4 units: the forward step's take the 12 columns of W_hh^T that hold
 // their r, z and n; rows_gemm_tile's (the backward's products) 4 columns.
 constexpr int rec_units = 4, rec_fwd_cols = 3 * rec_units;
 constexpr int rec_groups = rec_threads / rec_rows;  // the warps of a block, each a slice of K
+static_assert(rec_rows * rec_units <= rec_threads, "the gates take a thread per (row, unit) of a tile");
 
 // rows_product's staging: a chunk of K (256 floats) of the tile's rows of A and of its C
 // columns of B; after the product, `a` holds the warps' partial sums.
@@ -71,25 +80,55 @@ struct RowsShared {
   T b[kc][C];
 };
 
-// The product of a tile of 32 rows (row0..) of A (row-major, row stride lda; rows from
-// rows_a on read as 0) with C columns of B, whose entry (k, c) is load_b(k, c), over
-// k < k_end: K in chunks of kc, each chunk's loads all in flight together, then warp g sums
-// k = g, g + 8, ... for its lane's row and every column. The 8 partial sums of each (row,
-// column) are left in sh for rows_sum. Every thread of the block calls it.
+// The product of a tile of 32 rows (row0..) of A (row-major, row stride lda) with C columns
+// of B, whose entry (k, c) is load_b(k, c), over k < k_end: K in chunks of KC, then warp g
+// sums k = g, g + 8, ... for its lane's row and every column. The 8 partial sums of each
+// (row, column) are left in sh for rows_sum. Every thread of the block (rec_threads) calls
+// it. Only the rows before rows_a are A's: the entries of the others are undefined, and so
+// are those of columns that load_b reads out of bounds (the callers use neither). When
+// row0 >= rows_a (A may be null then) every entry is 0.
+// A chunk's loads are all issued before the first is stored: each thread's share (for
+// float, a k of the 32 rows of A and of the C columns of B) is a fully unrolled loop into
+// registers. No load is behind a branch or needs its value masked: a row past
+// rows_a reads row row0 instead, a k past the chunk's end reads its first k (the product
+// never reads those), and load_b clamps its columns likewise. (Written as one loop of
+// load-and-store with a run-time trip count, as it first was, nvcc kept one load in flight
+// per warp: 108 round trips to L2 one after another for a backward step of H = 256.)
+// Consecutive threads read consecutive k of a row of A.
 template <class T, int C, class LoadB>
 __device__ void rows_product(int row0, int rows_a, const T* A, int lda, int k_end, LoadB load_b, RowsShared<T, C>& sh) {
   constexpr int TR = rec_rows, NG = rec_groups, KC = RowsShared<T, C>::kc;
+  // A thread's loads a chunk: of A at its column kt of the tile's rows rt, rt + S, ..; of B
+  // at its row kt, columns rt, rt + S, .. (S = 1 for float, 2 for double).
+  constexpr int S = rec_threads / KC, AN = TR / S, BN = C / S;
+  static_assert(rec_threads % KC == 0 && TR % S == 0 && C % S == 0, "a chunk is whole loads for every thread");
   const int lane = int(threadIdx.x) % TR, group = int(threadIdx.x) / TR;
+  const int kt = int(threadIdx.x) % KC, rt = int(threadIdx.x) / KC;
+  if (row0 >= rows_a) k_end = 0;  // no row of A: the product is 0
   T acc[C];
 #pragma unroll
   for (int c = 0; c < C; ++c) acc[c] = T(0);
   for (int k0 = 0; k0 < k_end; k0 += KC) {
     const int kc = k_end - k0 < KC ? k_end - k0 : KC;
-    for (int i = int(threadIdx.x); i < TR * kc; i += int(blockDim.x)) {
-      const int rw = i / kc, k = i % kc, gr = row0 + rw;
-      sh.a[rw][k] = gr < rows_a ? __ldcg(A + size_t(gr) * lda + k0 + k) : T(0);
+    T va[AN], vb[BN];
+    const int kl = kt < kc ? kt : 0;  // the k this thread loads (past kc: one never read)
+    const T* a_col = A + size_t(k0 + kl);
+    // rows_a as a value nvcc cannot see through, so that it computes the rows' offsets here,
+    // each just before its load, rather than all of them once before the loop (64 registers
+    // held through the loop: the forward step spilled)
+    int rows_in = rows_a;
+    asm volatile("" : "+r"(rows_in));
+#pragma unroll
+    for (int j = 0; j < AN; ++j) {
+      const int gr = row0 + rt + j * S;
+      va[j] = __ldcg(a_col + size_t(gr < rows_in ? gr : row0) * lda);
     }
-    for (int i = int(threadIdx.x); i < kc * C; i += int(blockDim.x)) sh.b[i / C][i % C] = load_b(k0 + i / C, i % C);
+#pragma unroll
+    for (int j = 0; j < BN; ++j) vb[j] = load_b(k0 + kl, rt + j * S);
+#pragma unroll
+    for (int j = 0; j < AN; ++j) sh.a[rt + j * S][kt] = va[j];
+#pragma unroll
+    for (int j = 0; j < BN; ++j) sh.b[kt][rt + j * S] = vb[j];
     __syncthreads();
     for (int k = group; k < kc; k += NG) {
       const T x = sh.a[lane][k];
@@ -119,6 +158,19 @@ template <class T>
 __device__ void step_tile(int row0, int unit0, const GruFwdStep<T>& f, RowsShared<T, rec_fwd_cols>& sh) {
   constexpr int TU = rec_units;
   const int H = f.H, G = 3 * H;
+  // This thread's (row, unit), if it has one: its inputs are loaded before the product, so
+  // that they arrive with the product's loads rather than after it.
+  const int t = int(threadIdx.x), rw = t / TU, uu = t % TU, row = row0 + rw, unit = unit0 + uu;
+  const bool mine = t < rec_rows * TU && row < f.a && unit < H;
+  const size_t i = size_t(row) * H + unit, gi = size_t(row) * G + unit;
+  T h = T(0), x_r = T(0), x_z = T(0), x_n = T(0), b_r = T(0), b_z = T(0), b_n = T(0);
+  bool carry = false;  // a padding row (f.keep): its gx holds no input, unused
+  if (mine) {
+    h = row < f.ap ? __ldcg(f.h_src + i) : T(0);
+    carry = f.keep && !f.keep[row];
+    x_r = f.gx[gi], x_z = f.gx[gi + H], x_n = f.gx[gi + 2 * H];
+    b_r = f.bh[unit], b_z = f.bh[unit + H], b_n = f.bh[unit + 2 * H];
+  }
   // A tile of padding rows only carries its states, which needs no product: rows are sorted
   // by length, so padding is a suffix of the step and the tile's first row decides (the
   // same for the whole block, so the loop's __syncthreads stay uniform).
@@ -127,25 +179,25 @@ __device__ void step_tile(int row0, int unit0, const GruFwdStep<T>& f, RowsShare
   rows_product(row0, f.ap, f.h_src, H, k_end,
                [=](int k, int c) {
                  const int gu = unit0 + c % TU;
-                 return gu < H ? whh_t[size_t(k) * G + size_t(c / TU) * H + gu] : T(0);
+                 return whh_t[size_t(k) * G + size_t(c / TU) * H + (gu < H ? gu : 0)];
                },
                sh);
-  for (int t = int(threadIdx.x); t < rec_rows * TU; t += int(blockDim.x)) {
-    const int rw = t / TU, uu = t % TU, row = row0 + rw, unit = unit0 + uu;
-    if (row >= f.a || unit >= H) continue;
-    const size_t i = size_t(row) * H + unit, gi = size_t(row) * G + unit;
-    const T h = row < f.ap ? __ldcg(f.h_src + i) : T(0);
+  if (mine) {
     f.hp[i] = h;
-    if (f.keep && !f.keep[row]) {
-      kernels::store(kernels::gru_carry(h), i, f.r, f.z, f.n, f.ghn, f.h_new);
-      continue;
-    }
-    const T *gx = f.gx, *bh = f.bh;
-    kernels::store(kernels::gru_cell(gx[gi], gx[gi + H], gx[gi + 2 * H], rows_sum(sh, rw, uu), rows_sum(sh, rw, TU + uu),
-                                     rows_sum(sh, rw, 2 * TU + uu), bh[unit], bh[unit + H], bh[unit + 2 * H], h),
+    kernels::store(carry ? kernels::gru_carry(h)
+                         : row < f.ap ? kernels::gru_cell(x_r, x_z, x_n, rows_sum(sh, rw, uu), rows_sum(sh, rw, TU + uu),
+                                                          rows_sum(sh, rw, 2 * TU + uu), b_r, b_z, b_n, h)
+                                      : kernels::gru_cell(x_r, x_z, x_n, T(0), T(0), T(0), b_r, b_z, b_n, h),
                    i, f.r, f.z, f.n, f.ghn, f.h_new);
   }
   __syncthreads();  // the block's next tile reuses sh
+}
+
+// rows_product's load_b for the columns n0, n0 + 1, .. of B (row stride ldb, N columns;
+// those past N read column 0).
+template <class T>
+__device__ inline auto column_block(const T* B, int ldb, int n0, int N) {
+  return [=](int k, int c) { return B[size_t(k) * ldb + (n0 + c < N ? n0 + c : 0)]; };
 }
 
 // The tile (row0.., n0..) of C (M x N) = A B (+ C), row-major with row strides: the
@@ -154,7 +206,7 @@ __device__ void step_tile(int row0, int unit0, const GruFwdStep<T>& f, RowsShare
 template <class T>
 __device__ void rows_gemm_tile(int row0, int n0, int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* Cm,
                                int ldc, bool accumulate, RowsShared<T, rec_units>& sh) {
-  rows_product(row0, M, A, lda, K, [=](int k, int c) { return n0 + c < N ? B[size_t(k) * ldb + n0 + c] : T(0); }, sh);
+  rows_product(row0, M, A, lda, K, column_block(B, ldb, n0, N), sh);
   for (int t = int(threadIdx.x); t < rec_rows * rec_units; t += int(blockDim.x)) {
     const int rw = t / rec_units, c = t % rec_units, row = row0 + rw, col = n0 + c;
     if (row >= M || col >= N) continue;
@@ -167,7 +219,7 @@ __device__ void rows_gemm_tile(int row0, int n0, int M, int N, int K, const T* A
 
 // C (M x N) = A B (+ C) for few rows M (the recurrence's per-step products), a tile a block.
 template <class T>
-__global__ void __launch_bounds__(rec_threads) rows_gemm_kernel(int M, int N, int K, const T* A, int lda, const T* B,
+__global__ void __launch_bounds__(rec_threads, 2) rows_gemm_kernel(int M, int N, int K, const T* A, int lda, const T* B,
                                                                 int ldb, T* Cm, int ldc, bool accumulate) {
   __shared__ RowsShared<T, rec_units> sh;
   rows_gemm_tile(int(blockIdx.y) * rec_rows, int(blockIdx.x) * rec_units, M, N, K, A, lda, B, ldb, Cm, ldc, accumulate,
@@ -180,19 +232,25 @@ __global__ void __launch_bounds__(rec_threads) rows_gemm_kernel(int M, int N, in
 // gates of this step's a rows. dh is read and written by the thread of its element only.
 template <class T>
 __device__ void step_tile(int row0, int unit0, const GruBackStep<T>& b, RowsShared<T, rec_units>& sh) {
+  constexpr int TU = rec_units;
   const int H = b.H, G = 3 * H, pa = b.pa;
+  // This thread's (row, unit), if it has one: its inputs are loaded before the product (as
+  // forward).
+  const int t = int(threadIdx.x), rw = t / TU, uu = t % TU, row = row0 + rw, unit = unit0 + uu;
+  const bool mine = t < rec_rows * TU && row < b.a && unit < H;
+  const size_t i = size_t(row) * H + unit;
+  T d = T(0), ds = T(0), r = T(0), z = T(0), n = T(0), ghn = T(0), hp = T(0);
+  if (mine) {
+    d = __ldcg(b.dh + i);
+    if (b.ds) ds = b.ds[size_t(row) * b.ld_ds + unit];
+    r = b.r[i], z = b.z[i], n = b.n[i], ghn = b.ghn[i], hp = b.hp[i];
+  }
   const int k_end = row0 >= pa || (b.keep_next && !b.keep_next[row0]) ? 0 : G;
-  const T* w_hh = b.w_hh;
-  rows_product(row0, pa, b.dgh_next, G, k_end,
-               [=](int k, int c) { return unit0 + c < H ? w_hh[size_t(k) * H + unit0 + c] : T(0); }, sh);
-  for (int t = int(threadIdx.x); t < rec_rows * rec_units; t += int(blockDim.x)) {
-    const int rw = t / rec_units, uu = t % rec_units, row = row0 + rw, unit = unit0 + uu;
-    if (row >= b.a || unit >= H) continue;
-    const size_t i = size_t(row) * H + unit;
-    T d = __ldcg(b.dh + i);
+  rows_product(row0, pa, b.dgh_next, G, k_end, column_block(b.w_hh, H, unit0, H), sh);
+  if (mine) {
     if (row < pa) d += rows_sum(sh, rw, uu);
-    if (b.ds) d += b.ds[size_t(row) * b.ld_ds + unit];
-    const kernels::GruCellGrad<T> c = kernels::gru_cell_backward(d, b.r[i], b.z[i], b.n[i], b.ghn[i], b.hp[i]);
+    if (b.ds) d += ds;  // in the order of the composed step: (dh + product) + ds
+    const kernels::GruCellGrad<T> c = kernels::gru_cell_backward(d, r, z, n, ghn, hp);
     kernels::store(c, size_t(row) * G + unit, H, b.dgx, b.dgh);
     b.dh[i] = c.dh;
   }
@@ -212,7 +270,8 @@ using StepShared = decltype(step_shared(std::declval<Step>()));
 // one): a block per tile of 32 rows x 4 units; the blocks past the picked step's rows or
 // units have no tile.
 template <class Step>
-__global__ void __launch_bounds__(rec_threads) gru_step_kernel(Step s0, Step s1) {
+__global__ void __launch_bounds__(rec_threads, 2) gru_step_kernel(__grid_constant__ const Step s0,
+                                                                __grid_constant__ const Step s1) {
   __shared__ StepShared<Step> sh;
   const Step& s = blockIdx.z ? s1 : s0;
   const int row0 = int(blockIdx.y) * rec_rows, unit0 = int(blockIdx.x) * rec_units;
@@ -247,7 +306,7 @@ COUPLEVAE_HD inline int rec_tiles(int rows, int H) {
 // over the same Packing (passes = 2: BiGRU's directions, Coupled's decoders): each step's
 // tiles of every pass spread over the grid, then one grid barrier.
 template <class Pass>
-__global__ void __launch_bounds__(rec_threads) gru_pass_kernel(Pass p0, Pass p1, int passes, unsigned* barrier) {
+__global__ void __launch_bounds__(rec_threads, 2) gru_pass_kernel(Pass p0, Pass p1, int passes, unsigned* barrier) {
   using Step = decltype(p0.step(0));
   __shared__ StepShared<Step> sh;
   unsigned epoch = 0;
