@@ -62,9 +62,9 @@ namespace couplevae::cuda_rt {
 constexpr int rec_rows = 32, rec_threads = 256;
 // The kernels take at most 128 registers a thread, so that two blocks fit on an SM
 // (__launch_bounds__(rec_threads, 2)): a chunk's loads are held in registers
-// (rows_product), and without the bound nvcc may take more (the forward step took 157 in a
-// version that also held every row's offset) and run one block per SM, too few at batch 512
-// (2,048 blocks a step of a decoder pair).
+// (rows_product), and without the bound nvcc may take more (157 for the forward step in one
+// version) and run one block per SM, too few at batch 512 (2,048 blocks a step of a decoder
+// pair).
 // Tiles are 32 rows x 4 units: the forward step's take the 12 columns of W_hh^T that hold
 // their r, z and n; rows_gemm_tile's (the backward's products) 4 columns.
 constexpr int rec_units = 4, rec_fwd_cols = 3 * rec_units;
@@ -184,10 +184,10 @@ __device__ void step_tile(int row0, int unit0, const GruFwdStep<T>& f, RowsShare
                sh);
   if (mine) {
     f.hp[i] = h;
-    kernels::store(carry ? kernels::gru_carry(h)
-                         : row < f.ap ? kernels::gru_cell(x_r, x_z, x_n, rows_sum(sh, rw, uu), rows_sum(sh, rw, TU + uu),
-                                                          rows_sum(sh, rw, 2 * TU + uu), b_r, b_z, b_n, h)
-                                      : kernels::gru_cell(x_r, x_z, x_n, T(0), T(0), T(0), b_r, b_z, b_n, h),
+    // gh of a gate: the product's for a row that ran at the previous step, else 0 (h = 0;
+    // the product's entries of rows past ap are undefined)
+    const auto gh = [&](int gate) { return row < f.ap ? rows_sum(sh, rw, gate * TU + uu) : T(0); };
+    kernels::store(carry ? kernels::gru_carry(h) : kernels::gru_cell(x_r, x_z, x_n, gh(0), gh(1), gh(2), b_r, b_z, b_n, h),
                    i, f.r, f.z, f.n, f.ghn, f.h_new);
   }
   __syncthreads();  // the block's next tile reuses sh
