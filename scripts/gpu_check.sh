@@ -14,7 +14,7 @@
 #             --memcheck PATTERN);
 #   kernels   ncu: each kernel's device time at batch 32 and 512, summed by kernel (after
 #             sass: the machine code of the recurrence's and softmax's kernels, into the logs;
-#             --one-call runs sass first too);
+#             --one-call runs sass in its phase 1);
 #   validation  one PTB validation timed with the default evaluation batching and the 60K run's;
 #   full      the 60K-step PTB training of couple-vae through the tool, timed (recurrence
 #             $COUPLEVAE_CUDA_RECURRENCE, default fused; with CUDA Graphs when
@@ -28,8 +28,8 @@
 # of device time, the machine's start included, and too little is left after one call to
 # start another; give the call timeout_s=600): phase 1 runs the 200-step case (its cpu side
 # on 10 cores), the other device cases, memcheck over a subset (the ops, couple-vae's parity
-# eager, persistent and from graphs) and cli side by side (each case its own process) for
-# at most 170 s; phase 2 the bench for
+# eager, persistent and from graphs), cli and sass side by side (each case its own
+# process) for at most 170 s; phase 2 the bench for
 # couple-vae (one round, eager and graphs, no evaluation) for at most 130 s; phase 3 the
 # 60K-step run in the faster mode, cut at 300 s (the target: a run that is cut missed it, and
 # its log shows how far it got). Its deadline is 585 s.
@@ -385,16 +385,17 @@ if ((ONE_CALL)); then
   # phase 1: the correctness checks side by side, at most 170 s (their outputs one after
   # another): the 200-step run with its cpu side on 10 cores; the other device cases, 3 at a
   # time, and compute-sanitizer over the cases of the ops, the fused step, one model's
-  # parity and its graphs, 3 at a time, each on one core; the tool's checks.
+  # parity and its graphs, 3 at a time, each on one core; the tool's checks; the kernels'
+  # machine code (sass).
   CASES_END=$((START + 170))
-  stage_sass
   export OMP_NUM_THREADS=1
+  stage_sass >"$LOGS/phase1-sass.out" 2>&1 &
   OMP_THREADS=10 stage_long >"$LOGS/phase1-long.out" 2>&1 &
   JOBS=3 SKIP='200 training steps' stage_test >"$LOGS/phase1-test.out" 2>&1 &
   JOBS=3 MEMCHECK="$MEMCHECK_ONE_CALL" stage_memcheck >"$LOGS/phase1-memcheck.out" 2>&1 &
   stage_cli >"$LOGS/phase1-cli.out" 2>&1 &
   wait
-  cat "$LOGS"/phase1-{long,test,cli,memcheck}.out
+  cat "$LOGS"/phase1-{sass,long,test,cli,memcheck}.out
   save_logs
   unset OMP_NUM_THREADS
   # phase 2: the speed of couple-vae against PyTorch, eager and with graphs
