@@ -9,8 +9,9 @@
 #               persistent kernel), for emulate_recurrence.cpp;
 #   softmax:    block_reduce of launch.cuh and softmax_xent_kernel of ops.cuh (from its
 #               comment to the end of namespace cuda_rt), for emulate_softmax.cpp.
-# Kernels become functions, their __shared__ declarations references to the emulated
-# block's shared memory, the barrier's volatile spin an atomic load. Every replacement must
+# Kernels become functions (their parameters without __grid_constant__), their __shared__
+# declarations references to the emulated block's shared memory, the barrier's volatile
+# spin an atomic load. Every replacement must
 # match: a kernel whose text changed so that one no longer does stops the build here,
 # naming it.
 
