@@ -1,6 +1,7 @@
-# extract_kernels.cmake: cmake -DKIND=recurrence|softmax -DOUT=kernels.inc -P extract_kernels.cmake
+# extract_kernels.cmake: cmake -DKIND=recurrence|softmax|batchnorm -DOUT=kernels.inc -P extract_kernels.cmake
 #   recurrence: -DIN=backend/cuda/recurrence.cuh
 #   softmax:    -DIN=backend/cuda/ops.cuh -DREDUCE=backend/cuda/launch.cuh
+#   batchnorm:  -DIN=backend/cuda/batch_norm.cuh
 #
 # Takes device code out of the CUDA headers and makes it ordinary C++ for the emulation
 # programs (emulation.hpp runs it on host threads):
@@ -8,12 +9,13 @@
 #               (the kernels of one step forward and backward, rows_gemm_kernel and the
 #               persistent kernel), for emulate_recurrence.cpp;
 #   softmax:    block_reduce of launch.cuh and softmax_xent_kernel of ops.cuh (from its
-#               comment to the end of namespace cuda_rt), for emulate_softmax.cpp.
+#               comment to the end of namespace cuda_rt), for emulate_softmax.cpp;
+#   batchnorm:  batch_norm.cuh from `constexpr int bn_cols` up to its host grid function
+#               (the column sum and both kernels), for emulate_batchnorm.cpp.
 # Kernels become functions (their parameters without __grid_constant__), their __shared__
 # declarations references to the emulated block's shared memory, the barrier's volatile
-# spin an atomic load. Every replacement must
-# match: a kernel whose text changed so that one no longer does stops the build here,
-# naming it.
+# spin an atomic load. Every replacement must match: a kernel whose text changed so that
+# one no longer does stops the build here, naming it.
 
 # The text of `file` from `first` (included) to `last` (excluded, its first occurrence after
 # `first`), into `var`.
@@ -61,8 +63,15 @@ elseif(KIND STREQUAL "softmax")
   replace("extern __shared__ __align__(16) unsigned char cache_bytes[];"
           "unsigned char* cache_bytes = emulated_dynamic_shared();")
   set(sources "${REDUCE} and ${IN}")
+elseif(KIND STREQUAL "batchnorm")
+  extract(code "${IN}" "constexpr int bn_cols" "// The grid of either kernel")
+  replace("__device__ double bn_column_sum" "double bn_column_sum")
+  replace("__device__ inline BnColumn" "inline BnColumn")
+  replace("__global__ void __launch_bounds__(bn_threads)" "void")
+  replace("__shared__ double shared[bn_threads];" "auto& shared = emulated_shared<double[bn_threads]>();")
+  set(sources "${IN}")
 else()
-  message(FATAL_ERROR "extract_kernels.cmake: KIND is recurrence or softmax, not '${KIND}'")
+  message(FATAL_ERROR "extract_kernels.cmake: KIND is recurrence, softmax or batchnorm, not '${KIND}'")
 endif()
 foreach(device "<<<" "__global__" "__shared__" "__device__")
   string(FIND "${code}" "${device}" at)

@@ -2,7 +2,7 @@
 //
 // Each body is a small functor with a COUPLEVAE_HD operator()(size_t i) over one index
 // space (elements, rows or columns, as its comment says). ops<cuda> launches every one of
-// them; ops<cpu> runs the posterior, coupling and BatchNorm bodies in host loops too and
+// them; ops<cpu> runs the posterior and coupling bodies in host loops too and
 // keeps its own SIMD versions of the hot element-wise ones (GRU gates, Adam, softmax), which
 // tests/cuda compares with these bodies on the host. Accumulating bodies (`_acc` in ops)
 // add into their outputs.
@@ -221,70 +221,6 @@ struct CouplingBackward {
     }
     const T g = T(2 * dd * double(dloss[i]));
     for (int k = 0; k < D; ++k) dh[i * D + k] += g * (h[i * D + k] - hc[i * D + k]);
-  }
-};
-
-// i < C: BatchNorm forward of column i, launched by ops<cuda> (ops<cpu> forms the same sums
-// walking rows, backend/cpu/ops.hpp batchnorm_forward).
-template <class T>
-struct BatchNormForward {
-  int N, C;
-  const T *X, *gamma, *beta;
-  T *run_mean, *run_var;
-  bool training;
-  double momentum, eps;
-  T *xhat, *inv_std, *Y;
-  COUPLEVAE_HD void operator()(size_t c) const {
-    double mean, var;
-    if (training) {
-      double s = 0, ss = 0;
-      for (int i = 0; i < N; ++i) s += double(X[size_t(i) * C + c]);
-      mean = s / N;
-      for (int i = 0; i < N; ++i) {
-        const double d = double(X[size_t(i) * C + c]) - mean;
-        ss += d * d;
-      }
-      var = ss / N;
-      run_mean[c] = T((1 - momentum) * double(run_mean[c]) + momentum * mean);
-      const double unbiased = N > 1 ? ss / (N - 1) : var;
-      run_var[c] = T((1 - momentum) * double(run_var[c]) + momentum * unbiased);
-    } else {
-      mean = double(run_mean[c]);
-      var = double(run_var[c]);
-    }
-    const T is = T(1.0 / std::sqrt(var + eps));
-    inv_std[c] = is;
-    for (int i = 0; i < N; ++i) {
-      const size_t o = size_t(i) * C + c;
-      xhat[o] = (X[o] - T(mean)) * is;
-      Y[o] = gamma[c] * xhat[o] + beta[c];
-    }
-  }
-};
-
-// i < C: BatchNorm backward of column i (accumulates dgamma, dbeta, dX); ops<cuda>'s, as above.
-template <class T>
-struct BatchNormBackward {
-  int N, C;
-  const T *xhat, *inv_std, *gamma, *dY;
-  bool training;
-  T *dgamma, *dbeta, *dX;
-  COUPLEVAE_HD void operator()(size_t c) const {
-    double sd = 0, sdx = 0;
-    for (int i = 0; i < N; ++i) {
-      const size_t o = size_t(i) * C + c;
-      sd += double(dY[o]);
-      sdx += double(dY[o]) * double(xhat[o]);
-    }
-    dgamma[c] += T(sdx);
-    dbeta[c] += T(sd);
-    if (!dX) return;
-    const T k = gamma[c] * inv_std[c];
-    const T md = T(sd / N), mdx = T(sdx / N);
-    for (int i = 0; i < N; ++i) {
-      const size_t o = size_t(i) * C + c;
-      dX[o] += training ? k * (dY[o] - md - xhat[o] * mdx) : k * dY[o];
-    }
   }
 };
 

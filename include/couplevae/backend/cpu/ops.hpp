@@ -365,9 +365,9 @@ struct ops<cpu> {
   // evaluation: running stats. Y = gamma * xhat + beta; saves xhat and 1/sqrt(var + eps).
   // X and Y may alias.
   // The host walks the rows (contiguous, so the loops vectorise) for a block of columns at a
-  // time, blocks shared among OpenMP threads; each column's sums are the ones, in the same
-  // row order, that kernels::BatchNormForward forms walking one column (ops<cuda> launches
-  // that body, a thread per column), so both backends agree to rounding.
+  // time, blocks shared among OpenMP threads, each column's sums in double in row order
+  // (ops<cuda>: backend/cuda/batch_norm.cuh, the same sums in another order, so the
+  // backends agree to rounding).
   template <class T>
   static void batchnorm_forward(int N, int C, const T* X, const T* gamma, const T* beta, T* run_mean, T* run_var,
                                 bool training, double momentum, double eps, T* xhat, T* inv_std, T* Y) {
@@ -414,8 +414,8 @@ struct ops<cpu> {
       }
     });
   }
-  // Accumulates dgamma, dbeta and dX (training: through the batch statistics), the host's
-  // row walk of kernels::BatchNormBackward as above.
+  // Accumulates dgamma, dbeta and dX (training: through the batch statistics), walking rows
+  // as above.
   template <class T>
   static void batchnorm_backward(int N, int C, const T* xhat, const T* inv_std, const T* gamma, const T* dY,
                                  bool training, T* dgamma, T* dbeta, T* dX) {

@@ -11,6 +11,7 @@
 //   softmax-cross-entropy: one block per row (max, sum of exp, loss, probabilities), the row
 //                          cached in shared memory up to 12K floats (one read, one write)
 //   scatter / segment sums: atomicAdd
+//   BatchNorm            : a block per 8 columns, the rows' sums in shared memory (batch_norm.cuh)
 // Noise: the kernels evaluate the counter-based generator of core/rng.hpp at (seed,
 // position, element), so a seed gives the same draws as on cpu; the host Rng advances
 // its position exactly as Rng::uniform / Rng::normal do.
@@ -26,6 +27,7 @@
 #include "../../core/rng.hpp"
 #include "../kernels.hpp"
 #include "../tags.hpp"
+#include "batch_norm.cuh"
 #include "buffer.cuh"
 #include "launch.cuh"
 #include "recurrence.cuh"
@@ -354,17 +356,18 @@ struct ops<cuda> {
   template <class T>
   static void batchnorm_forward(int N, int C, const T* X, const T* gamma, const T* beta, T* run_mean, T* run_var,
                                 bool training, double momentum, double eps, T* xhat, T* inv_std, T* Y) {
-    launch<cuda>::for_each(size_t(C),
-                      kernels::BatchNormForward<T>{N, C, X, gamma, beta, run_mean, run_var, training, momentum, eps,
-                                                  xhat, inv_std, Y},
-                      "batchnorm_forward");
+    if (C == 0) return;
+    cuda_rt::launch_kernel(reinterpret_cast<const void*>(&cuda_rt::batchnorm_forward_kernel<T>), cuda_rt::bn_grid(C),
+                           dim3(cuda_rt::bn_threads), 0, "batchnorm_forward", N, C, X, gamma, beta, run_mean, run_var,
+                           training, momentum, eps, xhat, inv_std, Y);
   }
   template <class T>
   static void batchnorm_backward(int N, int C, const T* xhat, const T* inv_std, const T* gamma, const T* dY,
                                  bool training, T* dgamma, T* dbeta, T* dX) {
-    launch<cuda>::for_each(size_t(C),
-                      kernels::BatchNormBackward<T>{N, C, xhat, inv_std, gamma, dY, training, dgamma, dbeta, dX},
-                      "batchnorm_backward");
+    if (C == 0) return;
+    cuda_rt::launch_kernel(reinterpret_cast<const void*>(&cuda_rt::batchnorm_backward_kernel<T>), cuda_rt::bn_grid(C),
+                           dim3(cuda_rt::bn_threads), 0, "batchnorm_backward", N, C, xhat, inv_std, gamma, dY, training,
+                           dgamma, dbeta, dX);
   }
 
   template <class T>
