@@ -348,7 +348,7 @@ for name, us in sorted(total.items(), key=lambda kv: -kv[1])[:15]:
 PY
   done
 }
-# stage_sass: the machine code of the recurrence's and the softmax's kernels, and every
+# stage_sass: the machine code of the recurrence's, softmax's and BatchNorm's kernels, and every
 # kernel's registers, spills and shared memory, into the logs: the Debian machine has nvcc
 # and ptxas but no disassembler, so what the compiler made of a kernel is read from these.
 # Notes, per kernel, how many global loads come before its first store to shared memory in
@@ -359,7 +359,7 @@ stage_sass() {
   command -v cuobjdump >/dev/null || { note "sass: cuobjdump not on PATH"; return; }
   cuobjdump -res-usage "$BIN/couplevae_bench_cuda" >"$LOGS/res-usage.txt" 2>&1
   cuobjdump -sass "$BIN/couplevae_bench_cuda" 2>/dev/null |
-    awk '/Function : / { keep = ($0 ~ /gru_step_kernel|rows_gemm_kernel|gru_pass_kernel|softmax_xent_kernel/) } keep' \
+    awk '/Function : / { keep = ($0 ~ /gru_step_kernel|rows_gemm_kernel|gru_pass_kernel|softmax_xent_kernel|batchnorm_/) } keep' \
     >"$LOGS/sass-kernels.txt"
   note "sass: $(grep -c 'Function : ' "$LOGS/sass-kernels.txt") kernels' machine code (sass-kernels.txt) and res-usage.txt in logs.tgz"
   awk '/Function : / { if (name != "") print n " loads before the first shared store: " name; name = $3; n = 0; sts = 0; next }
