@@ -446,18 +446,30 @@ TEST_SUITE("device") {
     G::coupling_backward(rows, D, dh1.p(), dh2.p(), sc, 7, true, ddl.p(), dgh1.p());
     CHECK(rel_err(dgh1.host(), gh1) < 1e-6);
 
-    const int N = 64, Cc = 48;
-    const auto X = random_vec(N * Cc, 14), ga = random_vec(Cc, 15), be = random_vec(Cc, 16);
-    auto rm = random_vec(Cc, 17), rv = random_vec(Cc, 18, 0.5, 2);
-    Dev<float> dX(X), dga(ga), dbe(be), drm(rm), drv(rv);
-    std::vector<float> xh(N * Cc), is(Cc), Y(N * Cc);
-    Buffer<float, cuda> dxh(xh.size()), dis(Cc), dY(Y.size());
-    C::batchnorm_forward(N, Cc, X.data(), ga.data(), be.data(), rm.data(), rv.data(), true, 0.1, 1e-5, xh.data(),
-                         is.data(), Y.data());
-    G::batchnorm_forward(N, Cc, dX.p(), dga.p(), dbe.p(), drm.p(), drv.p(), true, 0.1, 1e-5, dxh.data(), dis.data(),
-                         dY.data());
-    CHECK(rel_err(dY.to_host(), Y) < 1e-5);
-    CHECK(rel_err(drv.host(), rv) < 1e-5);
+    // BatchNorm (batch_norm.cuh): 300 rows take the four-rows-at-a-time loops, 45 columns leave
+    // threads past the last one; in place (Y over X), training and evaluation, backward too.
+    const int N = 300, Cc = 45;
+    const auto X = random_vec(N * Cc, 14), ga = random_vec(Cc, 15), be = random_vec(Cc, 16), gy = random_vec(N * Cc, 23);
+    for (const bool training : {true, false}) {
+      CAPTURE(training);
+      auto Y = X, rm = random_vec(Cc, 17), rv = random_vec(Cc, 18, 0.5, 2), dx = random_vec(N * Cc, 24);
+      std::vector<float> xh(N * Cc), is(Cc), dg(Cc, 1.0f), db(Cc, 2.0f);
+      Dev<float> dYX(Y), dga(ga), dbe(be), drm(rm), drv(rv), dgy(gy), ddx(dx), ddg(dg), ddb(db);
+      Buffer<float, cuda> dxh(xh.size()), dis(Cc);
+      C::batchnorm_forward(N, Cc, Y.data(), ga.data(), be.data(), rm.data(), rv.data(), training, 0.1, 1e-5, xh.data(),
+                           is.data(), Y.data());
+      G::batchnorm_forward(N, Cc, dYX.p(), dga.p(), dbe.p(), drm.p(), drv.p(), training, 0.1, 1e-5, dxh.data(),
+                           dis.data(), dYX.p());
+      CHECK(rel_err(dYX.host(), Y) < 1e-5);
+      CHECK(rel_err(dxh.to_host(), xh) < 1e-5);
+      CHECK(rel_err(drm.host(), rm) < 1e-5);
+      CHECK(rel_err(drv.host(), rv) < 1e-5);
+      C::batchnorm_backward(N, Cc, xh.data(), is.data(), ga.data(), gy.data(), training, dg.data(), db.data(), dx.data());
+      G::batchnorm_backward(N, Cc, dxh.data(), dis.data(), dga.p(), dgy.p(), training, ddg.p(), ddb.p(), ddx.p());
+      CHECK(rel_err(ddg.host(), dg) < 1e-5);
+      CHECK(rel_err(ddb.host(), db) < 1e-5);
+      CHECK(rel_err(ddx.host(), dx) < 1e-5);
+    }
 
     const size_t na = 5000;
     const auto gg = random_vec(na, 19);
