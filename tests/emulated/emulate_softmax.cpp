@@ -1,7 +1,7 @@
-// softmax_xent_kernel of backend/cuda/ops.cuh (and the block_reduce of launch.cuh it calls)
-// run on the CPU (ctest emulated.softmax; no GPU or nvcc needed): extract_kernels.cmake turns
-// their device code into plain C++ and emulation.hpp runs it, a block of host threads per row,
-// its warps' shuffles included.
+// softmax_xent_kernel of backend/cuda/ops.cuh (and the block_reduce and strided_loads of
+// launch.cuh it calls) run on the CPU (ctest emulated.softmax; no GPU or nvcc needed):
+// extract_kernels.cmake turns their device code into plain C++ and emulation.hpp runs it, a
+// block of host threads per row, its warps' shuffles included.
 //
 // For V = 13 and 3000 (the row in shared memory; 3000 takes the max's loop of four loads a
 // thread twice, then its single loads) and one float more than that memory holds (in place), with and without a bias, training (keep_probs) and evaluation (loss only), on

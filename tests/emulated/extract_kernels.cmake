@@ -1,17 +1,19 @@
 # extract_kernels.cmake: cmake -DKIND=recurrence|softmax|batchnorm -DOUT=kernels.inc -P extract_kernels.cmake
 #   recurrence: -DIN=backend/cuda/recurrence.cuh
 #   softmax:    -DIN=backend/cuda/ops.cuh -DREDUCE=backend/cuda/launch.cuh
-#   batchnorm:  -DIN=backend/cuda/batch_norm.cuh
+#   batchnorm:  -DIN=backend/cuda/batch_norm.cuh -DREDUCE=backend/cuda/launch.cuh
 #
 # Takes device code out of the CUDA headers and makes it ordinary C++ for the emulation
 # programs (emulation.hpp runs it on host threads):
 #   recurrence: from `constexpr int rec_rows` up to the first host launcher of recurrence.cuh
 #               (the kernels of one step forward and backward, rows_gemm_kernel and the
 #               persistent kernel), for emulate_recurrence.cpp;
-#   softmax:    block_reduce of launch.cuh and softmax_xent_kernel of ops.cuh (from its
-#               comment to the end of namespace cuda_rt), for emulate_softmax.cpp;
-#   batchnorm:  batch_norm.cuh from `constexpr int bn_cols` up to its host grid function
-#               (the column sum and both kernels), for emulate_batchnorm.cpp.
+#   softmax:    block_reduce and strided_loads of launch.cuh and softmax_xent_kernel of
+#               ops.cuh (from its comment to the end of namespace cuda_rt), for
+#               emulate_softmax.cpp;
+#   batchnorm:  strided_loads of launch.cuh and batch_norm.cuh from `constexpr int bn_cols`
+#               up to its host grid function (the column sum and both kernels), for
+#               emulate_batchnorm.cpp.
 # Kernels become functions (their parameters without __grid_constant__), their __shared__
 # declarations references to the emulated block's shared memory, the barrier's volatile
 # spin an atomic load. Every replacement must match: a kernel whose text changed so that
@@ -58,18 +60,22 @@ elseif(KIND STREQUAL "softmax")
   extract(kernel "${IN}" "// One block per row, whose values" "}  // namespace cuda_rt")
   set(code "${reduce}${kernel}")
   replace("__device__ U block_reduce" "U block_reduce")
+  replace("__device__ void strided_loads" "void strided_loads")
   replace("__global__ void softmax_xent_kernel" "void softmax_xent_kernel")
   replace("__shared__ T shared[32];" "auto& shared = emulated_shared<T[32]>();")
   replace("extern __shared__ __align__(16) unsigned char cache_bytes[];"
           "unsigned char* cache_bytes = emulated_dynamic_shared();")
   set(sources "${REDUCE} and ${IN}")
 elseif(KIND STREQUAL "batchnorm")
-  extract(code "${IN}" "constexpr int bn_cols" "// The grid of either kernel")
+  extract(loads "${REDUCE}" "// use(i, load(i)) for i" "// out[0] += scale")
+  extract(kernels "${IN}" "constexpr int bn_cols" "// The grid of either kernel")
+  set(code "${loads}${kernels}")
+  replace("__device__ void strided_loads" "void strided_loads")
   replace("__device__ double bn_column_sum" "double bn_column_sum")
   replace("__device__ inline BnColumn" "inline BnColumn")
   replace("__global__ void __launch_bounds__(bn_threads)" "void")
   replace("__shared__ double shared[bn_threads];" "auto& shared = emulated_shared<double[bn_threads]>();")
-  set(sources "${IN}")
+  set(sources "${REDUCE} and ${IN}")
 else()
   message(FATAL_ERROR "extract_kernels.cmake: KIND is recurrence, softmax or batchnorm, not '${KIND}'")
 endif()

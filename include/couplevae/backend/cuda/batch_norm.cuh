@@ -11,7 +11,8 @@
 //
 // A block per bn_cols = 8 columns, bn_threads = 512 threads: thread t takes column
 // c0 + t % 8 and the rows t / 8, t / 8 + 64, .. (a warp reads four rows of 8 consecutive
-// columns, four 32-byte sectors), loading four rows before it uses any; the 64 lanes' double
+// columns, four 32-byte sectors), loading four rows before it uses any (strided_loads,
+// launch.cuh); the 64 lanes' double
 // sums of a column are added in shared memory (bn_column_sum). ops<cuda> first ran a thread per
 // column that walked all N rows one load at a time: three passes of N round trips to memory,
 // and N is the batch's tokens in the dilated CNN (about 25,600 at batch 512). The sums are
@@ -25,6 +26,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include "launch.cuh"
+
 namespace couplevae::cuda_rt {
 
 constexpr int bn_cols = 8, bn_lanes = 64, bn_threads = bn_cols * bn_lanes;
@@ -35,15 +38,7 @@ template <class F>
 __device__ double bn_column_sum(int N, F f, double* shared /* bn_threads */) {
   const int t = int(threadIdx.x), lane = t / bn_cols;
   double s = 0;
-  int i = lane;
-  for (; i + 3 * bn_lanes < N; i += 4 * bn_lanes) {
-    double v[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) v[u] = f(i + u * bn_lanes);
-#pragma unroll
-    for (int u = 0; u < 4; ++u) s += v[u];
-  }
-  for (; i < N; i += bn_lanes) s += f(i);
+  strided_loads(lane, N, bn_lanes, f, [&](int, double v) { s += v; });
   shared[t] = s;
   __syncthreads();
   for (int w = bn_lanes / 2; w > 0; w /= 2) {
@@ -96,25 +91,14 @@ __global__ void __launch_bounds__(bn_threads)
   if (c >= C) return;
   const T mu = T(mean), is = T(1.0 / sqrt(var + eps)), g = gamma[c], b = beta[c];
   if (int(threadIdx.x) < bn_cols) inv_std[c] = is;
-  int i = int(threadIdx.x) / bn_cols;
-  for (; i + 3 * bn_lanes < N; i += 4 * bn_lanes) {
-    T x[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) x[u] = X[size_t(i + u * bn_lanes) * C + c];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const size_t o = size_t(i + u * bn_lanes) * C + c;
-      const T xh = (x[u] - mu) * is;
-      xhat[o] = xh;
-      Y[o] = g * xh + b;
-    }
-  }
-  for (; i < N; i += bn_lanes) {
-    const size_t o = size_t(i) * C + c;
-    const T xh = (X[o] - mu) * is;
-    xhat[o] = xh;
-    Y[o] = g * xh + b;
-  }
+  strided_loads(
+      int(threadIdx.x) / bn_cols, N, bn_lanes, [&](int i) { return X[size_t(i) * C + c]; },
+      [&](int i, T x) {
+        const size_t o = size_t(i) * C + c;
+        const T xh = (x - mu) * is;
+        xhat[o] = xh;
+        Y[o] = g * xh + b;
+      });
 }
 
 template <class T>
@@ -139,22 +123,18 @@ __global__ void __launch_bounds__(bn_threads)
   }
   if (!dX) return;
   const T k = gamma[c] * inv_std[c], md = T(sd / N), mdx = T(sdx / N);
-  const auto grad = [&](T dy, T xh) { return training ? k * (dy - md - xh * mdx) : k * dy; };
-  int i = int(threadIdx.x) / bn_cols;
-  for (; i + 3 * bn_lanes < N; i += 4 * bn_lanes) {
-    T dy[4], xh[4], dx[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const size_t o = size_t(i + u * bn_lanes) * C + c;
-      dy[u] = dY[o], xh[u] = xhat[o], dx[u] = dX[o];
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) dX[size_t(i + u * bn_lanes) * C + c] = dx[u] + grad(dy[u], xh[u]);
-  }
-  for (; i < N; i += bn_lanes) {
-    const size_t o = size_t(i) * C + c;
-    dX[o] += grad(dY[o], xhat[o]);
-  }
+  struct Row {
+    T dy, xh, dx;
+  };
+  strided_loads(
+      int(threadIdx.x) / bn_cols, N, bn_lanes,
+      [&](int i) {
+        const size_t o = size_t(i) * C + c;
+        return Row{dY[o], xhat[o], dX[o]};
+      },
+      [&](int i, Row r) {
+        dX[size_t(i) * C + c] = r.dx + (training ? k * (r.dy - md - r.xh * mdx) : k * r.dy);
+      });
 }
 
 // The grid of either kernel: a block per bn_cols columns. (tests/emulated takes the code

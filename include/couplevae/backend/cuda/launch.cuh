@@ -46,6 +46,24 @@ __device__ U block_reduce(U v, Op op, U* shared /* 32 */) {
   return v;
 }
 
+// use(i, load(i)) for i = first, first + step, .. < n, in that order, four loads issued
+// before the first of their uses (a loop of load-then-use keeps one load in flight per
+// thread, a round trip to memory each; the kernels' row and column walks go through this).
+// A use may write what its own load read (in place), not what a later load reads.
+template <class Load, class Use>
+__device__ void strided_loads(int first, int n, int step, Load load, Use use) {
+  using V = decltype(load(first));
+  int i = first;
+  for (; i + 3 * step < n; i += 4 * step) {
+    V v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = load(i + u * step);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) use(i + u * step, v[u]);
+  }
+  for (; i < n; i += step) use(i, load(i));
+}
+
 // out[0] += scale * (sum of f(i) for i < n), in double.
 template <class F>
 __global__ void reduce_kernel(size_t n, F f, double scale, double* out) {

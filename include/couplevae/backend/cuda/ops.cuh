@@ -69,27 +69,13 @@ __global__ void softmax_xent_kernel(T* logits, const T* bias, int V, const int32
   const auto value = [&](int k) { return bias ? x[k] + bias[k] : x[k]; };
   const int32_t target = targets[blockIdx.x];  // negative: padding, loss 0
   const T vt = target >= 0 ? value(target) : T(0);  // read before the first barrier, overwritten after it
-  // The max, four loads in flight per thread (a loop of one load each kept one in flight per
-  // warp: 40 round trips to memory one after another for a row of PTB's 10,002 values).
-  // The max does not depend on the order, so this changes no result.
+  // The max, four loads in flight per thread (strided_loads; a loop of one load each kept one
+  // in flight: 40 round trips to memory one after another for a row of PTB's 10,002 values).
   T m = -INFINITY;
-  const int step = int(blockDim.x);
-  int k = int(threadIdx.x);
-  for (; k + 3 * step < V; k += 4 * step) {
-    T v[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) v[u] = value(k + u * step);
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      if (cached) row[k + u * step] = v[u];
-      m = fmax(m, v[u]);
-    }
-  }
-  for (; k < V; k += step) {
-    const T v = value(k);
+  strided_loads(int(threadIdx.x), V, int(blockDim.x), value, [&](int k, T v) {
     if (cached) row[k] = v;
     m = fmax(m, v);
-  }
+  });
   m = block_reduce(m, [](T a, T b) { return a > b ? a : b; }, shared);
   T s = 0;
   for (int k = threadIdx.x; k < V; k += blockDim.x) {  // each thread its own k: no barrier needed
