@@ -48,12 +48,13 @@ __device__ U block_reduce(U v, Op op, U* shared /* 32 */) {
 
 // use(i, load(i)) for i = first, first + step, .. < n, in that order, four loads issued
 // before the first of their uses (a loop of load-then-use keeps one load in flight per
-// thread, a round trip to memory each; the kernels' row and column walks go through this).
+// thread, a round trip to memory each; the kernels' row and column walks and reduce_kernel go
+// through this).
 // A use may write what its own load read (in place), not what a later load reads.
-template <class Load, class Use>
-__device__ void strided_loads(int first, int n, int step, Load load, Use use) {
+template <class I, class Load, class Use>
+__device__ void strided_loads(I first, I n, I step, Load load, Use use) {
   using V = decltype(load(first));
-  int i = first;
+  I i = first;
   for (; i + 3 * step < n; i += 4 * step) {
     V v[4];
 #pragma unroll
@@ -68,8 +69,9 @@ __device__ void strided_loads(int first, int n, int step, Load load, Use use) {
 template <class F>
 __global__ void reduce_kernel(size_t n, F f, double scale, double* out) {
   __shared__ double shared[32];
-  double s = 0;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) s += f(i);
+  double s = 0;  // at most 1024 blocks: about 30 terms a thread for the gradient norm of couple-vae's arena
+  strided_loads(size_t(blockIdx.x) * blockDim.x + threadIdx.x, n, size_t(gridDim.x) * blockDim.x, f,
+                [&](size_t, double v) { s += v; });
   s = block_reduce(s, [](double a, double b) { return a + b; }, shared);
   if (threadIdx.x == 0) atomicAdd(out, scale * s);
 }
