@@ -1,8 +1,8 @@
 // tests/emulated/emulation.hpp: a GPU on host threads, for running the device code that
 // extract_kernels.cmake turns into plain C++ (emulate_recurrence.cpp, emulate_softmax.cpp).
 //
-// Every thread of a block is a std::thread, __syncthreads a per-block std::barrier, a warp's
-// __shfl_xor_sync a per-warp std::barrier around a slot per lane, static shared memory
+// Every thread of a block is a std::thread, __syncthreads a per-block Barrier, a warp's
+// __shfl_xor_sync a per-warp Barrier around a slot per lane, static shared memory
 // (emulated_shared) and dynamic shared memory (emulated_dynamic_shared) one buffer per block,
 // NaN until written. The memory model is the host's: what this cannot see is a GPU's L1
 // serving stale lines, which the kernels avoid by reading other blocks' data with __ldcg.
@@ -11,11 +11,13 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <barrier>
+#include <condition_variable>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -27,11 +29,40 @@ struct Dim3 {
 thread_local Dim3 threadIdx, blockIdx;
 thread_local unsigned block_id;  // the resident block this thread belongs to
 Dim3 blockDim, gridDim;
-std::vector<std::unique_ptr<std::barrier<>>> block_barriers;
+// A barrier of n threads: a mutex of its own and a generation count. Not std::barrier:
+// libstdc++'s waits go through a process-wide pool of waiter counters and mutexes shared by
+// unrelated barriers, and ThreadSanitizer (ctest racecheck.*) takes each of those as an
+// ordering between the threads that touch it, so a kernel's missing __syncthreads could
+// hide behind another warp's barrier. Here each wait orders exactly the n threads of this
+// barrier, as on a GPU.
+class Barrier {
+ public:
+  explicit Barrier(unsigned n) : n_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const unsigned long gen = generation_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++generation_;
+      lock.unlock();
+      all_.notify_all();
+      return;
+    }
+    all_.wait(lock, [&] { return generation_ != gen; });
+  }
+
+ private:
+  const unsigned n_;
+  unsigned arrived_ = 0;
+  unsigned long generation_ = 0;
+  std::mutex mutex_;
+  std::condition_variable all_;
+};
+std::vector<std::unique_ptr<Barrier>> block_barriers;
 constexpr size_t shared_doubles = 6144;  // 48 KB of emulated static shared memory per block
 std::vector<std::vector<double>> block_shared, block_dynamic;
 struct Warp {
-  std::barrier<> sync{32};
+  Barrier sync{32};
   double lane[32];
 };
 std::vector<std::unique_ptr<Warp>> warps;  // warps_per_block of them per resident block
@@ -94,7 +125,7 @@ inline void run_blocks(Dim3 grid, unsigned threads, const Body& body, bool coope
   block_dynamic.assign(resident, std::vector<double>((dynamic_bytes + sizeof(double) - 1) / sizeof(double)));
   for (unsigned r = 0; r < resident; ++r) {
     fresh(r);
-    block_barriers.emplace_back(new std::barrier<>(threads));
+    block_barriers.emplace_back(new Barrier(threads));
     for (unsigned w = 0; w < warps_per_block; ++w) warps.emplace_back(new Warp);
   }
   std::vector<std::thread> pool;
@@ -113,6 +144,17 @@ inline void run_blocks(Dim3 grid, unsigned threads, const Body& body, bool coope
         }
       });
   for (auto& t : pool) t.join();
+}
+
+// The programs' one option, --racecheck: the few cases that reach every kernel and every path
+// of each (shared-memory reuse across K chunks, grid barriers, tails) on small shapes, for
+// the ThreadSanitizer builds (ctest racecheck.*), under which a barrier of 256 host threads
+// costs some 20 times more. Any other argument is an error.
+inline bool racecheck_mode(int argc, char** argv) {
+  if (argc == 1) return false;
+  if (argc == 2 && std::string_view(argv[1]) == "--racecheck") return true;
+  std::fprintf(stderr, "usage: %s [--racecheck]\n", argv[0]);
+  std::exit(2);
 }
 
 // max |a - b| / max |b|; infinite when a has a non-finite entry (an unwritten NaN).
