@@ -318,6 +318,12 @@ TEST_CASE("batch norm: the host's row walk equals a plain per-column computation
       same("dgamma", dg, dg2);
       same("dbeta", db, db2);
       same("dX", dX, dX2);
+      // Training normalises every column: mean 0 (beta = 0 aside), the last block included.
+      if (training) {
+        double m = 0;
+        for (int i = 0; i < N; ++i) m += double(xh[size_t(i) * C + C - 1]);
+        CHECK(std::abs(m / N) < 1e3 * tol);
+      }
     }
   };
   for (int N : {37, 1600}) {

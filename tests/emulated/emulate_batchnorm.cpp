@@ -54,7 +54,7 @@ Outputs run(bool emulated, int N, int C, const Vec& X, const Vec& dY, bool train
                                  o.dgamma.data(), o.dbeta.data(), dX);
     return o;
   }
-  const Dim3 grid{unsigned((C + cuda_rt::bn_cols - 1) / cuda_rt::bn_cols), 1, 1};
+  const Dim3 grid{cuda_rt::bn_blocks(C), 1, 1};
   run_blocks(grid, cuda_rt::bn_threads, [&] {
     cuda_rt::batchnorm_forward_kernel<float>(N, C, o.y.data(), gamma.data(), beta.data(), o.run_mean.data(),
                                              o.run_var.data(), training, 0.1, 1e-5, o.xhat.data(), o.inv_std.data(),

@@ -1,5 +1,6 @@
 // tests/emulated/emulation.hpp: a GPU on host threads, for running the device code that
-// extract_kernels.cmake turns into plain C++ (emulate_recurrence.cpp, emulate_softmax.cpp).
+// extract_kernels.cmake turns into plain C++ (emulate_recurrence.cpp, emulate_softmax.cpp,
+// emulate_batchnorm.cpp).
 //
 // Every thread of a block is a std::thread, __syncthreads a per-block Barrier, a warp's
 // __shfl_xor_sync a per-warp Barrier around a slot per lane, static shared memory

@@ -12,8 +12,8 @@
 #               ops.cuh (from its comment to the end of namespace cuda_rt), for
 #               emulate_softmax.cpp;
 #   batchnorm:  strided_loads of launch.cuh and batch_norm.cuh from `constexpr int bn_cols`
-#               up to its host grid function (the column sum and both kernels), for
-#               emulate_batchnorm.cpp.
+#               to the end of its namespace (the grid's size, the column sum and both
+#               kernels), for emulate_batchnorm.cpp.
 # Kernels become functions (their parameters without __grid_constant__), their __shared__
 # declarations references to the emulated block's shared memory, the barrier's volatile
 # spin an atomic load. Every replacement must match: a kernel whose text changed so that
@@ -68,7 +68,7 @@ elseif(KIND STREQUAL "softmax")
   set(sources "${REDUCE} and ${IN}")
 elseif(KIND STREQUAL "batchnorm")
   extract(loads "${REDUCE}" "// use(i, load(i)) for i" "// out[0] += scale")
-  extract(kernels "${IN}" "constexpr int bn_cols" "// The grid of either kernel")
+  extract(kernels "${IN}" "constexpr int bn_cols" "}  // namespace couplevae::cuda_rt")
   set(code "${loads}${kernels}")
   replace("__device__ void strided_loads" "void strided_loads")
   replace("__device__ double bn_column_sum" "double bn_column_sum")

@@ -31,6 +31,8 @@
 namespace couplevae::cuda_rt {
 
 constexpr int bn_cols = 8, bn_lanes = 64, bn_threads = bn_cols * bn_lanes;
+// The blocks of either kernel's grid: one per bn_cols columns.
+constexpr unsigned bn_blocks(int C) { return unsigned((C + bn_cols - 1) / bn_cols); }
 
 // The sum over the rows i < N of f(i) for this thread's column, in double, returned to every
 // thread of that column. Every thread of the block calls it.
@@ -136,9 +138,5 @@ __global__ void __launch_bounds__(bn_threads)
         dX[size_t(i) * C + c] = r.dx + (training ? k * (r.dy - md - r.xh * mdx) : k * r.dy);
       });
 }
-
-// The grid of either kernel: a block per bn_cols columns. (tests/emulated takes the code
-// above this line.)
-inline dim3 bn_grid(int C) { return dim3(unsigned((C + bn_cols - 1) / bn_cols)); }
 
 }  // namespace couplevae::cuda_rt
