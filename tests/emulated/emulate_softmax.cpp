@@ -1,19 +1,29 @@
-// softmax_xent_kernel of backend/cuda/ops.cuh (and the block_reduce and strided_loads of
-// launch.cuh it calls) run on the CPU (ctest emulated.softmax; no GPU or nvcc needed):
-// extract_kernels.cmake turns their device code into plain C++ and emulation.hpp runs it, a
-// block of host threads per row, its warps' shuffles included.
+// softmax_xent_kernel of backend/cuda/ops.cuh and reduce_kernel of launch.cuh (and the
+// block_reduce and strided_loads of launch.cuh they call) run on the CPU (ctest
+// emulated.softmax; no GPU or nvcc needed): extract_kernels.cmake turns their device code into
+// plain C++ and emulation.hpp runs it, a block of host threads per row, its warps' shuffles
+// included.
 //
-// For V = 13 and 3000 (the row in shared memory; 3000 takes the max's loop of four loads a
-// thread twice, then its single loads) and one float more than that memory holds (in place), with and without a bias, training (keep_probs) and evaluation (loss only), on
-// rows whose targets include the first and last value and a padding row (target -1):
+// softmax_xent_kernel, for V = 13 and 3000 (the row in shared memory; 3000 takes the max's
+// loop of four loads a thread twice, then its single loads) and one float more than that
+// memory holds (in place), with and without a bias, training (keep_probs) and evaluation
+// (loss only), on rows whose targets include the first and last value and a padding row
+// (target -1):
 //   - the losses equal ops<cpu>::softmax_xent's to float rounding, the padding row's exactly 0;
 //   - training: the logits become the probabilities ops<cpu> gives, every value written;
 //   - evaluation: the logits are left exactly as they were;
 //   - the kernel gives the same losses and probabilities bit for bit with the row in shared
 //     memory and in place (V = 3000 run both ways), as its comment says.
+// reduce_kernel (launch<cuda>::sum_into: the step guard's gradient norm), a sum of squares
+// of small integers so that every sum is exact in double whatever its order: equal to the
+// sum taken here, term by term, into a total it adds to (scaled), for n = 1 (one thread of
+// the grid has a term), 1000 on reduce_blocks(1000) blocks (a last block part full) and
+// 20000 on 3 blocks (the grid capped: 26 or 27 terms a thread, groups of four loads, then
+// the single ones).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include <couplevae/backend/cpu/ops.hpp>
@@ -82,12 +92,33 @@ bool check(int V, bool with_bias, bool keep_probs, bool both_ways, uint64_t seed
   return ok;
 }
 
+// reduce_kernel over n terms on `blocks` blocks of reduce_threads.
+bool check_reduce(size_t n, unsigned blocks) {
+  std::vector<float> g(n);
+  for (size_t i = 0; i < n; ++i) g[i] = float(int((i * 2654435761u) % 13) - 6);
+  const auto square = [&](size_t i) { return double(g[i]) * g[i]; };
+  const double scale = 0.25, before = 0.5;
+  double want = 0;
+  for (size_t i = 0; i < n; ++i) want += square(i);
+  want = before + scale * want;
+  double out = before;
+  run_blocks({blocks, 1, 1}, cuda_rt::reduce_threads, [&] { cuda_rt::reduce_kernel(n, square, scale, &out); });
+  const bool ok = out == want;
+  std::printf("reduce n %6zu on %u blocks: %.17g, want %.17g%s\n", n, blocks, out, want, ok ? "" : "  FAILED");
+  return ok;
+}
+
+static_assert(cuda_rt::reduce_blocks(1) == 1 && cuda_rt::reduce_blocks(1000) == 4 &&
+              cuda_rt::reduce_blocks(256 * 1024) == 1024 && cuda_rt::reduce_blocks(7506404) == 1024);
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const int beyond = int(cuda_rt::softmax_cache_bytes / sizeof(float)) + 1;  // in place
   // --racecheck: V = 3000 alone, which runs cached and in place, both past four loads a thread
-  const std::vector<int> sizes = racecheck_mode(argc, argv) ? std::vector<int>{3000} : std::vector<int>{13, 3000, beyond};
+  // (and the capped grid of reduce_kernel, below)
+  const bool few = racecheck_mode(argc, argv);
+  const std::vector<int> sizes = few ? std::vector<int>{3000} : std::vector<int>{13, 3000, beyond};
   int failed = 0, cases = 0;
   uint64_t seed = 300;
   for (int V : sizes)
@@ -96,6 +127,14 @@ int main(int argc, char** argv) {
         failed += !check(V, with_bias, keep_probs, /*both_ways=*/V == 3000, seed++);
         ++cases;
       }
+  // reduce_kernel; --racecheck: the capped grid alone
+  const std::vector<std::pair<size_t, unsigned>> sums = {{1, cuda_rt::reduce_blocks(1)},
+                                                         {1000, cuda_rt::reduce_blocks(1000)},
+                                                         {20000, 3}};
+  for (size_t k = few ? 2 : 0; k < sums.size(); ++k) {
+    failed += !check_reduce(sums[k].first, sums[k].second);
+    ++cases;
+  }
   if (failed) std::printf("FAILED: %d of %d cases\n", failed, cases);
   return failed ? 1 : 0;
 }

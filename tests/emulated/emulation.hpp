@@ -69,6 +69,7 @@ inline T __ldcg(const T* p) {
   return std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
 }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
+inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
 inline unsigned emulated_load(unsigned* p) { return std::atomic_ref<unsigned>(*p).load(); }
 template <class S>
 inline S& emulated_shared() {

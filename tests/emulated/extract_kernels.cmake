@@ -8,9 +8,9 @@
 #   recurrence: from `constexpr int rec_rows` up to the first host launcher of recurrence.cuh
 #               (the kernels of one step forward and backward, rows_gemm_kernel and the
 #               persistent kernel), for emulate_recurrence.cpp;
-#   softmax:    block_reduce and strided_loads of launch.cuh and softmax_xent_kernel of
-#               ops.cuh (from its comment to the end of namespace cuda_rt), for
-#               emulate_softmax.cpp;
+#   softmax:    block_reduce, strided_loads and reduce_kernel (with its grid's size) of
+#               launch.cuh and softmax_xent_kernel of ops.cuh (from its comment to the end
+#               of namespace cuda_rt), for emulate_softmax.cpp;
 #   batchnorm:  strided_loads of launch.cuh and batch_norm.cuh from `constexpr int bn_cols`
 #               to the end of its namespace (the grid's size, the column sum and both
 #               kernels), for emulate_batchnorm.cpp.
@@ -56,11 +56,13 @@ if(KIND STREQUAL "recurrence")
   replace("*static_cast<volatile unsigned*>(counter) < target" "emulated_load(counter) < target")
   set(sources "${IN}")
 elseif(KIND STREQUAL "softmax")
-  extract(reduce "${REDUCE}" "// Sum over a block of 256 threads" "// out[0] += scale")
+  extract(reduce "${REDUCE}" "// Sum over a block of 256 threads" "// out[0] += scale * (sum of f(i) for i < n), on")
   extract(kernel "${IN}" "// One block per row, whose values" "}  // namespace cuda_rt")
   set(code "${reduce}${kernel}")
   replace("__device__ U block_reduce" "U block_reduce")
   replace("__device__ void strided_loads" "void strided_loads")
+  replace("__global__ void reduce_kernel" "void reduce_kernel")
+  replace("__shared__ double shared[32];" "auto& shared = emulated_shared<double[32]>();")
   replace("__global__ void softmax_xent_kernel" "void softmax_xent_kernel")
   replace("__shared__ T shared[32];" "auto& shared = emulated_shared<T[32]>();")
   replace("extern __shared__ __align__(16) unsigned char cache_bytes[];"

@@ -69,21 +69,26 @@ __device__ void strided_loads(I first, I n, I step, Load load, Use use) {
 template <class F>
 __global__ void reduce_kernel(size_t n, F f, double scale, double* out) {
   __shared__ double shared[32];
-  double s = 0;  // at most 1024 blocks: about 30 terms a thread for the gradient norm of couple-vae's arena
+  double s = 0;
   strided_loads(size_t(blockIdx.x) * blockDim.x + threadIdx.x, n, size_t(gridDim.x) * blockDim.x, f,
                 [&](size_t, double v) { s += v; });
   s = block_reduce(s, [](double a, double b) { return a + b; }, shared);
   if (threadIdx.x == 0) atomicAdd(out, scale * s);
 }
 
+// reduce_kernel's grid for n terms: blocks of reduce_threads, at most 1024 of them (about 30
+// terms a thread for the gradient norm of couple-vae's arena at the PTB sizes).
+constexpr unsigned reduce_threads = 256;
+constexpr unsigned reduce_blocks(size_t n) {
+  return unsigned(std::min<size_t>((n + reduce_threads - 1) / reduce_threads, 1024));
+}
+
 // out[0] += scale * (sum of f(i) for i < n), on the thread's stream; out is device memory.
 template <class F>
 void reduce_into(size_t n, const F& f, double scale, double* out, const char* name) {
   if (n == 0) return;
-  constexpr int threads = 256;
-  const size_t blocks = std::min<size_t>((n + threads - 1) / threads, 1024);
-  launch_kernel(reinterpret_cast<const void*>(&reduce_kernel<F>), dim3(unsigned(blocks)), dim3(threads), 0, name, n, f,
-                scale, out);
+  launch_kernel(reinterpret_cast<const void*>(&reduce_kernel<F>), dim3(reduce_blocks(n)), dim3(reduce_threads), 0,
+                name, n, f, scale, out);
 }
 
 // sum of f(i) for i < n, in double, returned to the host (waits for the stream).
