@@ -174,60 +174,68 @@ struct CommandLine {
       cmd->add_option("--backend", backend, "cpu (default) or cuda (an NVIDIA GPU; needs a build with COUPLEVAE_WITH_CUDA=ON)")
           ->check(CLI::IsMember({"cpu", "cuda"}));
     };
+    // The defaults of the sizes and the schedule come from the preset and the model
+    // (model_config); the help shows PTB's for the VAE.
+    const Config ptb = model_config("vae", "ptb");
+    const auto preset_default = [](auto v) { return " (default: the preset's and model's; ptb " + std::to_string(v) + ")"; };
+    std::string ptb_dilations;
+    for (int d : ptb.cnn_dilations) ptb_dilations += (ptb_dilations.empty() ? "" : " ") + std::to_string(d);
     TrainArgs& ta = train;
     train_cmd = ta.cmd = app.add_subcommand("train", "train a model; writes OUT/last.safetensors and OUT/best.safetensors");
     train_cmd->add_option("--model", ta.model, "model name: " + model_name_list())->required();
     train_cmd->add_option("--data", ta.data, "folder holding train.txt valid.txt test.txt")->required();
-    train_cmd->add_option("--preset", ta.preset, "dataset preset: ptb, yelp or yahoo");
-    train_cmd->add_option("--steps", ta.steps, "training steps (default: the preset's 60000)");
-    train_cmd->add_option("--seed", ta.seed, "random seed");
-    train_cmd->add_option("--out", ta.out, "output folder for checkpoints");
-    train_cmd->add_option("--lambda-c", ta.lambda_c, "coupling weight (default: the preset's)");
-    train_cmd->add_option("--coupling", ta.coupling, "coupling loss: rq (default) or euclidean");
-    train_cmd->add_option("--beta", ta.beta, "cap of the KL weight for the beta-VAE models");
-    train_cmd->add_option("--cnn-channels", ta.cnn_channels, "channels of the dilated CNN decoder");
-    train_cmd->add_option("--dilations", ta.dilations, "dilations of the CNN decoder's blocks, e.g. 1 2 4 8 16");
+    train_cmd->add_option("--preset", ta.preset, "dataset preset: ptb, yelp or yahoo")->capture_default_str();
+    train_cmd->add_option("--steps", ta.steps, "training steps" + preset_default(ptb.steps));
+    train_cmd->add_option("--seed", ta.seed, "random seed")->capture_default_str();
+    train_cmd->add_option("--out", ta.out, "output folder for checkpoints (default: none; nothing is written)");
+    train_cmd->add_option("--lambda-c", ta.lambda_c, "coupling weight (default: the model's: 0.1; on ptb 7.5 for couple-vmf-vae, 0 for couple-cnn-vae)");
+    train_cmd->add_option("--coupling", ta.coupling, "coupling loss: rq (default) or euclidean (the default of couple-vae on yahoo)");
+    train_cmd->add_option("--beta", ta.beta, "cap of the KL weight for the beta-VAE models (default: the model's, 0.8 or 1.2)");
+    train_cmd->add_option("--cnn-channels", ta.cnn_channels, "channels of the dilated CNN decoder" + preset_default(ptb.cnn_channels));
+    train_cmd->add_option("--dilations", ta.dilations, "dilations of the CNN decoder's blocks (default: the preset's; ptb " + ptb_dilations + ")");
     train_cmd->add_option("--resume", ta.resume, "continue from a last.safetensors");
     train_cmd->add_flag("--overwrite", ta.overwrite, "replace a run already in --out");
     train_cmd->add_flag("--aggressive", ta.aggressive,
                         "aggressive inference-network training (He et al.'s Lagging-VAE schedule) for any model "
                         "with a stochastic posterior; lagging-vae and couple-lagging-vae imply it");
-    train_cmd->add_option("--embed", ta.embed, "embedding size");
-    train_cmd->add_option("--hidden", ta.hidden, "encoder size per direction (decoder: twice)");
-    train_cmd->add_option("--latent", ta.latent, "latent size");
-    train_cmd->add_option("--batch-size", ta.batch_size, "batch size");
-    train_cmd->add_option("--valid-every", ta.valid_every, "validate every N steps");
-    train_cmd->add_option("--valid-max-sentences", ta.valid_max_sentences, "validate on the first N sentences only");
+    train_cmd->add_option("--embed", ta.embed, "embedding size" + preset_default(ptb.embed));
+    train_cmd->add_option("--hidden", ta.hidden, "encoder size per direction (decoder: twice)" + preset_default(ptb.hidden));
+    train_cmd->add_option("--latent", ta.latent, "latent size" + preset_default(ptb.latent));
+    train_cmd->add_option("--batch-size", ta.batch_size, "batch size" + preset_default(ptb.batch_size));
+    train_cmd->add_option("--valid-every", ta.valid_every, "validate every N steps" + preset_default(ptb.valid_every));
+    train_cmd->add_option("--valid-max-sentences", ta.valid_max_sentences, "validate on the first N sentences only (default: all)");
     train_cmd->add_option("--eval-batch-size", ta.eval_batch_size,
-                          "sentences per validation batch (0: --batch-size; larger runs faster on a GPU, and changes "
-                          "which noise each sentence draws); kept in the checkpoints for eval");
+                          "sentences per validation batch (default 0: --batch-size; larger runs faster on a GPU, with "
+                          "the same numbers); kept in the checkpoints for eval");
     train_cmd->add_option("--eval-rows", ta.eval_rows,
                           "sentences decoded together in evaluation, importance samples included (default " +
                               std::to_string(Config{}.eval_rows) + ")");
-    train_cmd->add_option("--kl-start", ta.kl_start, "step after which KL annealing starts");
-    train_cmd->add_option("--kl-anneal-steps", ta.kl_anneal_steps, "steps over which the KL weight rises to its cap");
-    train_cmd->add_option("--log-every", ta.log_every, "progress line every N steps (0: none)");
+    train_cmd->add_option("--kl-start", ta.kl_start, "step after which KL annealing starts" + preset_default(ptb.kl_start));
+    train_cmd->add_option("--kl-anneal-steps", ta.kl_anneal_steps, "steps over which the KL weight rises to its cap" + preset_default(ptb.kl_anneal_steps));
+    train_cmd->add_option("--log-every", ta.log_every, "progress line every N steps (0: none)")->capture_default_str();
     train_cmd->add_option("--max-nonfinite", ta.max_nonfinite,
-                          "stop after this many non-finite steps in a row (each is skipped; default 20)");
+                          "stop after this many non-finite steps in a row (each is skipped)")
+        ->capture_default_str();
     train_cmd->add_option("--track-every", ta.track_every,
                           "every K steps record the gradient norms (grad_rec, grad_reg, grad_h, ...) on fixed validation "
                           "sentences into OUT/dynamics.csv and OUT/dynamics.npy (0: off)");
     train_cmd->add_option("--track-sentences", ta.track_sentences,
-                          "validation sentences used by --track-every (default 200)");
+                          "validation sentences used by --track-every")
+        ->capture_default_str();
     add_backend(train_cmd, ta.backend);
 
     EvalArgs& ea = eval;
     eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint (importance-sampled NLL, KL, PPL)");
     eval_cmd->add_option("--checkpoint", ea.checkpoint, "a .safetensors checkpoint")->required();
     eval_cmd->add_option("--data", ea.data, "folder holding the split's .txt file")->required();
-    eval_cmd->add_option("--split", ea.split, "train, valid or test");
-    eval_cmd->add_option("--samples", ea.samples, "importance samples per sentence");
-    eval_cmd->add_option("--max-sentences", ea.max_sentences, "evaluate the first M sentences only");
+    eval_cmd->add_option("--split", ea.split, "train, valid or test")->capture_default_str();
+    eval_cmd->add_option("--samples", ea.samples, "importance samples per sentence")->capture_default_str();
+    eval_cmd->add_option("--max-sentences", ea.max_sentences, "evaluate the first M sentences only (default: all)");
     eval_cmd->add_option("--metrics", ea.metrics, "comma-separated: nll,mi,bleu,dist,grad (default: all that apply)");
-    eval_cmd->add_option("--mi-samples", ea.mi_samples, "samples per sentence for MI");
-    eval_cmd->add_option("--bleu-samples", ea.bleu_samples, "posterior samples per sentence for BLEU");
-    eval_cmd->add_option("--dist-samples", ea.dist_samples, "prior samples for Dist-1/2");
-    eval_cmd->add_option("--seed", ea.seed, "seed of the evaluation noise");
+    eval_cmd->add_option("--mi-samples", ea.mi_samples, "samples per sentence for MI")->capture_default_str();
+    eval_cmd->add_option("--bleu-samples", ea.bleu_samples, "posterior samples per sentence for BLEU")->capture_default_str();
+    eval_cmd->add_option("--dist-samples", ea.dist_samples, "prior samples for Dist-1/2")->capture_default_str();
+    eval_cmd->add_option("--seed", ea.seed, "seed of the evaluation noise")->capture_default_str();
     eval_cmd->add_option("--eval-batch-size", ea.eval_batch_size, "sentences per NLL batch (default: the checkpoint's)");
     eval_cmd->add_option("--eval-rows", ea.eval_rows,
                          "sentences decoded together, importance samples included (default: the checkpoint's)");
@@ -246,10 +254,10 @@ struct CommandLine {
 
     sample_cmd = app.add_subcommand("sample", "print N samples from the prior, one a line");
     sample_cmd->add_option("--checkpoint", sample.checkpoint, "a .safetensors checkpoint")->required();
-    sample_cmd->add_option("--n", sample.n, "number of samples");
-    sample_cmd->add_option("--temperature", sample.temperature, "0: greedy decoding; > 0: sampling");
-    sample_cmd->add_option("--seed", sample.seed, "seed");
-    sample_cmd->add_option("--max-len", sample.max_len, "maximum tokens");
+    sample_cmd->add_option("--n", sample.n, "number of samples")->capture_default_str();
+    sample_cmd->add_option("--temperature", sample.temperature, "0: greedy decoding; > 0: sampling")->capture_default_str();
+    sample_cmd->add_option("--seed", sample.seed, "seed")->capture_default_str();
+    sample_cmd->add_option("--max-len", sample.max_len, "maximum tokens")->capture_default_str();
     add_backend(sample_cmd, sample.backend);
 
     interp_cmd = app.add_subcommand("interpolate", "decode 7 points between two sentences' posterior means");
@@ -260,8 +268,8 @@ struct CommandLine {
 
     corpus_cmd = app.add_subcommand("make-corpus", "write the small synthetic corpus of the quick start");
     corpus_cmd->add_option("--out", corpus.out, "folder to write train.txt valid.txt test.txt into")->required();
-    corpus_cmd->add_option("--seed", corpus.seed, "seed");
-    corpus_cmd->add_option("--train-lines", corpus.train_lines, "training sentences");
+    corpus_cmd->add_option("--seed", corpus.seed, "seed")->capture_default_str();
+    corpus_cmd->add_option("--train-lines", corpus.train_lines, "training sentences")->capture_default_str();
   }
 
   // Parses argv. Returns -1 when a command is to run, otherwise the exit code: 0 after

@@ -25,6 +25,12 @@ expect_error() {
   ok
 }
 
+# Every command's help exits 0 and shows the defaults.
+for cmd in train eval report sample interpolate make-corpus; do
+  help=$("$bin" "$cmd" --help 2>&1) && grep -q "^Options:" <<<"$help" && ok || bad "$cmd --help failed: $help"
+done
+"$bin" eval --help | grep -qE -- "--samples INT=100 " && ok || bad "eval --help does not show --samples' default"
+"$bin" train --help | grep -qE -- "--embed INT .*ptb 200\)" && ok || bad "train --help does not show --embed's PTB default"
 "$bin" make-corpus --out "$work/toy" --seed 1 --train-lines 200 >/dev/null || bad "make-corpus failed"
 small=(--embed 16 --hidden 8 --latent 4 --valid-every 10 --log-every 5)
 "$bin" train --model couple-vae --data "$work/toy" --steps 20 --seed 0 --out "$work/run" "${small[@]}" \

@@ -68,8 +68,9 @@ struct Config {
   int valid_every = 1000, valid_samples = 10, test_samples = 100;
   // Evaluation's batching (eval/nll.hpp): sentences per batch (0: batch_size), and how many
   // sentences a model decodes together (its samples k at a time, k = eval_rows / batch,
-  // at least 1). Both decide which noise each sentence draws, so the estimates depend on
-  // them (not their expectation); a GPU runs larger ones in fewer launches.
+  // at least 1). They change the speed (a GPU runs larger ones in fewer launches), not the
+  // numbers: each (sentence, sample) draws its noise by the seed and its two indices
+  // (eval/nll.hpp). SA-VAE excepted, whose SVI clips gradients over the whole batch.
   int eval_batch_size = 0, eval_rows = 256;
   // data
   int max_len = 200;
