@@ -6,7 +6,8 @@
 #      else configure with COUPLEVAE_WITH_CUDA=ON against the unpacked headers and build;
 #   test      the cuda test program: host bodies, then device parity of every op and every
 #             model and 200 training steps of couple-vae tracking the cpu run;
-#   cli       the tool with --backend cuda against cpu evaluation of the same checkpoints;
+#   cli       the tool with --backend cuda against cpu evaluation of the same checkpoints,
+#             which Python's safetensors package must read (tests/safetensors_interop.py);
 #   bench     bench/compare_gpu.sh against PyTorch on the same GPU, eager and with CUDA Graphs;
 #   profile   couplevae_bench_cuda phase by phase (--phases), each COUPLEVAE_CUDA_RECURRENCE,
 #             with and without CUDA Graphs of whole steps (COUPLEVAE_CUDA_GRAPHS), interleaved;
@@ -192,6 +193,11 @@ stage_cli() {
   timeout "$(limit 300 "$CASES_END")" bash "$ROOT/tests/cuda/cli_cuda_test.sh" "$BIN/couplevae" /tmp/cli-cuda >"$LOGS/cli.log" 2>&1
   note "cli: exit $? ($(tail -1 "$LOGS/cli.log"))"
   grep FAIL "$LOGS/cli.log" | head -10
+  # its checkpoints (cuda-trained, one resumed on the cpu) read by Python's safetensors package
+  timeout "$(limit 60 "$CASES_END")" python3 "$ROOT/tests/safetensors_interop.py" /tmp/cli-cuda/*/last.safetensors \
+    >"$LOGS/safetensors.log" 2>&1
+  note "safetensors package: exit $? ($(grep -c ', the same$' "$LOGS/safetensors.log") checkpoints read the same)"
+  grep -v ', the same$' "$LOGS/safetensors.log" | head -5
 }
 # stage_bench LIMIT [OPTIONS]: bench/compare_gpu.sh with --rounds and --steps, then OPTIONS,
 # cut after LIMIT seconds (the runs it finished are in its log)
