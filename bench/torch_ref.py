@@ -59,8 +59,11 @@ Usage (use Debian's python, which has torch; the machine has 2 cores)
   /usr/bin/python3 bench/torch_ref.py bench-eval --model vae --data DIR --samples 100 \\
       --max-sentences 500
 
-``train`` prints a progress line every K steps (means over the last K steps)
-and, as the LAST line of stdout, one JSON object
+``train`` prints a progress line every K steps (means over the last K steps),
+with --valid-every K a line "valid step S: nll X kl Y ppl P (V s) train_s T" every K
+steps (importance-sampled, --valid-samples, default 10, on the first
+--valid-max-sentences of the valid split; T = seconds in training steps so far,
+validations excluded; bench/time_to_quality.sh reads them), and, as the LAST line of stdout, one JSON object
 {"model","steps","nll","kl","rec","rec_c","ppl","sentences"} for the final
 model on the test split (rec_c is null for the plain VAE).
 ``bench`` prints {"model","steps_per_s","tokens_per_s","peak_rss_mb","threads"}
@@ -492,6 +495,7 @@ def cmd_train(args):
     vocab, model = setup(args)
     train = load_split(split_path(args, "train"), vocab, args.max_len)
     test = load_split(split_path(args, "test"), vocab, args.max_len)
+    valid = load_split(split_path(args, "valid"), vocab, args.max_len)[:args.valid_max_sentences]
     n_params = sum(p.numel() for p in model.parameters())
     print("# model=%s vocab=%d train=%d test=%d params=%d threads=%d"
           % (args.model, len(vocab), len(train), len(test), n_params, args.threads), flush=True)
@@ -501,8 +505,12 @@ def cmd_train(args):
     acc = {k: 0.0 for k in keys}
     n_acc = 0
     t0 = time.perf_counter()
+    train_s = 0.0  # seconds spent in training steps (validations excluded)
     for _ in range(args.steps):
+        started = time.perf_counter()
         parts = trainer.step(next(stream))
+        sync()
+        train_s += time.perf_counter() - started
         for k in keys:
             acc[k] += parts.get(k, 0.0)
         n_acc += 1
@@ -517,6 +525,16 @@ def cmd_train(args):
             acc = {k: 0.0 for k in keys}
             n_acc = 0
             t0 = time.perf_counter()
+        if args.valid_every and trainer.step_num % args.valid_every == 0:
+            # the couplevae tool's validation line, plus the training seconds so far
+            started = time.perf_counter()
+            gen = torch.Generator().manual_seed(args.seed + trainer.step_num)
+            r = evaluate(model, valid, args.valid_samples, batch_size=args.eval_batch,
+                         token_budget=args.eval_token_budget, generator=gen)
+            print("valid step %d: nll %.6g kl %.6g ppl %.6g (%.1f s) train_s %.3f"
+                  % (trainer.step_num, r["nll"], r["kl"], r["ppl"], time.perf_counter() - started, train_s),
+                  flush=True)
+            t0 += time.perf_counter() - started
     if args.eval_max_sentences is not None:
         test = test[:args.eval_max_sentences]
     gen = torch.Generator().manual_seed(args.seed)
@@ -617,6 +635,10 @@ def build_parser():
     t.add_argument("--eval-max-sentences", "--max-sentences", dest="eval_max_sentences",
                    type=int, default=None)
     t.add_argument("--log-every", type=int, default=100)
+    t.add_argument("--valid-every", type=int, default=0,
+                   help="every K steps the importance-sampled NLL on the valid split (0: never)")
+    t.add_argument("--valid-samples", type=int, default=10, help="importance samples per validation sentence")
+    t.add_argument("--valid-max-sentences", type=int, default=None, help="validate on the first M sentences")
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", parents=[common])
