@@ -1,7 +1,7 @@
 # bench/args.sh: the command line bench/compare.sh, bench/compare_gpu.sh and
-# bench/time_to_quality.sh share (sourced after the defaults are set). parse_args handles
-# --data, --steps, --warmup, --eval-sentences, --eval-samples, --rounds, --valid-every and
-# --valid-sentences (only where VALID_EVERY has a default), --threads (only where THREADS has a default),
+# bench/time_to_quality.sh share (sourced after the defaults are set; a script's own options
+# are taken out first). parse_args handles --data, --steps, --warmup, --eval-sentences,
+# --eval-samples, --rounds, --threads (only where THREADS has a default),
 # --models (only where MODELS has a default: a space- or comma-separated list, each name one
 # of ALLOWED_MODELS) and --help (the script's header lines 2..HELP_LINES); check_data makes DATA absolute.
 # The models bench/torch_ref.py has, so the ones --models may name.
@@ -19,11 +19,6 @@ parse_args() {
       --eval-sentences) need_value "$@"; posint "$1" "$2" 1; EVAL_SENTENCES="$2"; shift 2 ;;
       --eval-samples) need_value "$@"; posint "$1" "$2" 1; EVAL_SAMPLES="$2"; shift 2 ;;
       --rounds) need_value "$@"; posint "$1" "$2" 1; ROUNDS="$2"; shift 2 ;;
-      --valid-every|--valid-sentences)
-        [[ -v VALID_EVERY ]] || die "unknown argument '$1' (see --help)"
-        need_value "$@"; posint "$1" "$2" 1
-        if [[ "$1" == --valid-every ]]; then VALID_EVERY="$2"; else VALID_SENTENCES="$2"; fi
-        shift 2 ;;
       --threads)
         [[ -v THREADS ]] || die "unknown argument '$1' (see --help)"
         need_value "$@"; posint "$1" "$2" 1; THREADS="$2"; shift 2 ;;
@@ -39,6 +34,24 @@ parse_args() {
       *) die "unknown argument '$1' (see --help)" ;;
     esac
   done
+}
+
+# built VAR DIR TARGET NAME [CMAKE_OPTION...]: the program the scripts run. $VAR when set
+# (it must be executable), else ROOT/DIR/bin/NAME, configured (Release, the options) and
+# TARGET built in ROOT/DIR when it is missing.
+built() {
+  local var=$1 dir=$2 target=$3 name=$4
+  shift 4
+  if [[ -n "${!var:-}" ]]; then
+    [[ -x "${!var}" ]] || die "\$$var=${!var} is not an executable"
+    return
+  fi
+  printf -v "$var" '%s' "$ROOT/$dir/bin/$name"
+  [[ -x "${!var}" ]] && return
+  echo "# ${!var} missing: configuring and building it in $ROOT/$dir" >&2
+  cmake -S "$ROOT" -B "$ROOT/$dir" -DCMAKE_BUILD_TYPE=Release "$@" >&2
+  cmake --build "$ROOT/$dir" --target "$target" -j"$(nproc)" >&2
+  [[ -x "${!var}" ]] || die "build finished but ${!var} is missing"
 }
 
 check_data() {

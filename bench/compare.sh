@@ -38,17 +38,7 @@ check_data
 [[ -x "$PYTHON" ]] || die "$PYTHON not found (PyTorch side; set PYTHON=...)"
 TORCH_REF="$ROOT/bench/torch_ref.py"
 
-if [[ -n "${BENCH:-}" ]]; then
-  [[ -x "$BENCH" ]] || die "\$BENCH=$BENCH is not an executable"
-else
-  BENCH="$ROOT/build/bin/couplevae_bench"
-  if [[ ! -x "$BENCH" ]]; then
-    echo "# $BENCH missing: configuring and building it in $ROOT/build" >&2
-    cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release >&2
-    cmake --build "$ROOT/build" --target couplevae_bench >&2
-    [[ -x "$BENCH" ]] || die "build finished but $BENCH is missing"
-  fi
-fi
+built BENCH build couplevae_bench couplevae_bench
 
 LOG="$(mktemp "${TMPDIR:-/tmp}/couplevae-compare.XXXXXX")"
 ERR="$(mktemp "${TMPDIR:-/tmp}/couplevae-compare-stderr.XXXXXX")"

@@ -60,18 +60,8 @@ command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this comparison n
   || die "$PYTHON has no PyTorch with CUDA"
 TORCH_REF="$ROOT/bench/torch_ref.py"
 
-if [[ -n "${BENCH:-}" ]]; then
-  [[ -x "$BENCH" ]] || die "\$BENCH=$BENCH is not an executable"
-else
-  BENCH="$ROOT/build-cuda/bin/couplevae_bench_cuda"
-  if [[ ! -x "$BENCH" ]]; then
-    echo "# $BENCH missing: configuring and building it in $ROOT/build-cuda" >&2
-    cmake -S "$ROOT" -B "$ROOT/build-cuda" -DCMAKE_BUILD_TYPE=Release -DCOUPLEVAE_WITH_CUDA=ON \
-      -DCOUPLEVAE_BUILD_TESTS=OFF -DCOUPLEVAE_BUILD_EXAMPLES=OFF >&2
-    cmake --build "$ROOT/build-cuda" --target couplevae_bench_cuda -j"$(nproc)" >&2
-    [[ -x "$BENCH" ]] || die "build finished but $BENCH is missing"
-  fi
-fi
+built BENCH build-cuda couplevae_bench_cuda couplevae_bench_cuda -DCOUPLEVAE_WITH_CUDA=ON \
+  -DCOUPLEVAE_BUILD_TESTS=OFF -DCOUPLEVAE_BUILD_EXAMPLES=OFF
 
 LOG="$(mktemp "${TMPDIR:-/tmp}/couplevae-compare-gpu.XXXXXX")"
 echo "machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"

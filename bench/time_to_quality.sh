@@ -34,22 +34,20 @@ HELP_LINES=22
 # shellcheck source=bench/args.sh
 source "$ROOT/bench/args.sh"
 MODELS="vae couple-vae"
-parse_args "$@"
+shared=()  # the options bench/args.sh parses
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --valid-every) need_value "$@"; posint "$1" "$2" 1; VALID_EVERY="$2"; shift 2 ;;
+    --valid-sentences) need_value "$@"; posint "$1" "$2" 1; VALID_SENTENCES="$2"; shift 2 ;;
+    *) shared+=("$1"); shift ;;
+  esac
+done
+parse_args "${shared[@]}"
 check_data
 ((STEPS % VALID_EVERY == 0)) || die "--steps ($STEPS) must be a multiple of --valid-every ($VALID_EVERY)"
 [[ -x "$PYTHON" ]] || die "$PYTHON not found (PyTorch side; set PYTHON=...)"
 
-if [[ -n "${CLI:-}" ]]; then
-  [[ -x "$CLI" ]] || die "\$CLI=$CLI is not an executable"
-else
-  CLI="$ROOT/build/bin/couplevae"
-  if [[ ! -x "$CLI" ]]; then
-    echo "# $CLI missing: configuring and building it in $ROOT/build" >&2
-    cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release >&2
-    cmake --build "$ROOT/build" --target couplevae_cli >&2
-    [[ -x "$CLI" ]] || die "build finished but $CLI is missing"
-  fi
-fi
+built CLI build couplevae_cli couplevae
 
 KL_START=$((STEPS / 30))
 KL_ANNEAL=$((2 * STEPS / 3))
