@@ -51,7 +51,7 @@ check_data
 built CLI build couplevae_cli couplevae
 
 KL_START=$((STEPS / 30))
-KL_ANNEAL=$((2 * STEPS / 3))
+KL_ANNEAL=$(((2 * STEPS + 1) / 3))
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/couplevae-ttq.XXXXXX")"
 echo "machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//')"
 echo "runs: $STEPS steps, KL from step $KL_START over $KL_ANNEAL, validation every $VALID_EVERY steps on" \

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <couplevae/config.hpp>
+#include <couplevae/core/format.hpp>
 #include <couplevae/model/registry.hpp>
 #include <couplevae/train/trainer.hpp>
 
@@ -188,9 +189,15 @@ struct CommandLine {
     train_cmd->add_option("--steps", ta.steps, "training steps" + preset_default(ptb.steps));
     train_cmd->add_option("--seed", ta.seed, "random seed")->capture_default_str();
     train_cmd->add_option("--out", ta.out, "output folder for checkpoints (default: none; nothing is written)");
-    train_cmd->add_option("--lambda-c", ta.lambda_c, "coupling weight (default: the model's: 0.1; on ptb 7.5 for couple-vmf-vae, 0 for couple-cnn-vae)");
+    const auto lambda_c = [](const char* model) { return model_config(model, "ptb").lambda_c; };
+    train_cmd->add_option("--lambda-c", ta.lambda_c,
+                          printf_string("coupling weight (default: the model's: %g; on ptb %g for couple-vmf-vae, %g for "
+                                        "couple-cnn-vae)",
+                                        lambda_c("couple-vae"), lambda_c("couple-vmf-vae"), lambda_c("couple-cnn-vae")));
     train_cmd->add_option("--coupling", ta.coupling, "coupling loss: rq (default) or euclidean (the default of couple-vae on yahoo)");
-    train_cmd->add_option("--beta", ta.beta, "cap of the KL weight for the beta-VAE models (default: the model's, 0.8 or 1.2)");
+    train_cmd->add_option("--beta", ta.beta,
+                          printf_string("cap of the KL weight for the beta-VAE models (default: the model's, %g or %g)",
+                                        model_config("beta0.8-vae", "ptb").beta, model_config("beta1.2-vae", "ptb").beta));
     train_cmd->add_option("--cnn-channels", ta.cnn_channels, "channels of the dilated CNN decoder" + preset_default(ptb.cnn_channels));
     train_cmd->add_option("--dilations", ta.dilations, "dilations of the CNN decoder's blocks (default: the preset's; ptb " + ptb_dilations + ")");
     train_cmd->add_option("--resume", ta.resume, "continue from a last.safetensors");
