@@ -23,7 +23,7 @@
 #
 #   bash scripts/gpu_check.sh --one-call
 #   bash scripts/gpu_check.sh [--full] [--only STAGES] [--rounds R] [--steps N] [--memcheck PATTERN]
-#                             [--deadline SECONDS]
+#                             [--deadline SECONDS] [-- COMPARE_GPU_OPTIONS]
 #
 # --one-call is issue #6 in one device call of at most 10 minutes (a session has 15 minutes
 # of device time, the machine's start included, and too little is left after one call to
@@ -38,10 +38,12 @@
 # Otherwise STAGES is a comma list of test,cli,bench,profile,kernels,validation,memcheck,full
 # (default: all but kernels, validation and full; --full adds full), one after another. After
 # --one-call, with the machine still warm (30 s), `--only validation,profile,kernels
-# --deadline 200` uses the rest of a
-# session's 15 minutes. Each case and stage has a time limit so one hang
-# cannot eat the call, and none runs past --deadline (seconds from the start). Logs go to
-# $OUT (the device tool brings them back) as logs.tgz, or ./gpu-logs.tgz, after each stage;
+# --deadline 200` uses the rest of a session's 15 minutes. What follows `--` goes to the bench
+# stage's bench/compare_gpu.sh; e.g. the CNN pair's cuda speed, never measured yet:
+# `--only bench --rounds 1 --steps 100 --deadline 200 -- --models cnn-vae,couple-cnn-vae
+# --graphs eager --no-eval`. Each case and stage has a time limit so one hang cannot eat the
+# call, and none runs past --deadline (seconds from the start). Logs go to $OUT (the device
+# tool brings them back) as logs.tgz, or ./gpu-logs.tgz, after each stage;
 # the summary goes to $OUT/summary.txt as it grows and is printed last.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,6 +59,7 @@ MEMCHECK_ONE_CALL='GEMM*,the fused GRU*,element-wise*,generator*,model parity: s
 ROUNDS=2
 STEPS=200
 ONE_CALL=0
+BENCH_OPTS=()  # after --: options of the bench stage's compare_gpu.sh
 DEADLINE=100000
 while (($#)); do
   case $1 in
@@ -67,10 +70,12 @@ while (($#)); do
     --rounds) ROUNDS=$2; shift ;;
     --steps) STEPS=$2; shift ;;
     --memcheck) MEMCHECK=$2; shift ;;
+    --) shift; BENCH_OPTS=("$@"); break ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
+((ONE_CALL && ${#BENCH_OPTS[@]})) && { echo "gpu_check.sh: --one-call sets its bench's options itself (no --)" >&2; exit 2; }
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
 START=$(date +%s)
 left() { echo $((START + DEADLINE - $(date +%s))); }  # seconds to the deadline
@@ -413,7 +418,7 @@ if ((ONE_CALL)); then
 else
   want test && stage_test
   want cli && stage_cli
-  want bench && stage_bench "$(limit 900)"
+  want bench && stage_bench "$(limit 900)" "${BENCH_OPTS[@]}"
   want validation && stage_validation
   want profile && stage_profile
   want kernels && { stage_sass; stage_kernels; }
