@@ -139,6 +139,11 @@ TEST_CASE("bucketed batches: the rectangle, its padding and the unchanged token 
   CHECK(lm.steps == 9);
   CHECK(lm.rows == b.dec.rows - b.size());
   CHECK(p.dec.drop_first_step().rows == p.dec.rows - p.size());
+  // Both packings take items longest first (the cuda kernels skip a tile of rows whose first
+  // row is padding, which is right only in that order); other orders are refused.
+  CHECK(Packing::from_steps({3, 3, 1}).rows == 7);
+  CHECK_THROWS_WITH_AS(Packing::from_steps({1, 3}), doctest::Contains("non-increasing order"), Error);
+  CHECK_THROWS_WITH_AS(Packing::rectangle({2, 1, 2}, 4, 5), doctest::Contains("Packing::rectangle: the items' step"), Error);
 }
 
 TEST_CASE("select_rows and replicate_batch: the batch make_batch builds from the chosen sentences") {

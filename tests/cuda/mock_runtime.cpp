@@ -25,6 +25,8 @@
 namespace mock {
 
 Counters counters;
+size_t failing_instantiations = 0;
+std::function<void(const void*, void**)> on_launch;
 
 namespace {
 struct Node {
@@ -169,7 +171,8 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
   return cudaSuccess;
 }
 
-cudaError_t cudaLaunchKernel(const void* func, dim3, dim3, void**, size_t, cudaStream_t s) {
+cudaError_t cudaLaunchKernel(const void* func, dim3, dim3, void** args, size_t, cudaStream_t s) {
+  if (on_launch) on_launch(func, args);
   if (Graph* g = capturing(s)) {
     g->nodes.push_back({Node::kernel, func});
     leaf[0] = node_handle(g->nodes.size() - 1);
@@ -233,6 +236,10 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* out) {
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned long long) {
+  if (failing_instantiations) {
+    --failing_instantiations;
+    return cudaErrorInvalidValue;
+  }
   Graph* x = new Graph(*reinterpret_cast<Graph*>(g));
   x->from = reinterpret_cast<Graph*>(g);
   *exec = reinterpret_cast<cudaGraphExec_t>(x);

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <functional>
 
 namespace mock {
 
@@ -18,5 +19,9 @@ struct Counters {
   size_t mallocs = 0;             // cudaMalloc calls
 };
 extern Counters counters;
+// cudaGraphInstantiate fails this many more times (as a driver that refuses a graph would)
+extern size_t failing_instantiations;
+// called with each kernel launch's function and argument pointers, when set
+extern std::function<void(const void* func, void** args)> on_launch;
 
 }  // namespace mock

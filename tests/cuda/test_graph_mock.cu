@@ -3,12 +3,13 @@
 // is installed). Kernels do not run here; what is checked is the machinery: which steps are
 // eager, captured or replayed, that a replay issues nothing but one graph launch, that
 // changed kernel arguments are patched and uploads arrive through the landing area, that a
-// step which differs from its capture (another kernel, another cuBLAS call, an allocation)
-// falls back to an eager run after rewinding, and that a whole model's steps replay with the
-// generator where an eager run leaves it.
+// step which differs from its capture (another kernel, another cuBLAS call, an allocation, a
+// free) or whose graph the driver refuses falls back to an eager run after rewinding, and
+// that a whole model's steps replay with the generator where an eager run leaves it.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -47,6 +48,31 @@ struct GraphsOn {
 };
 
 }  // namespace
+
+__global__ void probe_kernel(size_t, double, const float*) {}  // never run by the mock
+
+TEST_CASE("a kernel gets its arguments as its parameters' types") {
+  const float f = 0;
+  size_t n = 0;
+  double v = 0;
+  const float* p = nullptr;
+  int launches = 0;
+  mock::on_launch = [&](const void* func, void** args) {
+    if (func != reinterpret_cast<const void*>(&probe_kernel)) return;
+    ++launches;
+    n = *static_cast<const size_t*>(args[0]);
+    v = *static_cast<const double*>(args[1]);
+    p = *static_cast<const float* const*>(args[2]);
+  };
+  // an int for the size_t and a float for the double: cudaLaunchKernel reads each argument with
+  // its parameter's size, so unconverted they would pass the bytes beside them
+  cuda_rt::launch_kernel(&probe_kernel, dim3(1), dim3(1), 0, "probe", -1 + 8, 2.5f, &f);
+  mock::on_launch = nullptr;
+  CHECK(launches == 1);
+  CHECK(n == 7);
+  CHECK(v == 2.5);
+  CHECK(p == &f);
+}
 
 TEST_CASE("a step is eager, then captured, then replayed: one graph launch, patched arguments, uploads arrive") {
   GraphsOn on;
@@ -164,6 +190,46 @@ TEST_CASE("a step that allocates device memory is never captured; after repeated
   CHECK(s.eager == 8);
   CHECK(rewinds == 4);
   CHECK(s.last_fallback.find("allocating device memory") != std::string::npos);
+}
+
+TEST_CASE("a graph the driver refuses to instantiate leaves its key eager; a replay that frees device memory falls back") {
+  GraphsOn on;
+  Buffer<float, cuda> x;
+  std::optional<Buffer<float, cuda>> extra;
+  extra.emplace();
+  extra->zeros(2, 2);
+  int keys[2], rewinds = 0;
+  for (int key = 0; key < 2; ++key)
+    for (int k = 0; k < 6; ++k) {
+      if (key == 0 && k == 1) mock::failing_instantiations = 1;
+      const cuda_rt::GraphStats before = cuda_rt::step_graphs().stats;
+      const size_t graph_launches = mock::counters.graph_launches;
+      step_runner<cuda>::run(
+          &keys[key], nullptr, some_bucketed_batch(),
+          [&] {
+            x.zeros(1, 9);
+            launch<cuda>::for_each(9, AddConstant{x.data(), k});
+            if (key == 1 && k == 3) extra.reset();  // the graph could hold its address
+          },
+          [&] { ++rewinds; });
+      CAPTURE(key);
+      CAPTURE(k);
+      const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+      if (key == 0) {
+        CHECK(s.captures == 0);  // not a mismatch of the step: the key is not tried again
+        if (k == 1) CHECK(s.last_fallback.find("could not be instantiated") != std::string::npos);
+      }
+      if (key == 1 && k == 3) {
+        CHECK(s.fallbacks == before.fallbacks + 1);
+        CHECK(mock::counters.graph_launches == graph_launches);  // no launch of the stale graph
+        CHECK(s.last_fallback.find("freed during the step") != std::string::npos);
+      }
+    }
+  CHECK(mock::failing_instantiations == 0);
+  const cuda_rt::GraphStats& s = cuda_rt::step_graphs().stats;
+  CHECK(s.fallbacks == 2);
+  CHECK(rewinds == 2);
+  CHECK(s.captures == 2);  // key 1's, at k = 1 and again at k = 4
 }
 
 TEST_CASE_TEMPLATE("whole training steps replay with the generator where eager steps leave it", M, models::LM,

@@ -13,7 +13,8 @@
 // and, for three cases, by the kernels of one step walked as nn::BiGRU walks them. Each
 // launch also runs the pass (or step) of a GRU of the other direction over the same batch,
 // whose outputs must equal its own module's; for three cases the persistent kernel also
-// runs the one pass alone.
+// runs the one pass alone. Two cases and a rows_gemm also run in double (the kernels' other
+// layout), to double rounding.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -53,19 +54,21 @@ struct Case {
 
 // What the kernels read: the packed batch, the module's input projection gx, W_hh^T, W_hh and
 // b_hh, and the backward's outside gradients ds (rows, H) and dh_final (batch, H).
+template <class T>
 struct Inputs {
   const Packing& pk;
   int H, batch;
   bool reverse;
   const int32_t* keep;
-  const float *gx, *whh_t, *w_hh, *bh, *ds, *dh_final;
+  const T *gx, *whh_t, *w_hh, *bh, *ds, *dh_final;
 };
 
 // A pass's outputs, forward (states, previous states, gates) and backward (dh, dgx, dgh);
 // all NaN until written.
+template <class T>
 struct Outputs {
-  std::vector<float> st, hp, r, z, n, ghn, dh, dgx, dgh;
-  explicit Outputs(const Inputs& in) {
+  std::vector<T> st, hp, r, z, n, ghn, dh, dgx, dgh;
+  explicit Outputs(const Inputs<T>& in) {
     const size_t rows = size_t(in.pk.rows), H = size_t(in.H);
     for (auto* v : {&st, &hp, &r, &z, &n, &ghn}) v->assign(rows * H, NAN);
     dh.assign(in.dh_final, in.dh_final + size_t(in.batch) * H);
@@ -75,12 +78,14 @@ struct Outputs {
 };
 
 // The passes from in to o (the Packing's indices in host memory, as the kernels here read).
-GruForwardPass<float> forward_pass(const Inputs& in, Outputs& o) {
+template <class T>
+GruForwardPass<T> forward_pass(const Inputs<T>& in, Outputs<T>& o) {
   return {in.pk.steps,  in.batch,    in.H,       in.reverse, in.pk.active.data(), in.pk.offset.data(),
           in.gx,        in.whh_t,    in.bh,      o.st.data(), o.hp.data(),         o.r.data(),
           o.z.data(),   o.n.data(),  o.ghn.data(), in.keep};
 }
-GruBackwardPass<float> backward_pass(const Inputs& in, Outputs& o) {
+template <class T>
+GruBackwardPass<T> backward_pass(const Inputs<T>& in, Outputs<T>& o) {
   return {in.pk.steps, in.batch,   in.H,       in.reverse,   in.pk.active.data(), in.pk.offset.data(),
           o.r.data(),  o.z.data(), o.n.data(), o.ghn.data(), o.hp.data(),      in.w_hh,
           in.ds,       in.H,       o.dh.data(), o.dgx.data(), o.dgh.data(),     in.keep};
@@ -89,12 +94,13 @@ GruBackwardPass<float> backward_pass(const Inputs& in, Outputs& o) {
 // The persistent kernel, forward then backward, each one cooperative grid of `blocks`
 // blocks: the pass of in0 alone, or those of in0 and in1 side by side (as nn::BiGRU runs its
 // directions).
-std::vector<Outputs> persistent(const Inputs& in0, const Inputs* in1, unsigned blocks) {
-  std::vector<Outputs> o{Outputs(in0)};
+template <class T>
+std::vector<Outputs<T>> persistent(const Inputs<T>& in0, const Inputs<T>* in1, unsigned blocks) {
+  std::vector<Outputs<T>> o{Outputs<T>(in0)};
   if (in1) o.emplace_back(*in1);
-  const GruForwardPass<float> f0 = forward_pass(in0, o[0]), f1 = in1 ? forward_pass(*in1, o[1]) : f0;
+  const GruForwardPass<T> f0 = forward_pass(in0, o[0]), f1 = in1 ? forward_pass(*in1, o[1]) : f0;
   run_grid(f0, in1 ? &f1 : nullptr, blocks);
-  const GruBackwardPass<float> b0 = backward_pass(in0, o[0]), b1 = in1 ? backward_pass(*in1, o[1]) : b0;
+  const GruBackwardPass<T> b0 = backward_pass(in0, o[0]), b1 = in1 ? backward_pass(*in1, o[1]) : b0;
   run_grid(b0, in1 ? &b1 : nullptr, blocks);
   return o;
 }
@@ -102,8 +108,9 @@ std::vector<Outputs> persistent(const Inputs& in0, const Inputs* in1, unsigned b
 // The kernel of one step (gru_step_kernel, forward and backward) for two passes over the
 // same Packing side by side, as nn::BiGRU runs its directions on cuda: a grid per step, a
 // tile per block, blockIdx.z the pass, each pass's steps from its step(s).
-std::pair<Outputs, Outputs> stepwise(const Inputs& in0, const Inputs& in1) {
-  Outputs o0(in0), o1(in1);
+template <class T>
+std::pair<Outputs<T>, Outputs<T>> stepwise(const Inputs<T>& in0, const Inputs<T>& in1) {
+  Outputs<T> o0(in0), o1(in1);
   const int steps = in0.pk.steps;
   const auto run_pair = [](const auto& a, const auto& b) {
     const int rows = std::max(a.a, b.a), H = std::max(a.H, b.H);
@@ -111,17 +118,18 @@ std::pair<Outputs, Outputs> stepwise(const Inputs& in0, const Inputs& in1) {
                 unsigned((rows + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows), 2},
                cuda_rt::rec_threads, [&] { cuda_rt::gru_step_kernel(a, b); });
   };
-  const GruForwardPass<float> f0 = forward_pass(in0, o0), f1 = forward_pass(in1, o1);
+  const GruForwardPass<T> f0 = forward_pass(in0, o0), f1 = forward_pass(in1, o1);
   for (int s = 0; s < steps; ++s) run_pair(f0.step(s), f1.step(s));
-  const GruBackwardPass<float> b0 = backward_pass(in0, o0), b1 = backward_pass(in1, o1);
+  const GruBackwardPass<T> b0 = backward_pass(in0, o0), b1 = backward_pass(in1, o1);
   for (int s = steps - 1; s >= 0; --s) run_pair(b0.step(s), b1.step(s));
   return {std::move(o0), std::move(o1)};
 }
 
-// true when every output of `got` agrees with the module's to float rounding
-bool agrees(const char* what, const Outputs& got, const nn::GRU<float>::Cache& c, const Inputs& in) {
+// true when every output of `got` agrees with the module's to T's rounding
+template <class T>
+bool agrees(const char* what, const Outputs<T>& got, const typename nn::GRU<T>::Cache& c, const Inputs<T>& in) {
   const size_t n = size_t(in.pk.rows) * in.H, nd = size_t(in.batch) * in.H, ng = got.dgx.size();
-  auto module = [](const Buffer<float>& b, size_t count) { return std::vector<float>(b.data(), b.data() + count); };
+  auto module = [](const Buffer<T>& b, size_t count) { return std::vector<T>(b.data(), b.data() + count); };
   const double e[] = {rel_err(got.st, module(c.states, n)), rel_err(got.hp, module(c.hprev, n)),
                       rel_err(got.r, module(c.r, n)),       rel_err(got.z, module(c.z, n)),
                       rel_err(got.n, module(c.n, n)),       rel_err(got.ghn, module(c.ghn, n)),
@@ -129,12 +137,13 @@ bool agrees(const char* what, const Outputs& got, const nn::GRU<float>::Cache& c
                       rel_err(got.dgh, module(c.dgh, ng))};
   const double worst = *std::max_element(std::begin(e), std::end(e));
   std::printf("  %-22s largest relative error %.2e (states %.1e, dh %.1e, dgh %.1e)\n", what, worst, e[0], e[6], e[8]);
-  return worst < 1e-5;
+  return worst < tolerance<T>;
 }
 
 // true when the persistent kernel and (steps) the kernels of one step, paired with a GRU of
 // the other direction over the same batch, and (alone) the persistent kernel on one pass,
-// agree with nn::GRU<float, cpu>'s composed steps
+// agree with nn::GRU<T, cpu>'s composed steps
+template <class T>
 bool check(const Case& k, uint64_t seed) {
   const int H = k.H, batch = k.batch, I = 5;
   Rng rng(seed);
@@ -146,41 +155,41 @@ bool check(const Case& k, uint64_t seed) {
   const Packing pk = k.padded ? Packing::rectangle(lens, lens.front() + 3, tokens) : Packing::from_steps(lens);
   const int rows = pk.rows;
   auto random = [&](size_t n) {
-    std::vector<float> v(n);
+    std::vector<T> v(n);
     rng.uniform(v.data(), n);
     for (auto& x : v) x = 2 * x - 1;
     return v;
   };
-  Arena<float> ar;
-  const nn::GRU<float> gru(ar, "gru", I, H, k.reverse), mirror(ar, "mirror", I, H, !k.reverse);
+  Arena<T> ar;
+  const nn::GRU<T> gru(ar, "gru", I, H, k.reverse), mirror(ar, "mirror", I, H, !k.reverse);
   ar.finalize();
   ar.initialise(seed);
   Context<cpu> ctx(1);
   const auto x = random(size_t(rows) * I);
-  View<float> X{const_cast<float*>(x.data()), rows, I};
+  View<T> X{const_cast<T*>(x.data()), rows, I};
   struct Run {
-    const nn::GRU<float>& module;
-    std::vector<float> ds, dh_final;
-    nn::GRU<float>::Cache c;
+    const nn::GRU<T>& module;
+    std::vector<T> ds, dh_final;
+    typename nn::GRU<T>::Cache c;
   };
   Run runs[2] = {{gru, random(size_t(rows) * H), random(size_t(batch) * H), {}},
                  {mirror, random(size_t(rows) * H), random(size_t(batch) * H), {}}};
-  std::vector<Inputs> in;
+  std::vector<Inputs<T>> in;
   for (Run& r : runs) {
     r.module.forward(ctx, ar, X, pk, r.c);
     // the kernels read the module's input projection and W_hh^T (its results before backward)
-    in.push_back(Inputs{pk, H, batch, r.module.reverse, k.padded ? pk.keep.data() : nullptr, r.c.gx.data(), r.c.whh_t.data(), ar.value(r.module.W_hh), ar.value(r.module.b_hh),
+    in.push_back(Inputs<T>{pk, H, batch, r.module.reverse, k.padded ? pk.keep.data() : nullptr, r.c.gx.data(), r.c.whh_t.data(), ar.value(r.module.W_hh), ar.value(r.module.b_hh),
                         r.ds.data(), r.dh_final.data()});
   }
-  const std::vector<Outputs> p = persistent(in[0], &in[1], k.blocks);
-  std::optional<std::vector<Outputs>> alone;
-  if (k.alone) alone = persistent(in[0], nullptr, k.blocks);
-  std::optional<std::pair<Outputs, Outputs>> st;
+  const std::vector<Outputs<T>> p = persistent(in[0], &in[1], k.blocks);
+  std::optional<std::vector<Outputs<T>>> alone;
+  if (k.alone) alone = persistent<T>(in[0], nullptr, k.blocks);
+  std::optional<std::pair<Outputs<T>, Outputs<T>>> st;
   if (k.steps) st = stepwise(in[0], in[1]);
   for (Run& r : runs)
-    r.module.backward(ctx, ar, X, pk, {r.ds.data(), rows, H}, {r.dh_final.data(), batch, H}, View<float>{}, r.c);
-  std::printf("H %3d, batch %2d, %d steps, %3d rows%s, %s:\n", H, batch, pk.steps, rows,
-              k.padded ? " (padded)" : "", k.reverse ? "reverse" : "forward");
+    r.module.backward(ctx, ar, X, pk, {r.ds.data(), rows, H}, {r.dh_final.data(), batch, H}, View<T>{}, r.c);
+  std::printf("%s, H %3d, batch %2d, %d steps, %3d rows%s, %s:\n", sizeof(T) == 4 ? "float" : "double", H, batch,
+              pk.steps, rows, k.padded ? " (padded)" : "", k.reverse ? "reverse" : "forward");
   char name[32];
   std::snprintf(name, sizeof name, "persistent (%u blocks)", k.blocks);
   bool ok = agrees(name, p[0], runs[0].c, in[0]);
@@ -195,21 +204,22 @@ bool check(const Case& k, uint64_t seed) {
 
 // rows_gemm_kernel (the per-step products of the default recurrence) against a double
 // triple loop: row and column tails, K over two chunks, strides, accumulating or not.
+template <class T>
 bool check_rows_gemm(int M, int N, int K, bool accumulate, uint64_t seed) {
   const int lda = K + 3, ldb = N + 2, ldc = N + 1;
   Rng rng(seed);
   auto random = [&](size_t n) {
-    std::vector<float> v(n);
+    std::vector<T> v(n);
     rng.uniform(v.data(), n);
     for (auto& x : v) x = 2 * x - 1;
     return v;
   };
   const auto A = random(size_t(M) * lda), B = random(size_t(K) * ldb), C0 = random(size_t(M) * ldc);
-  std::vector<float> C = C0;
+  std::vector<T> C = C0;
   const unsigned gx = unsigned((N + cuda_rt::rec_units - 1) / cuda_rt::rec_units),
                  gy = unsigned((M + cuda_rt::rec_rows - 1) / cuda_rt::rec_rows);
   run_blocks({gx, gy, 1}, cuda_rt::rec_threads, [&] {
-    cuda_rt::rows_gemm_kernel<float>(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc, accumulate);
+    cuda_rt::rows_gemm_kernel<T>(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc, accumulate);
   });
   double num = 0, den = 1e-30;
   for (int i = 0; i < M; ++i)
@@ -223,9 +233,9 @@ bool check_rows_gemm(int M, int N, int K, bool accumulate, uint64_t seed) {
       num = std::max(num, std::abs(double(C[size_t(i) * ldc + j]) - want));
       den = std::max(den, std::abs(want));
     }
-  std::printf("rows_gemm %2d x %2d x %3d%s: relative error %.2e\n", M, N, K, accumulate ? " (accumulate)" : "",
-              num / den);
-  return num / den < 1e-5;
+  std::printf("%s rows_gemm %2d x %2d x %3d%s: relative error %.2e\n", sizeof(T) == 4 ? "float" : "double", M, N, K,
+              accumulate ? " (accumulate)" : "", num / den);
+  return num / den < tolerance<T>;
 }
 
 }  // namespace
@@ -253,13 +263,23 @@ int main(int argc, char** argv) {
                                  {301, 40, false, 3, true}};
   const std::vector<std::array<int, 4>> all_gemms = {
       {1, 1, 1, 0}, {7, 5, 37, 1}, {32, 8, 256, 0}, two_chunks, {64, 13, 600, 1}};
+  // In double the kernels stage another shape (chunks of 128 k, each thread loading every
+  // second row of the tile): a padded case with the kernels of one step, one of H = 301 (3 K
+  // chunks forward, 8 backward) and a rows_gemm over 3 chunks.
+  const std::vector<Case> all_double = {{37, 40, false, 3, true, true}, {301, 9, true, 6}};
+  const std::vector<std::array<int, 4>> all_double_gemms = {two_chunks};
   const bool few = racecheck_mode(argc, argv);
   const std::vector<Case> cases = few ? std::vector<Case>{padded_steps} : all;
   const std::vector<std::array<int, 4>> gemms = few ? std::vector<std::array<int, 4>>{two_chunks} : all_gemms;
+  const std::vector<Case> double_cases = few ? std::vector<Case>{} : all_double;
+  const std::vector<std::array<int, 4>> double_gemms = few ? std::vector<std::array<int, 4>>{} : all_double_gemms;
   int failed = 0;
   uint64_t seed = 100;
-  for (const Case& k : cases) failed += !check(k, seed++);
-  for (const auto& g : gemms) failed += !check_rows_gemm(g[0], g[1], g[2], g[3] != 0, seed++);
-  if (failed) std::printf("FAILED: %d of %zu cases\n", failed, cases.size() + gemms.size());
+  for (const Case& k : cases) failed += !check<float>(k, seed++);
+  for (const auto& g : gemms) failed += !check_rows_gemm<float>(g[0], g[1], g[2], g[3] != 0, seed++);
+  for (const Case& k : double_cases) failed += !check<double>(k, seed++);
+  for (const auto& g : double_gemms) failed += !check_rows_gemm<double>(g[0], g[1], g[2], g[3] != 0, seed++);
+  const size_t total = cases.size() + gemms.size() + double_cases.size() + double_gemms.size();
+  if (failed) std::printf("FAILED: %d of %zu cases\n", failed, total);
   return failed ? 1 : 0;
 }

@@ -8,8 +8,8 @@
 // loop of four loads a thread twice, then its single loads) and one float more than that
 // memory holds (in place), with and without a bias, training (keep_probs) and evaluation
 // (loss only), on rows whose targets include the first and last value and a padding row
-// (target -1):
-//   - the losses equal ops<cpu>::softmax_xent's to float rounding, the padding row's exactly 0;
+// (target -1), in float, and in double for V = 3000 and one double more than the memory holds:
+//   - the losses equal ops<cpu>::softmax_xent's to rounding, the padding row's exactly 0;
 //   - training: the logits become the probabilities ops<cpu> gives, every value written;
 //   - evaluation: the logits are left exactly as they were;
 //   - the kernel gives the same losses and probabilities bit for bit with the row in shared
@@ -41,27 +41,30 @@ namespace {
 
 using namespace couplevae;
 
+template <class T>
 struct Result {
-  std::vector<float> logits, loss;
+  std::vector<T> logits, loss;
 };
 
 // The kernel on `logits` (rows x V), a block of softmax_threads per row, as ops<cuda>::softmax_xent
 // launches it (dynamic shared memory of a row when cached); loss starts NaN.
-Result run_kernel(std::vector<float> logits, int V, const float* bias, const std::vector<int32_t>& targets,
-                  bool keep_probs, bool cached) {
+template <class T>
+Result<T> run_kernel(std::vector<T> logits, int V, const T* bias, const std::vector<int32_t>& targets, bool keep_probs,
+                     bool cached) {
   const int rows = int(targets.size());
-  std::vector<float> loss(rows, NAN);
+  std::vector<T> loss(rows, NAN);
   run_blocks({unsigned(rows), 1, 1}, cuda_rt::softmax_threads, [&] {
-    cuda_rt::softmax_xent_kernel<float>(logits.data(), bias, V, targets.data(), loss.data(), keep_probs, cached);
-  }, /*cooperative=*/false, cached ? size_t(V) * sizeof(float) : 0);
+    cuda_rt::softmax_xent_kernel<T>(logits.data(), bias, V, targets.data(), loss.data(), keep_probs, cached);
+  }, /*cooperative=*/false, cached ? size_t(V) * sizeof(T) : 0);
   return {std::move(logits), std::move(loss)};
 }
 
+template <class T>
 bool check(int V, bool with_bias, bool keep_probs, bool both_ways, uint64_t seed) {
-  const bool cached = size_t(V) * sizeof(float) <= cuda_rt::softmax_cache_bytes;
+  const bool cached = size_t(V) * sizeof(T) <= cuda_rt::softmax_cache_bytes;
   Rng rng(seed);
-  auto random = [&](size_t n, float scale) {
-    std::vector<float> v(n);
+  auto random = [&](size_t n, T scale) {
+    std::vector<T> v(n);
     rng.uniform(v.data(), n);
     for (auto& x : v) x = scale * (2 * x - 1);
     return v;
@@ -69,22 +72,23 @@ bool check(int V, bool with_bias, bool keep_probs, bool both_ways, uint64_t seed
   const std::vector<int32_t> targets = {0, V - 1, -1, int32_t(V / 2), int32_t(V / 3)};
   const int rows = int(targets.size());
   const auto logits = random(size_t(rows) * V, 6), b = random(size_t(V), 2);
-  const float* bias = with_bias ? b.data() : nullptr;
+  const T* bias = with_bias ? b.data() : nullptr;
 
-  std::vector<float> want = logits, want_loss(rows);
+  std::vector<T> want = logits, want_loss(rows);
   ops<cpu>::softmax_xent(want.data(), rows, V, targets.data(), want_loss.data(), /*keep_probs=*/true, bias);
-  const Result got = run_kernel(logits, V, bias, targets, keep_probs, cached);
+  const Result<T> got = run_kernel(logits, V, bias, targets, keep_probs, cached);
 
   const double e_loss = rel_err(got.loss, want_loss);
   const double e_out = keep_probs ? rel_err(got.logits, want) : (got.logits == logits ? 0.0 : INFINITY);
-  bool ok = e_loss < 1e-5 && e_out < 1e-5 && got.loss[2] == 0.0f;
+  bool ok = e_loss < tolerance<T> && e_out < tolerance<T> && got.loss[2] == T(0);
   bool same = true;
   if (both_ways) {
-    const Result other = run_kernel(logits, V, bias, targets, keep_probs, !cached);
+    const Result<T> other = run_kernel(logits, V, bias, targets, keep_probs, !cached);
     same = other.loss == got.loss && other.logits == got.logits;
     ok = ok && same;
   }
-  std::printf("V %5d %-9s %-9s %-10s: loss %.2e, %s %.2e%s%s\n", V, cached ? "(cached)" : "(in place)",
+  std::printf("%-6s V %5d %-9s %-9s %-10s: loss %.2e, %s %.2e%s%s\n", sizeof(T) == 4 ? "float" : "double", V,
+              cached ? "(cached)" : "(in place)",
               with_bias ? "bias" : "no bias", keep_probs ? "training" : "loss only", e_loss,
               keep_probs ? "probabilities" : "logits kept", e_out,
               both_ways ? (same ? ", cached = in place bit for bit" : ", cached and in place DIFFER") : "",
@@ -115,6 +119,7 @@ static_assert(cuda_rt::reduce_blocks(1) == 1 && cuda_rt::reduce_blocks(1000) == 
 
 int main(int argc, char** argv) {
   const int beyond = int(cuda_rt::softmax_cache_bytes / sizeof(float)) + 1;  // in place
+  const int beyond_double = int(cuda_rt::softmax_cache_bytes / sizeof(double)) + 1;
   // --racecheck: V = 3000 alone, which runs cached and in place, both past four loads a thread
   // (and the capped grid of reduce_kernel, below)
   const bool few = racecheck_mode(argc, argv);
@@ -124,7 +129,14 @@ int main(int argc, char** argv) {
   for (int V : sizes)
     for (bool with_bias : {false, true})
       for (bool keep_probs : {true, false}) {
-        failed += !check(V, with_bias, keep_probs, /*both_ways=*/V == 3000, seed++);
+        failed += !check<float>(V, with_bias, keep_probs, /*both_ways=*/V == 3000, seed++);
+        ++cases;
+      }
+  // double (no racecheck): V = 3000 (cached, and in place) and the first V not cached
+  for (int V : few ? std::vector<int>{} : std::vector<int>{3000, beyond_double})
+    for (bool with_bias : {false, true})
+      for (bool keep_probs : {true, false}) {
+        failed += !check<double>(V, with_bias, keep_probs, /*both_ways=*/V == 3000, seed++);
         ++cases;
       }
   // reduce_kernel; --racecheck: the capped grid alone

@@ -153,7 +153,12 @@ inline bool racecheck_mode(int argc, char** argv) {
 }
 
 // max |a - b| / max |b|; infinite when a has a non-finite entry (an unwritten NaN).
-inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+// The largest relative error (rel_err) that still counts as T's rounding.
+template <class T>
+constexpr double tolerance = sizeof(T) == sizeof(float) ? 1e-5 : 1e-12;
+
+template <class T>
+double rel_err(const std::vector<T>& a, const std::vector<T>& b) {
   double num = 0, den = 1e-30;
   for (size_t i = 0; i < a.size(); ++i) {
     if (!std::isfinite(a[i])) return INFINITY;

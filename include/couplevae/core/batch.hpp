@@ -31,6 +31,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -54,6 +55,7 @@ struct Packing {
 
   // steps_per_item must be sorted in non-increasing order, every entry >= 1.
   static Packing from_steps(const std::vector<int>& steps_per_item) {
+    require_sorted(steps_per_item, "Packing::from_steps");
     Packing p;
     p.batch = int(steps_per_item.size());
     p.steps = p.batch ? steps_per_item.front() : 0;
@@ -71,7 +73,9 @@ struct Packing {
   }
   // The padded rectangle of `steps` >= n_0 steps over the same items, whose real rows are
   // listed in `compact` >= sum n_b entries (fillers after them).
+  // The same order is required: the cuda kernels skip a tile of rows whose first row is padding.
   static Packing rectangle(const std::vector<int>& steps_per_item, int steps, int compact) {
+    require_sorted(steps_per_item, "Packing::rectangle");
     require(steps_per_item.empty() || steps >= steps_per_item.front(), "Packing::rectangle: fewer steps than the longest item");
     Packing p;
     p.batch = int(steps_per_item.size());
@@ -102,6 +106,12 @@ struct Packing {
       --n;
     }
     return padded ? rectangle(s, steps - 1, int(real_rows.size()) - batch) : from_steps(s);
+  }
+
+ private:
+  static void require_sorted(const std::vector<int>& steps_per_item, const char* who) {
+    require(std::is_sorted(steps_per_item.begin(), steps_per_item.end(), std::greater<>()),
+            std::string(who) + ": the items' step counts must be in non-increasing order");
   }
 };
 

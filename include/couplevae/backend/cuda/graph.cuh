@@ -39,6 +39,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -227,15 +228,37 @@ class StepRecord {
 
 // --- The funnel (every launch, cuBLAS call, copy, memset and upload of the backend) ---
 
-// func<<<grid, block, smem, stream>>>(args...); recorded in a capture, compared (and its
+// A kernel's arguments converted to its parameters' types, and pointers to them: what
+// cudaLaunchKernel (and a graph node's patch) reads, each through its pointer with the
+// parameter's size. Converting first means a call site's int for a size_t parameter, or a
+// float for a double, passes that value, not the bytes beside it.
+template <class... P>
+struct KernelArgs {
+  std::tuple<P...> values;
+  std::array<void*, sizeof...(P)> ptrs{};
+  template <class... A>
+  explicit KernelArgs(const A&... a) : values(static_cast<P>(a)...) {
+    static_assert(sizeof...(A) == sizeof...(P), "couplevae: a kernel launch needs one argument per kernel parameter");
+    std::apply([&](auto&... v) { ptrs = {static_cast<void*>(&v)...}; }, values);
+  }
+  KernelArgs(const KernelArgs&) = delete;
+  KernelArgs& operator=(const KernelArgs&) = delete;
+  std::string signature() const {
+    return std::apply([](const auto&... v) { return serialize(v...); }, values);
+  }
+};
+
+// kernel<<<grid, block, smem, stream>>>(args...); recorded in a capture, compared (and its
 // node patched) in a replay.
-template <class... A>
-void launch_kernel(const void* func, dim3 grid, dim3 block, unsigned smem, const char* name, const A&... args) {
-  void* ptrs[] = {const_cast<void*>(static_cast<const void*>(&args))...};
+template <class... P, class... A>
+void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, unsigned smem, const char* name, const A&... args) {
+  KernelArgs<P...> k(args...);
+  const void* func = reinterpret_cast<const void*>(kernel);
   Runtime& rt = runtime();
-  if (rt.graph_mode == GraphMode::replay) return rt.recording->replay_kernel(func, grid, block, smem, ptrs, serialize(args...));
-  check(cudaLaunchKernel(func, grid, block, ptrs, smem, rt.stream), name, __FILE__, __LINE__);
-  if (rt.graph_mode == GraphMode::capture) rt.recording->add_kernel(func, grid, block, smem, serialize(args...), rt.stream);
+  if (rt.graph_mode == GraphMode::replay)
+    return rt.recording->replay_kernel(func, grid, block, smem, k.ptrs.data(), k.signature());
+  check(cudaLaunchKernel(func, grid, block, k.ptrs.data(), smem, rt.stream), name, __FILE__, __LINE__);
+  if (rt.graph_mode == GraphMode::capture) rt.recording->add_kernel(func, grid, block, smem, k.signature(), rt.stream);
 }
 
 // Work kept in a graph as captured (cuBLAS, copies, memsets, cooperative launches): run()
@@ -372,13 +395,17 @@ class StepGraphs {
     try {
       if (err != cudaSuccess || !g)
         throw GraphMismatch(std::string("the capture failed: ") + cudaGetErrorName(err), false);
-      if (generation != rt.alloc_generation) throw GraphMismatch("device memory was allocated during the capture", true);
+      if (generation != rt.alloc_generation)
+        throw GraphMismatch("device memory was allocated or freed during the capture", true);
       rec->instantiate(std::exchange(g, nullptr));
     } catch (const GraphMismatch& m) {
       if (g) cudaGraphDestroy(g);
       e.landing = std::max(e.landing, rec->used() + rec->used() / 2);
       landing_ = std::max(landing_, e.landing);
       return fall_back(e, m, step, rewind);
+    } catch (const std::exception& x) {  // cudaGraphInstantiate refused the graph (rec owns it)
+      return fall_back(e, GraphMismatch(std::string("the captured graph could not be instantiated: ") + x.what(), false),
+                       step, rewind);
     }
     rec->launch(rt.stream);
     e.record = std::move(rec);
@@ -390,12 +417,14 @@ class StepGraphs {
     Runtime& rt = runtime();
     StepRecord& r = *e.record;
     r.begin_replay();
-    const size_t patched = r.patched();
+    const size_t patched = r.patched(), generation = rt.alloc_generation;
     rt.graph_mode = GraphMode::replay;
     rt.recording = &r;
     try {
       step();
       r.end_replay();
+      // an allocation throws in the step (Buffer); a free does not, and the graph may hold its address
+      if (generation != rt.alloc_generation) throw GraphMismatch("device memory was freed during the step", true);
     } catch (const GraphMismatch& m) {
       return fall_back(e, m, step, rewind);
     } catch (const std::exception& x) {  // as in capture()

@@ -29,7 +29,7 @@ void for_each(size_t n, const F& f, const char* name) {
   if (n == 0) return;
   constexpr int threads = 256;
   const size_t blocks = std::min<size_t>((n + threads - 1) / threads, size_t(1) << 16);
-  launch_kernel(reinterpret_cast<const void*>(&for_each_kernel<F>), dim3(unsigned(blocks)), dim3(threads), 0, name, n, f);
+  launch_kernel(&for_each_kernel<F>, dim3(unsigned(blocks)), dim3(threads), 0, name, n, f);
 }
 
 // Sum over a block of 256 threads (every thread gets the result).
@@ -87,7 +87,7 @@ constexpr unsigned reduce_blocks(size_t n) {
 template <class F>
 void reduce_into(size_t n, const F& f, double scale, double* out, const char* name) {
   if (n == 0) return;
-  launch_kernel(reinterpret_cast<const void*>(&reduce_kernel<F>), dim3(reduce_blocks(n)), dim3(reduce_threads), 0,
+  launch_kernel(&reduce_kernel<F>, dim3(reduce_blocks(n)), dim3(reduce_threads), 0,
                 name, n, f, scale, out);
 }
 

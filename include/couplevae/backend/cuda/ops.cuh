@@ -294,7 +294,7 @@ struct ops<cuda> {
     if (rows == 0) return;
     const size_t row_bytes = size_t(V) * sizeof(T);
     const bool cached = row_bytes <= cuda_rt::softmax_cache_bytes;
-    cuda_rt::launch_kernel(reinterpret_cast<const void*>(&cuda_rt::softmax_xent_kernel<T>), dim3(unsigned(rows)),
+    cuda_rt::launch_kernel(&cuda_rt::softmax_xent_kernel<T>, dim3(unsigned(rows)),
                            dim3(cuda_rt::softmax_threads), cached ? unsigned(row_bytes) : 0u, "softmax_xent", logits, bias, V, targets,
                            loss, keep_probs, cached);
   }
@@ -343,7 +343,7 @@ struct ops<cuda> {
   static void batchnorm_forward(int N, int C, const T* X, const T* gamma, const T* beta, T* run_mean, T* run_var,
                                 bool training, double momentum, double eps, T* xhat, T* inv_std, T* Y) {
     if (C == 0) return;
-    cuda_rt::launch_kernel(reinterpret_cast<const void*>(&cuda_rt::batchnorm_forward_kernel<T>), dim3(cuda_rt::bn_blocks(C)),
+    cuda_rt::launch_kernel(&cuda_rt::batchnorm_forward_kernel<T>, dim3(cuda_rt::bn_blocks(C)),
                            dim3(cuda_rt::bn_threads), 0, "batchnorm_forward", N, C, X, gamma, beta, run_mean, run_var,
                            training, momentum, eps, xhat, inv_std, Y);
   }
@@ -351,7 +351,7 @@ struct ops<cuda> {
   static void batchnorm_backward(int N, int C, const T* xhat, const T* inv_std, const T* gamma, const T* dY,
                                  bool training, T* dgamma, T* dbeta, T* dX) {
     if (C == 0) return;
-    cuda_rt::launch_kernel(reinterpret_cast<const void*>(&cuda_rt::batchnorm_backward_kernel<T>), dim3(cuda_rt::bn_blocks(C)),
+    cuda_rt::launch_kernel(&cuda_rt::batchnorm_backward_kernel<T>, dim3(cuda_rt::bn_blocks(C)),
                            dim3(cuda_rt::bn_threads), 0, "batchnorm_backward", N, C, xhat, inv_std, gamma, dY, training,
                            dgamma, dbeta, dX);
   }

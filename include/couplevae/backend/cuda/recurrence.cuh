@@ -328,7 +328,7 @@ __global__ void __launch_bounds__(rec_threads, 2) gru_pass_kernel(Pass p0, Pass 
 // when the device cannot launch one.
 template <class Pass>
 bool gru_passes(const Pass& p0, const Pass* p1, const char* name) {
-  const void* kernel = reinterpret_cast<const void*>(&gru_pass_kernel<Pass>);
+  const auto kernel = &gru_pass_kernel<Pass>;
   static thread_local int resident = -1;  // per instantiation: blocks that fit at once, 0 if none
   if (resident < 0) {
     int dev = 0, coop = 0, sms = 0, per_sm = 0;
@@ -345,16 +345,14 @@ bool gru_passes(const Pass& p0, const Pass* p1, const char* name) {
   const unsigned blocks = unsigned(std::clamp(passes * rec_tiles(p0.batch, p0.H), 1, resident));
   Runtime& rt = runtime();
   memset_async(rt.barrier, sizeof(unsigned));
-  Pass a0 = p0, a1 = p1 ? *p1 : p0;
-  int n = passes;
-  unsigned* barrier = rt.barrier;
-  void* args[] = {&a0, &a1, &n, &barrier};
+  KernelArgs<Pass, Pass, int, unsigned*> args(p0, p1 ? *p1 : p0, passes, rt.barrier);
   fixed_op(
       [&] {
-        COUPLEVAE_CUDA(cudaLaunchCooperativeKernel(kernel, dim3(blocks), dim3(rec_threads), args, 0, rt.stream));
-        COUPLEVAE_CUDA_LAUNCHED(name);
+        check(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks), dim3(rec_threads),
+                                          args.ptrs.data(), 0, rt.stream),
+              name, __FILE__, __LINE__);
       },
-      kernel, blocks, barrier, a0, a1, n);
+      reinterpret_cast<const void*>(kernel), blocks, args.signature());
   rt.persistent_passes += size_t(passes);
   return true;
 }
@@ -372,7 +370,7 @@ void gru_steps(const Step& s0, const Step* s1, const char* name) {
   if (rows == 0) return;
   dim3 grid = rec_grid(rows, cols);
   grid.z = s1 ? 2 : 1;
-  launch_kernel(reinterpret_cast<const void*>(&gru_step_kernel<Step>), grid, dim3(rec_threads), 0, name, s0,
+  launch_kernel(&gru_step_kernel<Step>, grid, dim3(rec_threads), 0, name, s0,
                 s1 ? *s1 : s0);
 }
 
@@ -380,7 +378,7 @@ void gru_steps(const Step& s0, const Step* s1, const char* name) {
 template <class T>
 void rows_gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* C, int ldc, bool accumulate) {
   if (M == 0 || N == 0) return;
-  launch_kernel(reinterpret_cast<const void*>(&rows_gemm_kernel<T>), rec_grid(M, N), dim3(rec_threads), 0, "rows_gemm", M, N, K, A,
+  launch_kernel(&rows_gemm_kernel<T>, rec_grid(M, N), dim3(rec_threads), 0, "rows_gemm", M, N, K, A,
                 lda, B, ldb, C, ldc, accumulate);
 }
 

@@ -39,8 +39,6 @@ inline void check_blas(cublasStatus_t s, const char* what, const char* file, int
 
 #define COUPLEVAE_CUDA(call) ::couplevae::cuda_rt::check((call), #call, __FILE__, __LINE__)
 #define COUPLEVAE_CUBLAS(call) ::couplevae::cuda_rt::check_blas((call), #call, __FILE__, __LINE__)
-// After a kernel launch: configuration errors now, execution errors at the next sync.
-#define COUPLEVAE_CUDA_LAUNCHED(name) ::couplevae::cuda_rt::check(cudaGetLastError(), name, __FILE__, __LINE__)
 
 // Number of usable CUDA devices; 0 when there is no driver or no device.
 inline int device_count() {
