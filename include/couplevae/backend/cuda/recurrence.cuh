@@ -315,9 +315,13 @@ __global__ void __launch_bounds__(rec_threads, 2) gru_pass_kernel(Pass p0, Pass 
     const int s = nth_step(p0, k);
     const Step st0 = p0.step(s), st1 = p1.step(s);
     const int tiles0 = rec_tiles(st0.a, p0.H), tiles = tiles0 + (passes == 2 ? rec_tiles(st1.a, p1.H) : 0);
+    // a call for each pass, so that each step stays in registers (one call given `tile <
+    // tiles0 ? st0 : st1` had both copied to a 208-224 byte stack frame; now 0 and 8 bytes)
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
-      const int t = tile < tiles0 ? tile : tile - tiles0;
-      step_tile(t / ut * rec_rows, t % ut * rec_units, tile < tiles0 ? st0 : st1, sh);
+      if (tile < tiles0)
+        step_tile(tile / ut * rec_rows, tile % ut * rec_units, st0, sh);
+      else
+        step_tile((tile - tiles0) / ut * rec_rows, (tile - tiles0) % ut * rec_units, st1, sh);
     }
     grid_barrier(barrier, epoch);
   }
