@@ -504,13 +504,10 @@ def cmd_train(args):
     keys = ["loss", "rec", "kl", "rec_c", "couple"]
     acc = {k: 0.0 for k in keys}
     n_acc = 0
-    t0 = time.perf_counter()
-    train_s = 0.0  # seconds spent in training steps (validations excluded)
+    t0 = train_start = time.perf_counter()
+    valid_s = 0.0  # seconds spent validating, left out of the training seconds
     for _ in range(args.steps):
-        started = time.perf_counter()
         parts = trainer.step(next(stream))
-        sync()
-        train_s += time.perf_counter() - started
         for k in keys:
             acc[k] += parts.get(k, 0.0)
         n_acc += 1
@@ -526,14 +523,18 @@ def cmd_train(args):
             n_acc = 0
             t0 = time.perf_counter()
         if args.valid_every and trainer.step_num % args.valid_every == 0:
-            # the couplevae tool's validation line, plus the training seconds so far
+            # the couplevae tool's validation line, plus the training seconds so far (wall
+            # time less validations, as time_to_quality.sh takes the tool's)
+            sync()
             started = time.perf_counter()
+            train_s = started - train_start - valid_s
             gen = torch.Generator().manual_seed(args.seed + trainer.step_num)
             r = evaluate(model, valid, args.valid_samples, batch_size=args.eval_batch,
                          token_budget=args.eval_token_budget, generator=gen)
             print("valid step %d: nll %.6g kl %.6g ppl %.6g (%.1f s) train_s %.3f"
                   % (trainer.step_num, r["nll"], r["kl"], r["ppl"], time.perf_counter() - started, train_s),
                   flush=True)
+            valid_s += time.perf_counter() - started
             t0 += time.perf_counter() - started
     if args.eval_max_sentences is not None:
         test = test[:args.eval_max_sentences]

@@ -87,7 +87,7 @@ bool check(int N, int C, bool training, bool with_dX) {
   for (const double v : e) worst = std::max(worst, v);
   const bool ok = worst < tolerance<T>;
   std::printf("%-6s N %4d, C %2d, %-10s %-9s largest relative error %.2e (y %.1e, xhat %.1e, dgamma %.1e, dX %.1e)%s\n",
-              sizeof(T) == 4 ? "float" : "double", N,
+              type_name<T>, N,
               C, training ? "training" : "evaluation", with_dX ? "dX" : "no dX", worst, e[0], e[1], e[5], e[7],
               ok ? "" : "  FAILED");
   return ok;

@@ -188,7 +188,7 @@ bool check(const Case& k, uint64_t seed) {
   if (k.steps) st = stepwise(in[0], in[1]);
   for (Run& r : runs)
     r.module.backward(ctx, ar, X, pk, {r.ds.data(), rows, H}, {r.dh_final.data(), batch, H}, View<T>{}, r.c);
-  std::printf("%s, H %3d, batch %2d, %d steps, %3d rows%s, %s:\n", sizeof(T) == 4 ? "float" : "double", H, batch,
+  std::printf("%s, H %3d, batch %2d, %d steps, %3d rows%s, %s:\n", type_name<T>, H, batch,
               pk.steps, rows, k.padded ? " (padded)" : "", k.reverse ? "reverse" : "forward");
   char name[32];
   std::snprintf(name, sizeof name, "persistent (%u blocks)", k.blocks);
@@ -233,7 +233,7 @@ bool check_rows_gemm(int M, int N, int K, bool accumulate, uint64_t seed) {
       num = std::max(num, std::abs(double(C[size_t(i) * ldc + j]) - want));
       den = std::max(den, std::abs(want));
     }
-  std::printf("%s rows_gemm %2d x %2d x %3d%s: relative error %.2e\n", sizeof(T) == 4 ? "float" : "double", M, N, K,
+  std::printf("%s rows_gemm %2d x %2d x %3d%s: relative error %.2e\n", type_name<T>, M, N, K,
               accumulate ? " (accumulate)" : "", num / den);
   return num / den < tolerance<T>;
 }
@@ -266,13 +266,14 @@ int main(int argc, char** argv) {
   // In double the kernels stage another shape (chunks of 128 k, each thread loading every
   // second row of the tile): a padded case with the kernels of one step, one of H = 301 (3 K
   // chunks forward, 8 backward) and a rows_gemm over 3 chunks.
-  const std::vector<Case> all_double = {{37, 40, false, 3, true, true}, {301, 9, true, 6}};
-  const std::vector<std::array<int, 4>> all_double_gemms = {two_chunks};
+  // (--racecheck runs none of them.)
   const bool few = racecheck_mode(argc, argv);
   const std::vector<Case> cases = few ? std::vector<Case>{padded_steps} : all;
   const std::vector<std::array<int, 4>> gemms = few ? std::vector<std::array<int, 4>>{two_chunks} : all_gemms;
-  const std::vector<Case> double_cases = few ? std::vector<Case>{} : all_double;
-  const std::vector<std::array<int, 4>> double_gemms = few ? std::vector<std::array<int, 4>>{} : all_double_gemms;
+  const std::vector<Case> double_cases = few ? std::vector<Case>{} : std::vector<Case>{{37, 40, false, 3, true, true},
+                                                                                       {301, 9, true, 6}};
+  const std::vector<std::array<int, 4>> double_gemms = few ? std::vector<std::array<int, 4>>{}
+                                                           : std::vector<std::array<int, 4>>{two_chunks};
   int failed = 0;
   uint64_t seed = 100;
   for (const Case& k : cases) failed += !check<float>(k, seed++);

@@ -87,7 +87,7 @@ bool check(int V, bool with_bias, bool keep_probs, bool both_ways, uint64_t seed
     same = other.loss == got.loss && other.logits == got.logits;
     ok = ok && same;
   }
-  std::printf("%-6s V %5d %-9s %-9s %-10s: loss %.2e, %s %.2e%s%s\n", sizeof(T) == 4 ? "float" : "double", V,
+  std::printf("%-6s V %5d %-9s %-9s %-10s: loss %.2e, %s %.2e%s%s\n", type_name<T>, V,
               cached ? "(cached)" : "(in place)",
               with_bias ? "bias" : "no bias", keep_probs ? "training" : "loss only", e_loss,
               keep_probs ? "probabilities" : "logits kept", e_out,

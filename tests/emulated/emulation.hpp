@@ -156,6 +156,9 @@ inline bool racecheck_mode(int argc, char** argv) {
 // The largest relative error (rel_err) that still counts as T's rounding.
 template <class T>
 constexpr double tolerance = sizeof(T) == sizeof(float) ? 1e-5 : 1e-12;
+// "float" or "double", for the programs' lines.
+template <class T>
+constexpr const char* type_name = sizeof(T) == sizeof(float) ? "float" : "double";
 
 template <class T>
 double rel_err(const std::vector<T>& a, const std::vector<T>& b) {

@@ -51,6 +51,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
 #include <utility>
 
 #include "../kernels.hpp"
@@ -315,13 +316,14 @@ __global__ void __launch_bounds__(rec_threads, 2) gru_pass_kernel(Pass p0, Pass 
     const int s = nth_step(p0, k);
     const Step st0 = p0.step(s), st1 = p1.step(s);
     const int tiles0 = rec_tiles(st0.a, p0.H), tiles = tiles0 + (passes == 2 ? rec_tiles(st1.a, p1.H) : 0);
-    // a call for each pass, so that each step stays in registers (one call given `tile <
-    // tiles0 ? st0 : st1` had both copied to a 208-224 byte stack frame; now 0 and 8 bytes)
     for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
+      const int t = tile < tiles0 ? tile : tile - tiles0, row0 = t / ut * rec_rows, unit0 = t % ut * rec_units;
+      // a call for each pass, so that each step stays in registers (one call given `tile <
+      // tiles0 ? st0 : st1` had both copied to a 208-224 byte stack frame)
       if (tile < tiles0)
-        step_tile(tile / ut * rec_rows, tile % ut * rec_units, st0, sh);
+        step_tile(row0, unit0, st0, sh);
       else
-        step_tile((tile - tiles0) / ut * rec_rows, (tile - tiles0) % ut * rec_units, st1, sh);
+        step_tile(row0, unit0, st1, sh);
     }
     grid_barrier(barrier, epoch);
   }
@@ -332,7 +334,7 @@ __global__ void __launch_bounds__(rec_threads, 2) gru_pass_kernel(Pass p0, Pass 
 // when the device cannot launch one.
 template <class Pass>
 bool gru_passes(const Pass& p0, const Pass* p1, const char* name) {
-  const auto kernel = &gru_pass_kernel<Pass>;
+  const void* kernel = reinterpret_cast<const void*>(&gru_pass_kernel<Pass>);
   static thread_local int resident = -1;  // per instantiation: blocks that fit at once, 0 if none
   if (resident < 0) {
     int dev = 0, coop = 0, sms = 0, per_sm = 0;
@@ -350,13 +352,11 @@ bool gru_passes(const Pass& p0, const Pass* p1, const char* name) {
   Runtime& rt = runtime();
   memset_async(rt.barrier, sizeof(unsigned));
   KernelArgs<Pass, Pass, int, unsigned*> args(p0, p1 ? *p1 : p0, passes, rt.barrier);
-  fixed_op(
-      [&] {
-        check(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks), dim3(rec_threads),
-                                          args.ptrs.data(), 0, rt.stream),
-              name, __FILE__, __LINE__);
-      },
-      reinterpret_cast<const void*>(kernel), blocks, args.signature());
+  const auto run = [&] {
+    check(cudaLaunchCooperativeKernel(kernel, dim3(blocks), dim3(rec_threads), args.ptrs.data(), 0, rt.stream), name,
+          __FILE__, __LINE__);
+  };
+  std::apply([&](const auto&... a) { fixed_op(run, kernel, blocks, a...); }, args.values);
   rt.persistent_passes += size_t(passes);
   return true;
 }
